@@ -1,0 +1,101 @@
+/// An array an operator outputs; written as `<out>/<id>/<name>.npy` (NEP-1, little-endian, C order).
+public struct NamedArray: Sendable, Equatable {
+    public enum Values: Sendable, Equatable {
+        case float64([Double])
+        case int64([Int64])
+    }
+    public let name: String
+    public let shape: [Int]
+    public let values: Values
+
+    public init(_ name: String, shape: [Int], float64 v: [Double]) {
+        precondition(shape.reduce(1, *) == v.count, "\(name): shape \(shape) does not hold \(v.count) values")
+        self.name = name; self.shape = shape; self.values = .float64(v)
+    }
+    public init(_ name: String, shape: [Int], int64 v: [Int64]) {
+        precondition(shape.reduce(1, *) == v.count, "\(name): shape \(shape) does not hold \(v.count) values")
+        self.name = name; self.shape = shape; self.values = .int64(v)
+    }
+}
+
+/// What an operator hands the engine when the stream ends: arrays, the scalars of summary.json (without
+/// `params`, which the engine adds), and — for samplers — the weighted rows that feed downstream operators.
+public struct OperatorOutput: Sendable {
+    public var arrays: [NamedArray]
+    public var summary: [(String, JSON)]
+    public var emittedRows: [RowBatch]
+
+    public init(arrays: [NamedArray], summary: [(String, JSON)], emittedRows: [RowBatch] = []) {
+        self.arrays = arrays
+        self.summary = summary
+        self.emittedRows = emittedRows
+    }
+}
+
+/// What an operator knows about its input when it is built.
+public struct StreamShape: Sendable, Equatable {
+    /// Features per row.
+    public var columns: Int
+    public var hasTarget: Bool
+    /// Rows in the stream, when the input says so (npy shape, file size, zstd content size).
+    public var rowsKnown: Int64?
+    public init(columns: Int, hasTarget: Bool, rowsKnown: Int64? = nil) {
+        self.columns = columns
+        self.hasTarget = hasTarget
+        self.rowsKnown = rowsKnown
+    }
+}
+
+/// The run-wide context every operator is built with.
+public struct OperatorContext: Sendable {
+    public var shape: StreamShape
+    public var seed: UInt64
+    public var shard: Int64
+    /// A stable tag for this operator's random draws (from its id), so two operators never share draws.
+    public var purpose: UInt32
+    public init(shape: StreamShape, seed: UInt64, shard: Int64, purpose: UInt32) {
+        self.shape = shape; self.seed = seed; self.shard = shard; self.purpose = purpose
+    }
+}
+
+/// A stream operator: consumes row batches and keeps a bounded summary of every row seen.
+///
+/// A value type with no I/O: the runtime owns buffering, threads, output files and checkpoint timing, so a
+/// test can drive an operator with no runtime. Contract: `update` gives the same state however the rows are
+/// batched (internal blocks are cut at fixed row positions, never at batch boundaries); a weight is a row
+/// multiplicity; `encodeState()` is complete — restoring it and continuing equals never having stopped.
+public protocol StreamOperator: Sendable {
+    /// Feeds one batch.
+    mutating func update(_ batch: RowBatch) throws(EngineError)
+    /// The summary.json scalars at this moment (for `--emit-every`); no large arrays.
+    func currentSummary() -> [(String, JSON)]
+    /// Ends the stream (for multi-pass operators: after their last step).
+    mutating func finish() throws(EngineError) -> OperatorOutput
+    /// The operator's complete state, versioned by the operator (the engine adds the envelope).
+    func encodeState() -> [UInt8]
+}
+
+/// Operators whose states combine: shard runs merge into the answer of one run (DESIGN.md §7).
+public protocol MergeableOperator: StreamOperator {
+    /// Absorbs another instance built with the same parameters and shape.
+    mutating func merge(_ other: Self) throws(EngineError)
+}
+
+/// Random read access to rows the engine kept in its row store (memory up to a limit, then a memory-mapped
+/// spill file), for operators that need more than one pass.
+public protocol RowStoreReader: Sendable {
+    var count: Int { get }
+    var columns: Int { get }
+    var hasTarget: Bool { get }
+    /// Copies rows [start, start + n) into `batch` (reset first).
+    func read(_ start: Int, _ n: Int, into batch: inout RowBatch)
+}
+
+public enum StepResult: Sendable, Equatable { case more, done }
+
+/// Operators that work after the stream (dpp-sample, halpern-solver): rows they receive in `update` are also
+/// kept by the engine in a row store; after the stream the engine calls `step` until `.done`, and may
+/// checkpoint between steps.
+public protocol IterativeOperator: StreamOperator {
+    mutating func step(_ rows: RowStoreReader) throws(EngineError) -> StepResult
+}

@@ -1,0 +1,74 @@
+/// A block of rows in the engine's one layout: features row-major float64 (`count × columns`), plus an
+/// optional target and weight per row and each row's 0-based position in its source stream.
+///
+/// Batches are cut at fixed row counts (`batch_rows`) by the decoder, never by timing, and are recycled
+/// between the decode and compute threads, so the buffers are allocated once per run, not per row.
+public struct RowBatch: Sendable {
+    /// Features per row (after `select`, target and weight columns removed).
+    public let columns: Int
+    public let capacity: Int
+    public private(set) var count: Int
+    public var features: [Double]
+    /// Present when the source has a target column.
+    public var targets: [Double]?
+    /// Present when rows carry multiplicities (source `weight`, or rows emitted by a sampler).
+    public var weights: [Double]?
+    /// 0-based source positions (skipped rows keep theirs, so these need not be consecutive).
+    public var indices: [Int64]
+    /// The shard each row came from, when rows of several shards are pooled (merged samples).
+    public var shards: [Int64]?
+
+    public init(columns: Int, capacity: Int, hasTarget: Bool, hasWeight: Bool) {
+        self.columns = columns
+        self.capacity = capacity
+        self.count = 0
+        self.features = [Double](repeating: 0, count: columns * capacity)
+        self.targets = hasTarget ? [Double](repeating: 0, count: capacity) : nil
+        self.weights = hasWeight ? [Double](repeating: 0, count: capacity) : nil
+        self.indices = [Int64](repeating: 0, count: capacity)
+    }
+
+    public var isFull: Bool { count == capacity }
+    public var isEmpty: Bool { count == 0 }
+
+    /// Empties the batch for reuse; buffers keep their capacity.
+    public mutating func reset() { count = 0 }
+
+    /// Claims the next row slot and returns its index; the caller fills `features[r*columns ..]` etc.
+    @inline(__always)
+    public mutating func appendSlot(index: Int64) -> Int {
+        precondition(count < capacity)
+        let r = count
+        indices[r] = index
+        count += 1
+        return r
+    }
+
+    /// Drops the most recently claimed slot (a row rejected after it was partly parsed).
+    @inline(__always)
+    public mutating func dropLast() { if count > 0 { count -= 1 } }
+
+    @inline(__always)
+    public func weight(_ r: Int) -> Double { weights?[r] ?? 1 }
+
+    /// Σ weights of the rows present.
+    public var weightSum: Double {
+        guard let w = weights else { return Double(count) }
+        var s = 0.0
+        for r in 0..<count { s += w[r] }
+        return s
+    }
+
+    /// Appends one row copied from another batch.
+    public mutating func append(from other: RowBatch, row r: Int) {
+        precondition(other.columns == columns)
+        let s = appendSlot(index: other.indices[r])
+        for j in 0..<columns { features[s * columns + j] = other.features[r * columns + j] }
+        if targets != nil { targets![s] = other.targets?[r] ?? 0 }
+        if weights != nil { weights![s] = other.weight(r) }
+        if shards != nil || other.shards != nil {
+            if shards == nil { shards = [Int64](repeating: 0, count: capacity) }
+            shards![s] = other.shards?[r] ?? 0
+        }
+    }
+}

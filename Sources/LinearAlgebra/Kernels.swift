@@ -1,0 +1,127 @@
+import COpenBLAS
+
+/// An error from a LAPACK routine: its name and `info`. Every call in this module checks `info`.
+public struct LinearAlgebraError: Error, CustomStringConvertible, Equatable {
+    public let routine: String
+    public let info: Int32
+    public let detail: String
+    public var description: String { "\(routine) failed (info = \(info)): \(detail)" }
+}
+
+/// Level-3 accumulation kernels for row-major blocks of rows. These are the hot path of `gram` and
+/// friends: one call per batch, never per row.
+public enum BlockKernels {
+    /// C (n×n, upper triangle only) += Xᵀ X for a row-major `rows × n` block X (dsyrk).
+    public static func syrkUpper(_ x: UnsafePointer<Double>, rows: Int, n: Int, into c: UnsafeMutablePointer<Double>) {
+        if rows == 0 || n == 0 { return }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(rows), 1, x, Int32(n), 1, c, Int32(n))
+    }
+
+    /// y (n) += Xᵀ v for a row-major `rows × n` block X (dgemv).
+    public static func gemvTransposedAccumulate(_ x: UnsafePointer<Double>, rows: Int, n: Int,
+                                                v: UnsafePointer<Double>, into y: UnsafeMutablePointer<Double>) {
+        if rows == 0 || n == 0 { return }
+        cblas_dgemv(CblasRowMajor, CblasTrans, Int32(rows), Int32(n), 1, x, Int32(n), v, 1, 1, y, 1)
+    }
+}
+
+/// Dense factorizations (LAPACK, float64). Inputs are row-major `Matrix` values; each function states how
+/// it maps to LAPACK's column-major convention.
+public enum LAPACK {
+    /// Eigendecomposition of a symmetric matrix (dsyevd). Returns eigenvalues in **descending** order and
+    /// the matching unit eigenvectors as the **rows** of `vectors`. Only the upper triangle of `a` is read.
+    public static func symmetricEigen(_ a: Matrix) throws(LinearAlgebraError) -> (values: [Double], vectors: Matrix) {
+        precondition(a.rows == a.cols)
+        let n = a.rows
+        if n == 0 { return ([], Matrix(rows: 0, cols: 0)) }
+        // Row-major upper == column-major lower of the same buffer.
+        var work = a.storage
+        var w = [Double](repeating: 0, count: n)
+        var jobz = CChar(UInt8(ascii: "V")), uplo = CChar(UInt8(ascii: "L"))
+        var nn = Int32(n), lda = Int32(n), info: Int32 = 0, lwork: Int32 = -1, liwork: Int32 = -1
+        var wq = 0.0, iwq: Int32 = 0
+        dsyevd_(&jobz, &uplo, &nn, &work, &lda, &w, &wq, &lwork, &iwq, &liwork, &info, 1, 1)
+        guard info == 0 else { throw LinearAlgebraError(routine: "dsyevd", info: info, detail: "workspace query") }
+        lwork = Int32(wq); liwork = iwq
+        var wk = [Double](repeating: 0, count: Int(lwork))
+        var iwk = [Int32](repeating: 0, count: Int(liwork))
+        dsyevd_(&jobz, &uplo, &nn, &work, &lda, &w, &wk, &lwork, &iwk, &liwork, &info, 1, 1)
+        guard info == 0 else {
+            throw LinearAlgebraError(routine: "dsyevd", info: info,
+                                     detail: info < 0 ? "argument \(-info) invalid" : "failed to converge")
+        }
+        // Column-major eigenvectors: column j is at work[j*n ..< (j+1)*n] == row j of a row-major matrix.
+        var vectors = Matrix(rows: n, cols: n)
+        var values = [Double](repeating: 0, count: n)
+        for r in 0..<n {
+            let j = n - 1 - r   // ascending -> descending
+            values[r] = w[j]
+            for i in 0..<n { vectors[r, i] = work[j * n + i] }
+        }
+        return (values, vectors)
+    }
+
+    /// Solves S x = b for symmetric positive definite S by Cholesky (dpotrf + dpotrs). Throws with
+    /// `info > 0` when S is not positive definite (the leading minor of that order is not).
+    public static func choleskySolve(_ s: Matrix, _ b: [Double]) throws(LinearAlgebraError) -> [Double] {
+        precondition(s.rows == s.cols && b.count == s.rows)
+        let n = s.rows
+        if n == 0 { return [] }
+        var a = s.storage
+        var x = b
+        var uplo = CChar(UInt8(ascii: "L")), nn = Int32(n), lda = Int32(n), info: Int32 = 0
+        dpotrf_(&uplo, &nn, &a, &lda, &info, 1)
+        guard info == 0 else {
+            throw LinearAlgebraError(routine: "dpotrf", info: info,
+                                     detail: info > 0 ? "matrix is not positive definite (minor \(info))" : "argument \(-info) invalid")
+        }
+        var nrhs: Int32 = 1, ldb = Int32(n)
+        dpotrs_(&uplo, &nn, &nrhs, &a, &lda, &x, &ldb, &info, 1)
+        guard info == 0 else { throw LinearAlgebraError(routine: "dpotrs", info: info, detail: "argument \(-info) invalid") }
+        return x
+    }
+
+    /// Singular values of a (descending), by dgesdd with jobz = N. A row-major m×n matrix is passed as the
+    /// column-major n×m transpose, which has the same singular values.
+    public static func singularValues(_ a: Matrix) throws(LinearAlgebraError) -> [Double] {
+        let m = Int32(a.cols), n = Int32(a.rows)   // column-major view: m rows = a.cols
+        if m == 0 || n == 0 { return [] }
+        var work = a.storage
+        var s = [Double](repeating: 0, count: Int(min(m, n)))
+        var jobz = CChar(UInt8(ascii: "N")), mm = m, nn = n, lda = m, ldu: Int32 = 1, ldvt: Int32 = 1
+        var info: Int32 = 0, lwork: Int32 = -1, wq = 0.0
+        var u = [0.0], vt = [0.0]
+        var iwork = [Int32](repeating: 0, count: 8 * Int(min(m, n)))
+        dgesdd_(&jobz, &mm, &nn, &work, &lda, &s, &u, &ldu, &vt, &ldvt, &wq, &lwork, &iwork, &info, 1)
+        guard info == 0 else { throw LinearAlgebraError(routine: "dgesdd", info: info, detail: "workspace query") }
+        lwork = Int32(wq)
+        var wk = [Double](repeating: 0, count: Int(lwork))
+        dgesdd_(&jobz, &mm, &nn, &work, &lda, &s, &u, &ldu, &vt, &ldvt, &wk, &lwork, &iwork, &info, 1)
+        guard info == 0 else {
+            throw LinearAlgebraError(routine: "dgesdd", info: info,
+                                     detail: info < 0 ? "argument \(-info) invalid" : "did not converge")
+        }
+        return s
+    }
+
+    /// Least-squares solution of min ‖A x − b‖₂ for a full-rank A (m ≥ n) by QR (dgels). The row-major A is
+    /// the column-major Aᵀ, so LAPACK is asked to solve with trans = 'T'.
+    public static func leastSquares(_ a: Matrix, _ b: [Double]) throws(LinearAlgebraError) -> [Double] {
+        precondition(b.count == a.rows && a.rows >= a.cols)
+        var work = a.storage
+        var trans = CChar(UInt8(ascii: "T"))
+        var m = Int32(a.cols), n = Int32(a.rows), nrhs: Int32 = 1, lda = Int32(a.cols)
+        var rhs = b
+        var ldb = Int32(a.rows), info: Int32 = 0, lwork: Int32 = -1, wq = 0.0
+        dgels_(&trans, &m, &n, &nrhs, &work, &lda, &rhs, &ldb, &wq, &lwork, &info, 1)
+        guard info == 0 else { throw LinearAlgebraError(routine: "dgels", info: info, detail: "workspace query") }
+        lwork = Int32(wq)
+        var wk = [Double](repeating: 0, count: Int(lwork))
+        dgels_(&trans, &m, &n, &nrhs, &work, &lda, &rhs, &ldb, &wk, &lwork, &info, 1)
+        guard info == 0 else {
+            throw LinearAlgebraError(routine: "dgels", info: info,
+                                     detail: info > 0 ? "matrix is rank deficient" : "argument \(-info) invalid")
+        }
+        return Array(rhs.prefix(a.cols))
+    }
+}

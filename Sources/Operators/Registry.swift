@@ -1,0 +1,143 @@
+import EngineCore
+
+/// The type and range of one operator parameter, as the manifest validator checks it.
+public enum ParameterKind: Sendable, Equatable {
+    case int(min: Int64, max: Int64)
+    /// A float in [min, max] (or (min, max] when `openMin`).
+    case double(min: Double, max: Double, openMin: Bool)
+    case choice([String])
+    case bool
+    /// A 0-based column number or a column name.
+    case column
+    /// An int, or the string "auto".
+    case intOrAuto(min: Int64, max: Int64)
+
+    public var typeName: String {
+        switch self {
+        case let .int(lo, hi): return "integer in [\(lo), \(hi)]"
+        case let .double(lo, hi, open): return "number in \(open ? "(" : "[")\(JSON.format(lo)), \(JSON.format(hi))]"
+        case let .choice(c): return "one of " + c.joined(separator: " | ")
+        case .bool: return "true or false"
+        case .column: return "a 0-based column number"
+        case let .intOrAuto(lo, hi): return "auto or an integer in [\(lo), \(hi)]"
+        }
+    }
+}
+
+public struct ParameterSpec: Sendable {
+    public let name: String
+    public let kind: ParameterKind
+    /// nil when there is no default (required, or absent means "off").
+    public let defaultValue: JSON?
+    public let required: Bool
+    public let doc: String
+
+    public init(_ name: String, _ kind: ParameterKind, default value: JSON? = nil, required: Bool = false, doc: String) {
+        self.name = name; self.kind = kind; self.defaultValue = value; self.required = required; self.doc = doc
+    }
+}
+
+/// Parameters after validation: every declared parameter with its given or default value.
+public struct ParamValues: Sendable, Equatable {
+    public var values: [(String, JSON)]
+    public init(_ values: [(String, JSON)]) { self.values = values }
+    public static func == (a: ParamValues, b: ParamValues) -> Bool { JSON.object(a.values) == JSON.object(b.values) }
+
+    public subscript(_ name: String) -> JSON? { values.first { $0.0 == name }?.1 }
+    public func string(_ name: String) -> String? { if case let .string(s)? = self[name] { return s }; return nil }
+    public func double(_ name: String) -> Double? {
+        switch self[name] {
+        case let .double(d)?: return d
+        case let .int(i)?: return Double(i)
+        default: return nil
+        }
+    }
+    public func int(_ name: String) -> Int64? { if case let .int(i)? = self[name] { return i }; return nil }
+    public func bool(_ name: String) -> Bool? { if case let .bool(b)? = self[name] { return b }; return nil }
+    /// The canonical JSON of the parameters: echoed in summary.json and digested into states.
+    public var json: JSON { .object(values) }
+    public var digest: String { SHA256.hex(Array(json.encoded().utf8)) }
+}
+
+/// One operator kind: its documentation, parameters, outputs and how to build, restore and merge it.
+public struct OperatorDescriptor: Sendable {
+    public let kind: String
+    public let summary: String
+    public let parameters: [ParameterSpec]
+    public let outputs: [String]
+    public let mergeable: Bool
+    public let multiPass: Bool
+    public let emitsRows: Bool
+    public let stateVersion: UInt16
+    /// Checks that need the stream's shape (e.g. a target); returns the problem, or nil.
+    public let check: @Sendable (ParamValues, _ hasTarget: Bool) -> String?
+    public let make: @Sendable (ParamValues, OperatorContext) throws(EngineError) -> any StreamOperator
+    public let restore: @Sendable (ParamValues, OperatorContext, [UInt8], String) throws(EngineError) -> any StreamOperator
+    /// Merges the second into the first; nil when the operator is not mergeable.
+    public let merge: (@Sendable (inout any StreamOperator, any StreamOperator) throws(EngineError) -> Void)?
+
+    public init(kind: String, summary: String, parameters: [ParameterSpec], outputs: [String], mergeable: Bool,
+                multiPass: Bool = false, emitsRows: Bool = false, stateVersion: UInt16,
+                check: @escaping @Sendable (ParamValues, Bool) -> String? = { _, _ in nil },
+                make: @escaping @Sendable (ParamValues, OperatorContext) throws(EngineError) -> any StreamOperator,
+                restore: @escaping @Sendable (ParamValues, OperatorContext, [UInt8], String) throws(EngineError) -> any StreamOperator,
+                merge: (@Sendable (inout any StreamOperator, any StreamOperator) throws(EngineError) -> Void)?) {
+        self.kind = kind; self.summary = summary; self.parameters = parameters; self.outputs = outputs
+        self.mergeable = mergeable; self.multiPass = multiPass; self.emitsRows = emitsRows
+        self.stateVersion = stateVersion; self.check = check; self.make = make; self.restore = restore; self.merge = merge
+    }
+
+    /// A type-checked merge for a `MergeableOperator` type.
+    public static func merger<T: MergeableOperator>(_: T.Type) -> @Sendable (inout any StreamOperator, any StreamOperator) throws(EngineError) -> Void {
+        { (a: inout any StreamOperator, b: any StreamOperator) throws(EngineError) in
+            guard var x = a as? T, let y = b as? T else { throw .internal("merge", "operator types differ") }
+            try x.merge(y)
+            a = x
+        }
+    }
+}
+
+/// The operators this build knows, by kind. Tests may add their own.
+public struct OperatorRegistry: Sendable {
+    public private(set) var descriptors: [OperatorDescriptor]
+    public init(_ descriptors: [OperatorDescriptor]) { self.descriptors = descriptors }
+    public subscript(kind: String) -> OperatorDescriptor? { descriptors.first { $0.kind == kind } }
+    public var kinds: [String] { descriptors.map(\.kind) }
+    public mutating func add(_ d: OperatorDescriptor) { descriptors.append(d) }
+
+    /// Every operator shipped with rowflow.
+    public static let standard = OperatorRegistry([momentsDescriptor, gramDescriptor])
+}
+
+let momentsDescriptor = OperatorDescriptor(
+    kind: "moments",
+    summary: "Exact weighted column mean and population variance (float64, Chan et al. block merges). Mergeable.",
+    parameters: [], outputs: ["mean", "variance"], mergeable: true, stateVersion: MomentsOperator.stateVersion,
+    make: { _, ctx in MomentsOperator(columns: ctx.shape.columns) },
+    restore: { _, ctx, bytes, where_ throws(EngineError) in try MomentsOperator(columns: ctx.shape.columns, state: bytes, context: where_) },
+    merge: OperatorDescriptor.merger(MomentsOperator.self))
+
+let gramDescriptor = OperatorDescriptor(
+    kind: "gram",
+    summary: "Exact Gram matrix AᵀA (and Aᵀy with a target) in float64; `solve: ridge` solves (AᵀA + λI)x = Aᵀy. Mergeable.",
+    parameters: [
+        ParameterSpec("solve", .choice(["none", "ridge"]), default: .string("none"),
+                      doc: "ridge: minimise ½‖Ax − y‖² + ½λ‖x‖² by Cholesky (needs a target)"),
+        ParameterSpec("lambda", .double(min: 0, max: .greatestFiniteMagnitude, openMin: false), default: .double(0),
+                      doc: "ridge penalty λ ≥ 0"),
+    ],
+    outputs: ["gram", "xty (with a target)", "solution (solve: ridge)"], mergeable: true,
+    stateVersion: GramOperator.stateVersion,
+    check: { p, hasTarget in
+        p.string("solve") == "ridge" && !hasTarget ? "solve: ridge needs a target (set source.target)" : nil
+    },
+    make: { p, ctx in
+        GramOperator(columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget,
+                     solveRidge: p.string("solve") == "ridge", lambda: p.double("lambda") ?? 0)
+    },
+    restore: { p, ctx, bytes, where_ throws(EngineError) in
+        try GramOperator(columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget,
+                         solveRidge: p.string("solve") == "ridge", lambda: p.double("lambda") ?? 0,
+                         state: bytes, context: where_)
+    },
+    merge: OperatorDescriptor.merger(GramOperator.self))
