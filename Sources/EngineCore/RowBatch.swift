@@ -48,6 +48,22 @@ public struct RowBatch: Sendable {
     @inline(__always)
     public mutating func dropLast() { if count > 0 { count -= 1 } }
 
+    /// Removes the given slots (ascending), moving later rows down.
+    public mutating func removeRows(_ slots: [Int]) {
+        guard !slots.isEmpty else { return }
+        var dst = slots[0], k = 0
+        for src in slots[0]..<count {
+            if k < slots.count && slots[k] == src { k += 1; continue }
+            for j in 0..<columns { features[dst * columns + j] = features[src * columns + j] }
+            if targets != nil { targets![dst] = targets![src] }
+            if weights != nil { weights![dst] = weights![src] }
+            if shards != nil { shards![dst] = shards![src] }
+            indices[dst] = indices[src]
+            dst += 1
+        }
+        count = dst
+    }
+
     @inline(__always)
     public func weight(_ r: Int) -> Double { weights?[r] ?? 1 }
 

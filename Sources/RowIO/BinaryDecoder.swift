@@ -1,0 +1,152 @@
+import EngineCore
+
+/// Element types of raw and npy input.
+enum ElementType: Equatable, Sendable {
+    case f4, f8, i1, i2, i4, i8, u1, u2, u4, u8
+    var size: Int {
+        switch self {
+        case .i1, .u1: return 1
+        case .i2, .u2: return 2
+        case .f4, .i4, .u4: return 4
+        case .f8, .i8, .u8: return 8
+        }
+    }
+    var isFloat: Bool { self == .f4 || self == .f8 }
+}
+
+/// Decodes fixed-width little-endian rows (raw f32/f64, or the data section of an .npy file) straight into
+/// batch buffers. A trailing partial row is an error naming its byte offset; non-finite values are bad
+/// rows ("row n"), handled by `on_bad_row`.
+final class BinaryDecoder: RowDecoder {
+    let buf: ChunkBuffer
+    let name: String
+    let element: ElementType
+    let config: SourceConfig
+    let layout: RowLayout?
+    let rowsKnown: Int64?
+    /// For npy: rows the header promises (checked at the end).
+    let expectedRows: Int64?
+    private(set) var rowsConsumed: Int64
+    private let firstRow: Int64
+    private let rowBytes: Int
+
+    init(_ buf: ChunkBuffer, element: ElementType, rawColumns: Int, config: SourceConfig, firstRow: Int64,
+         rowsKnown: Int64?, expectedRows: Int64?) throws(EngineError) {
+        self.buf = buf
+        self.name = buf.input.file.name
+        self.element = element
+        self.config = config
+        self.layout = try RowLayout(rawColumns: rawColumns, config: config, where: name)
+        self.rowsKnown = rowsKnown
+        self.expectedRows = expectedRows
+        self.rowsConsumed = firstRow
+        self.firstRow = firstRow
+        self.rowBytes = rawColumns * element.size
+    }
+
+    func prime() throws(EngineError) {}
+
+    func fill(_ batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) -> Bool {
+        let layout = layout!
+        while !batch.isFull {
+            if buf.available < rowBytes {
+                _ = try buf.ensure(rowBytes * min(batch.capacity - batch.count, max(1, (1 << 20) / max(1, rowBytes))))
+                if buf.available < rowBytes {
+                    if buf.available > 0 {
+                        throw .data("\(name): byte \(buf.offset)",
+                                    "truncated row \(rowsConsumed - firstRow + 1): expected \(rowBytes) bytes (\(layout.rawColumns) × \(element.size)), found \(buf.available)",
+                                    hint: "is source.columns right? The data length must be a multiple of the row size")
+                    }
+                    if let e = expectedRows, rowsConsumed - firstRow != e {
+                        throw .data("\(name): byte \(buf.offset)", "the npy header promises \(e) rows, the data holds \(rowsConsumed - firstRow)")
+                    }
+                    return false
+                }
+            }
+            if let e = expectedRows, rowsConsumed - firstRow >= e {
+                throw .data("\(name): byte \(buf.offset)", "data continues past the \(e) rows the npy header promises")
+            }
+            let rowsHere = min(buf.available / rowBytes, batch.capacity - batch.count)
+            try convert(rows: rowsHere, into: &batch, layout: layout, bad: bad)
+        }
+        return true
+    }
+
+    private func convert(rows: Int, into batch: inout RowBatch, layout: RowLayout, bad: BadRowHandler) throws(EngineError) {
+        let src = UnsafeRawPointer(buf.base + buf.start)
+        let d = batch.columns
+        let c = layout.rawColumns
+        var failures: [(Int64, EngineError, Int)] = []
+        let firstSlot = batch.count
+        for k in 0..<rows { _ = batch.appendSlot(index: rowsConsumed + Int64(k)) }
+        batch.features.withUnsafeMutableBufferPointer { f in
+            for k in 0..<rows {
+                let row = rowsConsumed + Int64(k)
+                let slot = firstSlot + k
+                let out = f.baseAddress! + slot * d
+                let rp = src + k * rowBytes
+                if layout.isIdentity && element == .f4 {
+                    var finite = true
+                    for j in 0..<c {
+                        let v = Double(Float(bitPattern: rp.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self).littleEndian))
+                        out[j] = v
+                        finite = finite && v.isFinite
+                    }
+                    if !finite && !config.allowNonfinite {
+                        let j = (0..<c).first { !out[$0].isFinite }!
+                        failures.append((row, .data("\(name): row \(row - firstRow + 1)", "non-finite value \(out[j]) in column \(j + 1)",
+                                                    hint: "set source.allow_nonfinite: true, or on_bad_row: skip"), k))
+                    }
+                    continue
+                }
+                var failure: EngineError?
+                for j in 0..<c {
+                    let v = load(rp, j)
+                    if !v.isFinite && !config.allowNonfinite {
+                        failure = .data("\(name): row \(row - firstRow + 1)", "non-finite value \(v) in column \(j + 1)",
+                                        hint: "set source.allow_nonfinite: true, or on_bad_row: skip")
+                        break
+                    }
+                    switch layout.roles[j] {
+                    case let .feature(i): out[i] = v
+                    case .target: batch.targets![slot] = v
+                    case .weight:
+                        if !(v >= 0) { failure = .data("\(name): row \(row - firstRow + 1)", "bad weight \(v) in column \(j + 1): weights must be ≥ 0") }
+                        else { batch.weights![slot] = v }
+                    case .drop: break
+                    }
+                    if failure != nil { break }
+                }
+                if let failure { failures.append((row, failure, k)) }
+            }
+        }
+        if !failures.isEmpty { batch.removeRows(failures.map { firstSlot + $0.2 }) }
+        for (row, err, k) in failures {
+            try bad.report(err, row: row, raw: { rawValues(k) })
+        }
+        rowsConsumed += Int64(rows)
+        buf.start += rows * rowBytes
+    }
+
+    @inline(__always)
+    private func load(_ rp: UnsafeRawPointer, _ j: Int) -> Double {
+        let o = j * element.size
+        switch element {
+        case .f4: return Double(Float(bitPattern: rp.loadUnaligned(fromByteOffset: o, as: UInt32.self).littleEndian))
+        case .f8: return Double(bitPattern: rp.loadUnaligned(fromByteOffset: o, as: UInt64.self).littleEndian)
+        case .i1: return Double(rp.loadUnaligned(fromByteOffset: o, as: Int8.self))
+        case .u1: return Double(rp.loadUnaligned(fromByteOffset: o, as: UInt8.self))
+        case .i2: return Double(rp.loadUnaligned(fromByteOffset: o, as: Int16.self).littleEndian)
+        case .u2: return Double(rp.loadUnaligned(fromByteOffset: o, as: UInt16.self).littleEndian)
+        case .i4: return Double(rp.loadUnaligned(fromByteOffset: o, as: Int32.self).littleEndian)
+        case .u4: return Double(rp.loadUnaligned(fromByteOffset: o, as: UInt32.self).littleEndian)
+        case .i8: return Double(rp.loadUnaligned(fromByteOffset: o, as: Int64.self).littleEndian)
+        case .u8: return Double(rp.loadUnaligned(fromByteOffset: o, as: UInt64.self).littleEndian)
+        }
+    }
+
+    private func rawValues(_ k: Int) -> String {
+        let rp = UnsafeRawPointer(buf.base + buf.start + k * rowBytes)
+        return (0..<(layout?.rawColumns ?? 0)).map { "\(load(rp, $0))" }.joined(separator: ",")
+    }
+}

@@ -1,0 +1,88 @@
+import EngineCore
+
+/// A sliding window over a `ByteInput`: decoders look at `[start, end)`, consume from the front, and ask for
+/// more. Grows only when one record does not fit (bounded by the decoder's own limit).
+final class ChunkBuffer {
+    let input: ByteInput
+    private(set) var base: UnsafeMutablePointer<UInt8>
+    private(set) var capacity: Int
+    var start = 0
+    private(set) var end = 0
+    private(set) var eof = false
+    /// Content offset of `base[0]` (for byte-offset messages).
+    private(set) var baseOffset: Int64 = 0
+
+    init(_ input: ByteInput, capacity: Int = 1 << 20) {
+        self.input = input
+        self.capacity = capacity
+        base = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity + 1)
+    }
+
+    deinit { base.deallocate() }
+
+    var available: Int { end - start }
+    /// Content offset of `start`.
+    var offset: Int64 { baseOffset + Int64(start) }
+
+    /// Moves unread bytes to the front and reads more; returns false at end of input with nothing new.
+    @discardableResult
+    func refill() throws(EngineError) -> Bool {
+        if eof { return false }
+        if start > 0 {
+            if available > 0 { (base).update(from: base + start, count: available) }
+            baseOffset += Int64(start)
+            end -= start
+            start = 0
+        }
+        if end == capacity { grow(to: capacity * 2) }
+        let n = try input.read(into: UnsafeMutableRawPointer(base + end), count: capacity - end)
+        if n == 0 { eof = true; return false }
+        end += n
+        return true
+    }
+
+    /// Reads until at least `n` bytes are available or the input ends.
+    func ensure(_ n: Int) throws(EngineError) -> Bool {
+        while available < n {
+            if n > capacity - start && start == 0 && n > capacity { grow(to: max(n, capacity * 2)) }
+            if !(try refill()) { return available >= n }
+        }
+        return true
+    }
+
+    func grow(to newCapacity: Int) {
+        let nb = UnsafeMutablePointer<UInt8>.allocate(capacity: newCapacity + 1)
+        nb.update(from: base + start, count: available)
+        base.deallocate()
+        base = nb
+        baseOffset += Int64(start)
+        end = available
+        start = 0
+        capacity = newCapacity
+    }
+}
+
+/// What to do with a row that cannot be used (bad value, ragged, non-finite): fail the run, skip it (counted),
+/// or quarantine it (raw row and its number appended to `<out>/quarantine.txt`).
+public final class BadRowHandler: @unchecked Sendable {
+    public let policy: SourceConfig.BadRowPolicy
+    public private(set) var skipped: Int64 = 0
+    public private(set) var quarantined: Int64 = 0
+    let quarantine: (@Sendable (String) throws(EngineError) -> Void)?
+
+    public init(policy: SourceConfig.BadRowPolicy, quarantine: (@Sendable (String) throws(EngineError) -> Void)? = nil) {
+        self.policy = policy
+        self.quarantine = quarantine
+    }
+
+    /// `raw` renders the offending row for the quarantine file; `row` is its 0-based position.
+    func report(_ error: EngineError, row: Int64, raw: () -> String) throws(EngineError) {
+        switch policy {
+        case .fail: throw error
+        case .skip: skipped += 1
+        case .quarantine:
+            quarantined += 1
+            try quarantine?("row \(row + 1)\t\(error.location)\t\(error.message)\t\(raw())\n")
+        }
+    }
+}

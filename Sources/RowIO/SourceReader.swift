@@ -1,0 +1,183 @@
+import EngineCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The rows of a run's input: standard input, one file, or a directory of shards read in bytewise name order
+/// (names starting with `.` or `_` skipped — Hadoop and Spark leave `_SUCCESS` and `.crc` files). Each file
+/// may be zstd-compressed (detected from its bytes) and is decoded in the configured format (`auto`: npy
+/// magic, then text sniffing: tab → tsv, `idx:val` tokens → libsvm, else csv).
+///
+/// Row positions continue across files. All files must have the same layout.
+public final class SourceReader: @unchecked Sendable {
+    public let config: SourceConfig
+    public let bad: BadRowHandler
+    private var pendingPaths: [String]
+    private let isStdin: Bool
+    private var decoder: RowDecoder?
+    private var input: ByteInput?
+    private var bytesInFinished: Int64 = 0
+    private var rowsFinished: Int64 = 0
+    public private(set) var layout: RowLayout?
+    /// Display name of the input (path or <stdin>).
+    public let displayName: String
+    /// Total input bytes when every file's size is known (for progress).
+    public let totalBytes: Int64?
+    /// Rows in the whole input when it says so (DESIGN.md §3); computed at open for the first file only when
+    /// the input is a single file.
+    public private(set) var rowsKnown: Int64?
+    public private(set) var formatUsed: SourceConfig.Format?
+
+    /// `path` nil or "-" reads standard input.
+    public init(path: String?, config: SourceConfig, bad: BadRowHandler) throws(EngineError) {
+        self.config = config
+        self.bad = bad
+        if path == nil || path == "-" {
+            isStdin = true
+            pendingPaths = []
+            displayName = "<stdin>"
+            totalBytes = nil
+        } else {
+            let p = path!
+            isStdin = false
+            displayName = p
+            var st = stat()
+            guard stat(p, &st) == 0 else { throw .notFound(p, "cannot open input: \(String(cString: strerror(errno)))") }
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                pendingPaths = try SourceReader.shardFiles(p)
+                var total: Int64 = 0
+                for f in pendingPaths { var s2 = stat(); if stat(f, &s2) == 0 { total += Int64(s2.st_size) } }
+                totalBytes = total
+            } else {
+                pendingPaths = [p]
+                totalBytes = (st.st_mode & S_IFMT) == S_IFREG ? Int64(st.st_size) : nil
+            }
+        }
+        let single = isStdin || pendingPaths.count == 1
+        _ = try openNext()
+        if !single { rowsKnown = nil }
+    }
+
+    static func shardFiles(_ dir: String) throws(EngineError) -> [String] {
+        guard let d = opendir(dir) else { throw .notFound(dir, "cannot read directory: \(String(cString: strerror(errno)))") }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name.hasPrefix(".") || name.hasPrefix("_") { continue }
+            var st = stat()
+            let full = dir.hasSuffix("/") ? dir + name : dir + "/" + name
+            if stat(full, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG { names.append(full) }
+        }
+        // Bytewise order, independent of locale.
+        return names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+    }
+
+    /// Opens the next file and primes its decoder; false when there is none.
+    private func openNext() throws(EngineError) -> Bool {
+        if let input { bytesInFinished += input.file.bytesIn }
+        if let decoder { rowsFinished = decoder.rowsConsumed }
+        decoder = nil
+        input = nil
+        let file: RawFile
+        if isStdin {
+            if bytesInFinished > 0 || rowsFinished > 0 || formatUsed != nil { return false }
+            file = RawFile.stdin()
+        } else {
+            guard !pendingPaths.isEmpty else { return false }
+            file = try RawFile.open(pendingPaths.removeFirst())
+        }
+        let inp = try ByteInput(file)
+        let buf = ChunkBuffer(inp)
+        let dec = try makeDecoder(buf, firstRow: rowsFinished)
+        try dec.prime()
+        if let l = dec.layout {
+            if let prev = layout, prev.rawColumns != l.rawColumns {
+                throw .data(file.name, "this file has \(l.rawColumns) fields per row, earlier files had \(prev.rawColumns)")
+            }
+            layout = l
+        }
+        input = inp
+        decoder = dec
+        if rowsKnown == nil { rowsKnown = dec.rowsKnown }
+        if formatUsed == nil { formatUsed = resolvedFormat }
+        return true
+    }
+
+    private var resolvedFormat: SourceConfig.Format?
+
+    private func makeDecoder(_ buf: ChunkBuffer, firstRow: Int64) throws(EngineError) -> RowDecoder {
+        var format = config.format
+        let name = buf.input.file.name
+        if format == .auto { format = try sniff(buf) }
+        resolvedFormat = format
+        switch format {
+        case .csv: return TextDecoder(buf, delimiter: 0x2C, config: config, firstRow: firstRow)
+        case .tsv: return TextDecoder(buf, delimiter: 0x09, config: config, firstRow: firstRow)
+        case .libsvm: return try LibsvmDecoder(buf, config: config, firstRow: firstRow)
+        case .f32, .f64:
+            guard let c = config.columns else {
+                throw .usage(name, "raw \(format.rawValue) input needs source.columns (values per row)")
+            }
+            let element: ElementType = format == .f32 ? .f4 : .f8
+            let content = buf.input.knownContentSize
+            var known: Int64? = nil
+            if let content, content % Int64(c * element.size) == 0 { known = content / Int64(c * element.size) }
+            return try BinaryDecoder(buf, element: element, rawColumns: c, config: config, firstRow: firstRow,
+                                     rowsKnown: known, expectedRows: nil)
+        case .npy:
+            let h = try NpyHeader.parse(buf, name: name)
+            if let c = config.columns, c != h.columns {
+                throw .data("\(name): byte 10", "the npy header says \(h.columns) columns, source.columns is \(c)")
+            }
+            if let content = buf.input.knownContentSize {
+                let need = Int64(h.dataOffset) + h.rows * Int64(h.columns * h.element.size)
+                if content < need {
+                    throw .data("\(name): byte 10", "npy header promises \(h.rows) × \(h.columns) values (\(need) bytes), the file holds \(content) bytes")
+                }
+            }
+            return try BinaryDecoder(buf, element: h.element, rawColumns: h.columns, config: config, firstRow: firstRow,
+                                     rowsKnown: h.rows, expectedRows: h.rows)
+        case .auto: fatalError("unreachable")
+        }
+    }
+
+    /// auto: npy magic, else text (tab → tsv; `n:v` tokens after the first → libsvm; else csv).
+    private func sniff(_ buf: ChunkBuffer) throws(EngineError) -> SourceConfig.Format {
+        let name = buf.input.file.name
+        _ = try buf.ensure(1 << 16)
+        let n = buf.available
+        let p = buf.base + buf.start
+        if n >= 6 && (0..<6).allSatisfy({ p[$0] == NpyHeader.magic[$0] }) { return .npy }
+        if n >= 2 && ((p[0] == 0xFF && p[1] == 0xFE) || (p[0] == 0xFE && p[1] == 0xFF)) {
+            throw .data("\(name):1:1", "UTF-16 text is not supported", hint: "convert it: iconv -f UTF-16 -t UTF-8 FILE")
+        }
+        var lineEnd = n
+        for i in 0..<n where p[i] == 0x0A { lineEnd = i; break }
+        var control = 0
+        for i in 0..<min(n, 4096) where p[i] < 0x09 || (p[i] > 0x0D && p[i] < 0x20) { control += 1 }
+        if control > 0 {
+            throw .data("\(name): byte 0", "binary data where text was expected (format: auto)",
+                        hint: "raw floats? set source.format: f32 or f64 and source.columns")
+        }
+        let first = UnsafeBufferPointer(start: p, count: lineEnd)
+        if first.contains(0x09) { return .tsv }
+        let tokens = first.split(whereSeparator: { $0 == 0x20 })
+        if tokens.count >= 2, !first.contains(0x2C), tokens.dropFirst().allSatisfy({ $0.contains(0x3A) }) { return .libsvm }
+        return .csv
+    }
+
+    /// Appends rows until the batch is full (true) or the whole input is exhausted (false).
+    public func fill(_ batch: inout RowBatch) throws(EngineError) -> Bool {
+        while let dec = decoder {
+            if try dec.fill(&batch, bad: bad) { return true }
+            if !(try openNext()) { return false }
+        }
+        return false
+    }
+
+    public var bytesIn: Int64 { bytesInFinished + (input?.file.bytesIn ?? 0) }
+    public var rowsConsumed: Int64 { decoder?.rowsConsumed ?? rowsFinished }
+}

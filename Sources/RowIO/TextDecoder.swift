@@ -1,0 +1,254 @@
+import EngineCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Decodes delimited text (csv: ',', tsv: tab) straight into batch buffers: one row per line; LF or CRLF;
+/// a UTF-8 BOM skipped; blank lines ignored (they hold no row); quoted numeric fields accepted; a header
+/// line detected (`header: auto`: the first line has a field that is not a number) or declared.
+///
+/// Errors name `file:line:column` (1-based; column = byte column of the field). A line longer than
+/// 1 MiB + 64 bytes per column is rejected, which bounds memory on hostile input. UTF-16 input is rejected
+/// with a hint.
+final class TextDecoder: RowDecoder {
+    let buf: ChunkBuffer
+    let name: String
+    let delimiter: UInt8
+    let config: SourceConfig
+    private(set) var layout: RowLayout?
+    private var line: Int64 = 0
+    private var nextRow: Int64
+    private var headerDone = false
+    private var firstLine = true
+    var rowsKnown: Int64? { nil }
+    /// Field boundaries of the current line (reused: no per-row allocation).
+    private var fieldStarts: [Int] = []
+    private var fieldEnds: [Int] = []
+
+    init(_ buf: ChunkBuffer, delimiter: UInt8, config: SourceConfig, firstRow: Int64) {
+        self.buf = buf
+        self.name = buf.input.file.name
+        self.delimiter = delimiter
+        self.config = config
+        self.nextRow = firstRow
+    }
+
+    var rowsConsumed: Int64 { nextRow }
+
+    func maxLineBytes(fieldsSeen: Int) -> Int {
+        (1 << 20) + 64 * max(layout?.rawColumns ?? config.columns ?? 0, fieldsSeen + 1)
+    }
+
+    /// Finds the next line: returns (start, end) in `buf.base` excluding the newline (and a CR), consuming it;
+    /// nil at end of input.
+    private func nextLine() throws(EngineError) -> (Int, Int)? {
+        var searchFrom = buf.start
+        while true {
+            let avail = buf.end - searchFrom
+            if avail > 0, let nl = memchr(buf.base + searchFrom, 0x0A, avail) {
+                let e = UnsafeMutablePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - buf.base
+                let s = buf.start
+                buf.start = e + 1
+                line += 1
+                var end = e
+                if end > s && buf.base[end - 1] == 0x0D { end -= 1 }
+                return (s, end)
+            }
+            if buf.available > maxLineBytes(fieldsSeen: countDelimiters(buf.start, buf.end)) {
+                throw .data("\(name):\(line + 1):1", "line is longer than \(maxLineBytes(fieldsSeen: countDelimiters(buf.start, buf.end))) bytes without a newline",
+                            hint: "not \(delimiter == 0x09 ? "tsv" : "csv") text? Set source.format")
+            }
+            let consumedBefore = buf.start
+            let more = try buf.refill()
+            searchFrom = buf.start + (searchFrom - consumedBefore)
+            if !more {
+                if buf.available == 0 { return nil }
+                let s = buf.start
+                var end = buf.end
+                buf.start = buf.end
+                line += 1
+                if end > s && buf.base[end - 1] == 0x0D { end -= 1 }
+                return (s, end)
+            }
+        }
+    }
+
+    private func countDelimiters(_ a: Int, _ b: Int) -> Int {
+        var n = 0
+        for i in a..<b where buf.base[i] == delimiter { n += 1 }
+        return n
+    }
+
+    private func splitFields(_ s: Int, _ e: Int) {
+        fieldStarts.removeAll(keepingCapacity: true)
+        fieldEnds.removeAll(keepingCapacity: true)
+        var a = s
+        let p = buf.base
+        while true {
+            var i = a
+            if let hit = memchr(p + a, Int32(delimiter), e - a) {
+                i = UnsafeMutablePointer<UInt8>(hit.assumingMemoryBound(to: UInt8.self)) - p
+                fieldStarts.append(a); fieldEnds.append(i)
+                a = i + 1
+            } else {
+                fieldStarts.append(a); fieldEnds.append(e)
+                return
+            }
+        }
+    }
+
+    private func isBlank(_ s: Int, _ e: Int) -> Bool {
+        for i in s..<e where buf.base[i] != 0x20 && buf.base[i] != 0x09 { return false }
+        return true
+    }
+
+    private func checkEncoding(_ s: inout Int, _ e: Int) throws(EngineError) {
+        let p = buf.base
+        if e - s >= 3 && p[s] == 0xEF && p[s + 1] == 0xBB && p[s + 2] == 0xBF { s += 3 }   // UTF-8 BOM
+        if e - s >= 2 && ((p[s] == 0xFF && p[s + 1] == 0xFE) || (p[s] == 0xFE && p[s + 1] == 0xFF)) {
+            throw .data("\(name):1:1", "UTF-16 text is not supported",
+                        hint: "convert it: iconv -f UTF-16 -t UTF-8 FILE")
+        }
+        if memchr(p + s, 0, e - s) != nil {
+            throw .data("\(name):\(line):1", "binary data (NUL bytes) in text input",
+                        hint: "UTF-16 or a binary file? Set source.format to f32, f64 or npy, or convert with iconv")
+        }
+    }
+
+    /// Whether the line looks like a header: some field is neither a number nor a non-finite word.
+    private func looksLikeHeader() -> Bool {
+        for k in 0..<fieldStarts.count {
+            if case .invalid = NumberParser.parse(buf.base, fieldStarts[k], fieldEnds[k]) { return true }
+        }
+        return false
+    }
+
+    /// The next line holding a row (blank lines and the header passed over), its fields split; nil at the end.
+    private func nextDataLine() throws(EngineError) -> (Int, Int)? {
+        while true {
+            guard case (var s, let e)? = try nextLine() else { return nil }
+            if firstLine {
+                firstLine = false
+                try checkEncoding(&s, e)
+            }
+            if isBlank(s, e) { continue }
+            splitFields(s, e)
+            if !headerDone {
+                headerDone = true
+                let header: Bool
+                switch config.header {
+                case .yes: header = true
+                case .no: header = false
+                case .auto: header = looksLikeHeader()
+                }
+                if header { continue }
+            }
+            return (s, e)
+        }
+    }
+
+    func fill(_ batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) -> Bool {
+        if let (s, e) = pending {
+            // Parsed by prime(); its bytes are still in the buffer because nothing refilled since.
+            pending = nil
+            splitFields(s, e)
+            try parseRow(s, e, into: &batch, bad: bad)
+        }
+        while !batch.isFull {
+            guard let (s, e) = try nextDataLine() else { return false }
+            if layout == nil { try establishLayout(fields: fieldStarts.count) }
+            try parseRow(s, e, into: &batch, bad: bad)
+        }
+        return true
+    }
+
+    func establishLayout(fields: Int) throws(EngineError) {
+        if let c = config.columns, c != fields {
+            throw .data("\(name):\(line):1", "expected \(c) fields per row (source.columns), found \(fields)",
+                        hint: delimiter == 0x2C && fields == 1 ? "tab-separated? set source.format: tsv" : nil)
+        }
+        layout = try RowLayout(rawColumns: fields, config: config, where: "\(name):\(line):1")
+    }
+
+    private func parseRow(_ s: Int, _ e: Int, into batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) {
+        let layout = layout!
+        let row = nextRow
+        nextRow += 1
+        if fieldStarts.count != layout.rawColumns {
+            let err = EngineError.data("\(name):\(line):1",
+                                       "ragged row: expected \(layout.rawColumns) fields, found \(fieldStarts.count)")
+            try bad.report(err, row: row, raw: { rawText(s, e) })
+            return
+        }
+        let slot = batch.appendSlot(index: row)
+        let d = batch.columns
+        let p = UnsafePointer(buf.base)
+        var failure: EngineError?
+        batch.features.withUnsafeMutableBufferPointer { f in
+            let out = f.baseAddress! + slot * d
+            for k in 0..<layout.rawColumns {
+                let v: Double
+                switch NumberParser.parse(p, fieldStarts[k], fieldEnds[k]) {
+                case let .value(x): v = x
+                case let .nonfinite(x, what):
+                    if config.allowNonfinite { v = x } else {
+                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad value: \(what) in field \(k + 1)",
+                                        hint: "set source.allow_nonfinite: true to keep such values, or on_bad_row: skip")
+                        return
+                    }
+                case .overflow:
+                    if config.allowNonfinite { v = p[fieldStarts[k]] == 0x2D ? -.infinity : .infinity } else {
+                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)",
+                                        "bad value: '\(rawText(fieldStarts[k], fieldEnds[k]))' overflows float64 in field \(k + 1)")
+                        return
+                    }
+                case .invalid:
+                    failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)",
+                                    "bad value: expected a number in field \(k + 1), found '\(rawText(fieldStarts[k], fieldEnds[k], limit: 40))'")
+                    return
+                }
+                switch layout.roles[k] {
+                case let .feature(j): out[j] = v
+                case .target: batch.targets![slot] = v
+                case .weight:
+                    if !(v >= 0) {
+                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad weight \(v): weights are multiplicities and must be ≥ 0")
+                        return
+                    }
+                    batch.weights![slot] = v
+                case .drop: break
+                }
+            }
+        }
+        if let failure {
+            batch.dropLast()
+            try bad.report(failure, row: row, raw: { rawText(s, e) })
+        }
+    }
+
+    func rawText(_ a: Int, _ b: Int, limit: Int = 1 << 20) -> String {
+        let n = min(b - a, limit)
+        let t = String(decoding: UnsafeBufferPointer(start: buf.base + a, count: n), as: UTF8.self)
+        return n < b - a ? t + "…" : t
+    }
+
+    /// Reads up to the first data row to learn the layout; that row stays pending for the first fill().
+    func prime() throws(EngineError) {
+        guard layout == nil, pending == nil, let (s, e) = try nextDataLine() else { return }
+        try establishLayout(fields: fieldStarts.count)
+        pending = (s, e)
+    }
+    private var pending: (Int, Int)?
+}
+
+/// A byte-in/rows-out decoder over one input file.
+protocol RowDecoder: AnyObject {
+    var layout: RowLayout? { get }
+    var rowsKnown: Int64? { get }
+    /// Rows (good and bad) consumed so far, i.e. the next row's 0-based position.
+    var rowsConsumed: Int64 { get }
+    /// Appends rows until the batch is full (true) or the input ends (false).
+    func fill(_ batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) -> Bool
+    /// Reads far enough to know the layout (text: the first data row), without losing any row.
+    func prime() throws(EngineError)
+}
