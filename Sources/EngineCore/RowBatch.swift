@@ -88,3 +88,13 @@ public struct RowBatch: Sendable {
         }
     }
 }
+
+extension RowBatch {
+    /// A copy of rows [start, start + n) as a batch of capacity n (used to cut a batch at an emit boundary).
+    public func slice(_ start: Int, _ n: Int) -> RowBatch {
+        var b = RowBatch(columns: columns, capacity: max(1, n), hasTarget: targets != nil, hasWeight: weights != nil)
+        if shards != nil { b.shards = [Int64](repeating: 0, count: max(1, n)) }
+        for r in start..<start + n { b.append(from: self, row: r) }
+        return b
+    }
+}

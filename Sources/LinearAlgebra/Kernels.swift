@@ -125,3 +125,31 @@ public enum LAPACK {
         return Array(rhs.prefix(a.cols))
     }
 }
+
+extension LAPACK {
+    /// An orthonormal basis of the columns of a (m×n, m ≥ n) by Householder QR (dgeqrf + dorgqr): returns
+    /// Q (m×n, row-major) with QᵀQ = I. The row-major input is transposed into LAPACK's column-major layout.
+    public static func orthonormalColumns(_ a: Matrix) throws(LinearAlgebraError) -> Matrix {
+        let m = a.rows, n = a.cols
+        precondition(m >= n)
+        if n == 0 { return a }
+        var cm = a.transposed.storage   // column-major m×n
+        var mm = Int32(m), nn = Int32(n), lda = Int32(m), info: Int32 = 0, lwork: Int32 = -1, wq = 0.0
+        var tau = [Double](repeating: 0, count: n)
+        dgeqrf_(&mm, &nn, &cm, &lda, &tau, &wq, &lwork, &info)
+        guard info == 0 else { throw LinearAlgebraError(routine: "dgeqrf", info: info, detail: "workspace query") }
+        lwork = Int32(wq)
+        var work = [Double](repeating: 0, count: Int(lwork))
+        dgeqrf_(&mm, &nn, &cm, &lda, &tau, &work, &lwork, &info)
+        guard info == 0 else { throw LinearAlgebraError(routine: "dgeqrf", info: info, detail: "argument \(-info) invalid") }
+        var kk = Int32(n)
+        lwork = -1
+        dorgqr_(&mm, &nn, &kk, &cm, &lda, &tau, &wq, &lwork, &info)
+        guard info == 0 else { throw LinearAlgebraError(routine: "dorgqr", info: info, detail: "workspace query") }
+        lwork = Int32(wq)
+        work = [Double](repeating: 0, count: Int(lwork))
+        dorgqr_(&mm, &nn, &kk, &cm, &lda, &tau, &work, &lwork, &info)
+        guard info == 0 else { throw LinearAlgebraError(routine: "dorgqr", info: info, detail: "argument \(-info) invalid") }
+        return Matrix(rows: n, cols: m, storage: cm).transposed
+    }
+}

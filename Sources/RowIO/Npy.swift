@@ -104,20 +104,23 @@ extension Substring {
 /// Writes NEP-1 version 1.0 .npy files: little-endian, C order, header padded with spaces so the data starts
 /// at a multiple of 64 bytes (numpy's own alignment, so `np.load(mmap_mode='r')` maps aligned data).
 public enum NpyWriter {
+    /// The preamble and header dict, padded so the data starts at a multiple of 64 bytes.
+    public static func header(descr: String, shape: [Int]) -> [UInt8] {
+        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        var dict = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
+        let unpadded = 10 + dict.utf8.count + 1
+        dict += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
+        let hl = dict.utf8.count
+        return [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(hl & 0xFF), UInt8(hl >> 8)] + Array(dict.utf8)
+    }
+
     public static func encode(_ array: NamedArray) -> [UInt8] {
         let descr: String, count: Int
         switch array.values {
         case let .float64(v): descr = "<f8"; count = v.count
         case let .int64(v): descr = "<i8"; count = v.count
         }
-        let shape = array.shape.count == 1 ? "(\(array.shape[0]),)" : "(" + array.shape.map(String.init).joined(separator: ", ") + ")"
-        var dict = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }"
-        let unpadded = 10 + dict.utf8.count + 1
-        dict += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
-        var out: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0]
-        let hl = dict.utf8.count
-        out += [UInt8(hl & 0xFF), UInt8(hl >> 8)]
-        out += Array(dict.utf8)
+        var out = header(descr: descr, shape: array.shape)
         out.reserveCapacity(out.count + 8 * count)
         switch array.values {
         case let .float64(v): for x in v { let b = x.bitPattern.littleEndian; withUnsafeBytes(of: b) { out += $0 } }

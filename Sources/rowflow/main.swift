@@ -1,1 +1,126 @@
-print("rowflow")
+import ArgumentParser
+import EngineCore
+import Manifest
+import Runtime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Thin commands: each parses its arguments and calls the library; `fail` maps every error to its exit code
+/// in one place (DESIGN.md §5).
+struct Rowflow: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rowflow",
+        abstract: "Streaming numerical linear algebra on row streams: one pass, bounded memory, honest error bounds.",
+        version: RowflowVersion.string,
+        subcommands: [Run.self, Validate.self, Operators.self, Merge.self, Inspect.self, Gen.self])
+}
+
+func fail(_ e: EngineError) -> Never {
+    Console.err(e.description + "\n")
+    exit(e.status.rawValue)
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a pipeline manifest over an input stream.")
+    @Argument(help: "The pipeline manifest (YAML).") var manifest: String
+    @Option(help: "Input: a file, a directory of shards, or - for stdin.") var input: String = "-"
+    @Option(help: "Output directory.") var out: String = "rowflow-out"
+    @Option(help: "Seed for every random choice.") var seed: UInt64 = 0
+    @Option(help: "This run is shard k of a larger input (for merge).") var shard: Int64?
+    @Option(name: .customLong("checkpoint-every"), help: "Write a checkpoint every n rows.") var checkpointEvery: Int64?
+    @Flag(help: "Resume from the newest valid checkpoint in --out.") var resume = false
+    @Option(name: .customLong("state-out"), help: "Write mergeable states as one blob (a path, or - for stdout).") var stateOut: String?
+    @Option(name: .customLong("emit-every"), help: "Print a JSON line per operator every n source rows.") var emitEvery: Int64?
+    @Option(help: "Progress on stderr: auto | always | never.") var progress: String = "auto"
+    @Option(help: "Threads: 1 decodes and computes on one thread; 2 (default) overlaps them.") var threads: Int = 2
+
+    func run() throws {
+        var o = RunOptions(manifestPath: manifest)
+        o.input = input == "-" ? nil : input
+        o.out = out
+        o.seed = seed
+        o.shard = shard
+        o.checkpointEvery = checkpointEvery
+        o.resume = resume
+        o.stateOut = stateOut
+        guard emitEvery == nil || emitEvery! > 0 else { fail(.usage("--emit-every", "expected a positive row count")) }
+        o.emitEvery = emitEvery
+        guard let p = ProgressMode(rawValue: progress) else { fail(.usage("--progress", "expected auto | always | never, found '\(progress)'")) }
+        o.progress = p
+        guard threads >= 1 else { fail(.usage("--threads", "expected at least 1")) }
+        o.threads = threads
+        if let s = shard, s < 0 { fail(.usage("--shard", "expected a shard number ≥ 0")) }
+        do { try Runner(options: o).run() } catch { fail(error) }
+    }
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Parse and check a manifest, print its graph; read no data.")
+    @Argument var manifest: String
+    func run() throws {
+        do { print(try ManifestParser.load(manifest).describe()) } catch { fail(error) }
+    }
+}
+
+struct Operators: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List every operator: parameters, defaults, required, outputs.")
+    @Flag(help: "Machine-readable JSON.") var json = false
+    func run() throws {
+        print(json ? Catalog.json().encoded(pretty: true) : Catalog.text())
+    }
+}
+
+struct Merge: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Combine shard runs into the output of one run.")
+    @Argument var manifest: String
+    @Argument(help: "Run directories (or state blobs) of the shards.") var inputs: [String]
+    @Option(help: "Output directory.") var out: String
+    func run() throws {
+        do { try Merger(manifestPath: manifest, inputs: inputs, out: out).run() } catch { fail(error) }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Describe a run directory, a .npy file or a state blob.")
+    @Argument var path: String
+    func run() throws {
+        do { print(try Inspector.describe(path)) } catch { fail(error) }
+    }
+}
+
+struct Gen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Seeded synthetic rows with known structure.",
+        discussion: """
+        Kinds: spectrum (rows with a chosen singular spectrum and gap), regression (target = Xβ + noise).
+        The truth (spectrum, top directions, β) goes to --truth as JSON.
+        """)
+    @Argument(help: "spectrum | regression") var kind: String
+    @Option var rows: Int = 10000
+    @Option var cols: Int = 16
+    @Option var seed: UInt64 = 0
+    @Option(help: "csv | tsv | f32 | f64 | npy | libsvm") var format: String = "csv"
+    @Flag(help: "Compress the output with zstd.") var zstd = false
+    @Option(help: "σ₁²/σ₂² (spectrum).") var gap: Double = 4
+    @Option(help: "Geometric decay of σⱼ after the second (spectrum).") var decay: Double = 0.9
+    @Option(help: "Planted heavy rows along the second direction.") var heavy: Int = 0
+    @Option(help: "Noise standard deviation (regression).") var noise: Double = 0.1
+    @Option(help: "Output file (default stdout).") var out: String?
+    @Option(help: "Write the known structure here as JSON.") var truth: String?
+
+    func run() throws {
+        var g = GenOptions()
+        g.rows = rows; g.cols = cols; g.seed = seed; g.zstd = zstd; g.gap = gap; g.decay = decay
+        g.heavy = heavy; g.noise = noise; g.out = out; g.truth = truth
+        guard let k = GenOptions.Kind(rawValue: kind) else { fail(.usage("gen", "unknown kind '\(kind)'; expected spectrum | regression")) }
+        g.kind = k
+        guard let f = GenOptions.Format(rawValue: format) else { fail(.usage("--format", "expected csv | tsv | f32 | f64 | npy | libsvm")) }
+        g.format = f
+        guard rows >= 0, cols >= 1 else { fail(.usage("gen", "--rows must be ≥ 0 and --cols ≥ 1")) }
+        do { try Generator(g).run() } catch { fail(error) }
+    }
+}
+
+signal(SIGPIPE, SIG_IGN)
+Rowflow.main()

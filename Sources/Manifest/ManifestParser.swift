@@ -1,0 +1,364 @@
+import EngineCore
+import Operators
+import Yams
+
+/// YAML text → a validated `PipelineSpec`. Every check happens here, before any data is read, and every
+/// error names `file:line:column` with a "did you mean" hint where one helps (DESIGN.md §2).
+///
+/// YAML aliases are resolved by sharing, so an anchor bomb costs no memory at parse time; the walk below
+/// visits at most `nodeBudget` nodes and rejects anything bigger.
+public struct ManifestParser {
+    public static let nodeBudget = 100_000
+    public static let reservedIDs: Set<String> = ["checkpoints", "rowstore", "source", "quarantine"]
+
+    let path: String
+    let registry: OperatorRegistry
+    var visited = 0
+
+    public init(path: String, registry: OperatorRegistry = .standard) {
+        self.path = path
+        self.registry = registry
+    }
+
+    /// Reads and parses a manifest file (exit 66 when it cannot be read).
+    public static func load(_ path: String, registry: OperatorRegistry = .standard) throws(EngineError) -> PipelineSpec {
+        let bytes = try FileBytes.read(path, what: "manifest")
+        guard bytes.count <= 1 << 20 else { throw .usage(path, "manifest is \(bytes.count) bytes; the limit is 1 MiB") }
+        guard let text = String(validating: bytes, as: UTF8.self), !bytes.contains(0) else {
+            throw .usage(path, "manifest is not UTF-8 text")
+        }
+        var p = ManifestParser(path: path, registry: registry)
+        return try p.parse(text)
+    }
+
+    func at(_ node: Node?) -> String {
+        guard let m = node?.mark else { return "\(path):1:1" }
+        return "\(path):\(m.line):\(m.column)"
+    }
+
+    mutating func count(_ node: Node) throws(EngineError) {
+        visited += 1
+        if visited > ManifestParser.nodeBudget {
+            throw .usage(at(node), "manifest expands to more than \(ManifestParser.nodeBudget) YAML nodes",
+                         hint: "an alias (anchor) bomb? Manifests need no aliases")
+        }
+    }
+
+    public mutating func parse(_ text: String) throws(EngineError) -> PipelineSpec {
+        let root: Node
+        do {
+            guard let r = try Yams.compose(yaml: text) else { throw EngineError.usage("\(path):1:1", "manifest is empty") }
+            root = r
+        } catch let e as EngineError {
+            throw e
+        } catch let e as YamlError {
+            throw ManifestParser.yamlError(e, path: path)
+        } catch {
+            throw .usage(path, "cannot parse YAML: \(error)")
+        }
+        guard let top = root.mapping else { throw .usage(at(root), "expected a mapping with version, source and operators") }
+        let entries = try keys(top, allowed: ["version", "source", "rowstore", "operators", "checkpoint"], context: "the manifest")
+        guard let versionNode = entries["version"] else {
+            throw .usage(at(root), "missing required key 'version'", hint: "add `version: 1`")
+        }
+        let version = try int(versionNode, "version", min: 1, max: Int64.max)
+        guard version == 1 else { throw .usage(at(versionNode.1), "unsupported manifest version \(version); this rowflow reads version 1") }
+        var source = SourceConfig()
+        if let s = entries["source"] { source = try parseSource(s.1) }
+        var memoryMB = 1024
+        if let rs = entries["rowstore"] {
+            guard let m = rs.1.mapping else { throw .usage(at(rs.1), "rowstore: expected a mapping like { memory_mb: 1024 }") }
+            let e = try keys(m, allowed: ["memory_mb"], context: "rowstore")
+            if let mm = e["memory_mb"] { memoryMB = Int(try int(mm, "rowstore.memory_mb", min: 1, max: 1 << 30)) }
+        }
+        guard let opsNode = entries["operators"] else {
+            throw .usage(at(root), "missing required key 'operators'", hint: "list at least one operator, e.g. `- { id: m, op: moments }`")
+        }
+        let ops = try parseOperators(opsNode.1, hasTarget: source.hasTarget)
+        var checkpoint: CheckpointSpec?
+        if let c = entries["checkpoint"] {
+            guard let m = c.1.mapping else { throw .usage(at(c.1), "checkpoint: expected a mapping like { every_rows: 1000000, keep: 2 }") }
+            let e = try keys(m, allowed: ["every_rows", "keep"], context: "checkpoint")
+            var spec = CheckpointSpec(everyRows: 1_000_000, keep: 2)
+            if let v = e["every_rows"] { spec.everyRows = try int(v, "checkpoint.every_rows", min: 1, max: Int64.max) }
+            if let v = e["keep"] { spec.keep = Int(try int(v, "checkpoint.keep", min: 1, max: 1000)) }
+            checkpoint = spec
+        }
+        return PipelineSpec(path: path, text: text, sha256: SHA256.hex(Array(text.utf8)), source: source,
+                            rowstoreMemoryMB: memoryMB, operators: ops, checkpoint: checkpoint)
+    }
+
+    static func yamlError(_ e: YamlError, path: String) -> EngineError {
+        switch e {
+        case let .scanner(_, problem, mark, _), let .parser(_, problem, mark, _), let .composer(_, problem, mark, _):
+            return .usage("\(path):\(mark.line):\(mark.column)", "invalid YAML: \(problem)")
+        case let .duplicatedKeysInMapping(duplicates, context):
+            return .usage("\(path):\(context.mark.line):\(context.mark.column)", "duplicate key(s) \(duplicates.joined(separator: ", "))")
+        default:
+            return .usage(path, "invalid YAML: \(e)")
+        }
+    }
+
+    /// The entries of a mapping as key → (key node, value node), rejecting unknown and duplicate keys.
+    mutating func keys(_ m: Node.Mapping, allowed: [String], context: String) throws(EngineError) -> [String: (Node, Node)] {
+        var out: [String: (Node, Node)] = [:]
+        for (k, v) in m {
+            try count(k); try count(v)
+            guard let name = k.scalar?.string else { throw .usage(at(k), "\(context): keys must be plain names") }
+            guard allowed.contains(name) else {
+                throw .usage(at(k), "unknown key '\(name)' in \(context)",
+                             hint: Suggest.closest(name, in: allowed).map { "did you mean '\($0)'?" } ?? "allowed: \(allowed.joined(separator: ", "))")
+            }
+            guard out[name] == nil else { throw .usage(at(k), "duplicate key '\(name)' in \(context)") }
+            out[name] = (k, v)
+        }
+        return out
+    }
+
+    func plainScalar(_ n: Node, _ what: String, expected: String) throws(EngineError) -> String {
+        guard let s = n.scalar else { throw .usage(at(n), "\(what): expected \(expected), found a \(n.mapping != nil ? "mapping" : "sequence")") }
+        return s.string
+    }
+
+    func int(_ e: (Node, Node), _ what: String, min: Int64, max: Int64) throws(EngineError) -> Int64 {
+        try int(e.1, what, min: min, max: max)
+    }
+
+    func int(_ n: Node, _ what: String, min: Int64, max: Int64) throws(EngineError) -> Int64 {
+        let s = try plainScalar(n, what, expected: "an integer")
+        guard n.scalar?.style == .plain, let v = Int64(s) else { throw .usage(at(n), "\(what): expected an integer, found '\(s)'") }
+        guard v >= min && v <= max else {
+            throw .usage(at(n), "\(what): \(v) is out of range [\(min), \(max == Int64.max ? "∞" : String(max))]")
+        }
+        return v
+    }
+
+    func bool(_ n: Node, _ what: String) throws(EngineError) -> Bool {
+        let s = try plainScalar(n, what, expected: "true or false")
+        switch s {
+        case "true", "True", "yes": return true
+        case "false", "False", "no": return false
+        default: throw .usage(at(n), "\(what): expected true or false, found '\(s)'")
+        }
+    }
+
+    func choice<T: RawRepresentable & CaseIterable>(_ n: Node, _ what: String, _: T.Type) throws(EngineError) -> T where T.RawValue == String {
+        let names = T.allCases.map(\.rawValue)
+        let s = try plainScalar(n, what, expected: "one of " + names.joined(separator: " | "))
+        guard let v = T(rawValue: s) else {
+            throw .usage(at(n), "\(what): '\(s)' is not one of \(names.joined(separator: " | "))",
+                         hint: Suggest.closest(s, in: names).map { "did you mean '\($0)'?" })
+        }
+        return v
+    }
+
+    mutating func parseSource(_ n: Node) throws(EngineError) -> SourceConfig {
+        guard let m = n.mapping else { throw .usage(at(n), "source: expected a mapping (format, columns, target, …)") }
+        let e = try keys(m, allowed: ["format", "columns", "target", "weight", "select", "header", "on_bad_row",
+                                      "allow_nonfinite", "shuffle", "batch_rows"], context: "source")
+        var s = SourceConfig()
+        if let v = e["format"] { s.format = try choice(v.1, "source.format", SourceConfig.Format.self) }
+        if let v = e["columns"] { s.columns = Int(try int(v, "source.columns", min: 1, max: 1 << 24)) }
+        if let v = e["target"] {
+            let t = try plainScalar(v.1, "source.target", expected: "none | last | first | a column number")
+            switch t {
+            case "none": s.target = .none
+            case "last": s.target = .last
+            case "first": s.target = .first
+            default:
+                guard let k = Int(t), k >= 0 else {
+                    throw .usage(at(v.1), "source.target: expected none | last | first | a 0-based column, found '\(t)'",
+                                 hint: Suggest.closest(t, in: ["none", "last", "first"]).map { "did you mean '\($0)'?" })
+                }
+                s.target = .column(k)
+            }
+        }
+        if let v = e["weight"] {
+            let t = try plainScalar(v.1, "source.weight", expected: "none or a column number")
+            if t != "none" {
+                guard let k = Int(t), k >= 0 else { throw .usage(at(v.1), "source.weight: expected none or a 0-based column, found '\(t)'") }
+                s.weight = k
+            }
+        }
+        if let v = e["select"] {
+            if let seq = v.1.sequence {
+                var sel: [Int] = []
+                for item in seq {
+                    try count(item)
+                    sel.append(Int(try int(item, "source.select entry", min: 0, max: 1 << 24)))
+                }
+                guard !sel.isEmpty else { throw .usage(at(v.1), "source.select: the list is empty") }
+                guard Set(sel).count == sel.count else { throw .usage(at(v.1), "source.select: a column is listed twice") }
+                s.select = sel
+            } else if v.1.scalar?.string != "all" {
+                throw .usage(at(v.1), "source.select: expected all or a list of 0-based feature columns like [0, 3, 5]")
+            }
+        }
+        if let v = e["header"] { s.header = try choice(v.1, "source.header", SourceConfig.Header.self) }
+        if let v = e["on_bad_row"] { s.onBadRow = try choice(v.1, "source.on_bad_row", SourceConfig.BadRowPolicy.self) }
+        if let v = e["allow_nonfinite"] { s.allowNonfinite = try bool(v.1, "source.allow_nonfinite") }
+        if let v = e["shuffle"] {
+            s.shuffle = Int(try int(v, "source.shuffle", min: 0, max: 1 << 26))
+            if s.shuffle > 0 {
+                throw .usage(at(v.1), "source.shuffle is not implemented yet in this build", hint: "remove it or set shuffle: 0")
+            }
+        }
+        if let v = e["batch_rows"] { s.batchRows = Int(try int(v, "source.batch_rows", min: 1, max: 1 << 22)) }
+        if let w = s.weight, case let .column(t) = s.target, w == t {
+            throw .usage(at(e["weight"]!.1), "source.weight and source.target name the same column \(w)")
+        }
+        if s.format == .libsvm && s.columns == nil {
+            throw .usage(at(n), "source.columns is required for libsvm input (the number of features)")
+        }
+        if (s.format == .f32 || s.format == .f64) && s.columns == nil {
+            throw .usage(at(n), "source.columns is required for raw \(s.format.rawValue) input (values per row)")
+        }
+        return s
+    }
+
+    mutating func parseOperators(_ n: Node, hasTarget: Bool) throws(EngineError) -> [OperatorSpec] {
+        guard let seq = n.sequence else { throw .usage(at(n), "operators: expected a list of operators") }
+        guard !seq.isEmpty else { throw .usage(at(n), "operators: the list is empty") }
+        var specs: [OperatorSpec] = []
+        var inputNodes: [String: Node] = [:]
+        for item in seq {
+            try count(item)
+            guard let m = item.mapping else { throw .usage(at(item), "operators: each entry must be a mapping with id and op") }
+            let e = try keys(m, allowed: ["id", "op", "input", "params"], context: "an operator")
+            guard let idNode = e["id"] else { throw .usage(at(item), "operator is missing 'id'") }
+            let id = try plainScalar(idNode.1, "id", expected: "a name")
+            guard ManifestParser.validID(id) else {
+                throw .usage(at(idNode.1), "id '\(id)' is not valid: use [a-z][a-z0-9_-]* (it names the output folder)")
+            }
+            guard !ManifestParser.reservedIDs.contains(id) else {
+                throw .usage(at(idNode.1), "id '\(id)' is reserved (it names an engine folder or the source)")
+            }
+            guard !specs.contains(where: { $0.id == id }) else { throw .usage(at(idNode.1), "duplicate operator id '\(id)'") }
+            guard let opNode = e["op"] else { throw .usage(at(item), "operator '\(id)' is missing 'op'", hint: "one of " + registry.kinds.joined(separator: ", ")) }
+            let kind = try plainScalar(opNode.1, "op", expected: "an operator name")
+            guard let desc = registry[kind] else {
+                throw .usage(at(opNode.1), "unknown operator '\(kind)'",
+                             hint: Suggest.closest(kind, in: registry.kinds).map { "did you mean '\($0)'?" } ?? "one of " + registry.kinds.joined(separator: ", "))
+            }
+            var input = "source"
+            if let i = e["input"] {
+                input = try plainScalar(i.1, "input", expected: "source or an operator id")
+                inputNodes[id] = i.1
+            }
+            let params = try parseParams(e["params"]?.1, desc, opID: id, at: at(item))
+            if let problem = desc.check(params, hasTarget) {
+                throw .usage(at(e["params"]?.1 ?? item), "operator '\(id)': \(problem)")
+            }
+            specs.append(OperatorSpec(id: id, kind: kind, input: input, params: params, descriptor: desc, location: at(item)))
+        }
+        // Dangling inputs, inputs that emit no rows, and cycles.
+        for s in specs where s.input != "source" {
+            let node = inputNodes[s.id]
+            guard let up = specs.first(where: { $0.id == s.input }) else {
+                throw .usage(at(node), "operator '\(s.id)' reads from '\(s.input)', which is not an operator id",
+                             hint: Suggest.closest(s.input, in: ["source"] + specs.map(\.id)).map { "did you mean '\($0)'?" })
+            }
+            guard up.descriptor.emitsRows else {
+                throw .usage(at(node), "operator '\(s.id)' reads from '\(up.id)' (\(up.kind)), which emits no rows",
+                             hint: "only samplers emit rows; read from source instead")
+            }
+        }
+        var ordered: [OperatorSpec] = []
+        var placed: Set<String> = ["source"]
+        while ordered.count < specs.count {
+            let ready = specs.filter { !placed.contains($0.id) && placed.contains($0.input) }
+            guard !ready.isEmpty else {
+                let stuck = specs.first { !placed.contains($0.id) }!
+                throw .usage(at(inputNodes[stuck.id]), "operator '\(stuck.id)' is part of a cycle of inputs")
+            }
+            for r in ready { ordered.append(r); placed.insert(r.id) }
+        }
+        return ordered
+    }
+
+    static func validID(_ s: String) -> Bool {
+        let u = Array(s.utf8)
+        guard let f = u.first, f >= 0x61 && f <= 0x7A, u.count <= 64 else { return false }
+        return u.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2D }
+    }
+
+    mutating func parseParams(_ n: Node?, _ desc: OperatorDescriptor, opID: String, at opAt: String) throws(EngineError) -> ParamValues {
+        var given: [String: Node] = [:]
+        if let n {
+            guard let m = n.mapping else { throw .usage(at(n), "params of '\(opID)': expected a mapping") }
+            let names = desc.parameters.map(\.name)
+            for (k, v) in m {
+                try count(k); try count(v)
+                let name = k.scalar?.string ?? ""
+                guard names.contains(name) else {
+                    throw .usage(at(k), "\(desc.kind) has no parameter '\(name)'",
+                                 hint: Suggest.closest(name, in: names).map { "did you mean '\($0)'?" }
+                                    ?? (names.isEmpty ? "\(desc.kind) takes no parameters" : "parameters: " + names.joined(separator: ", ")))
+                }
+                guard given[name] == nil else { throw .usage(at(k), "duplicate parameter '\(name)'") }
+                given[name] = v
+            }
+        }
+        var values: [(String, JSON)] = []
+        for p in desc.parameters {
+            guard let v = given[p.name] else {
+                if p.required { throw .usage(opAt, "operator '\(opID)' (\(desc.kind)) needs parameter '\(p.name)': \(p.doc)") }
+                values.append((p.name, p.defaultValue ?? .null))
+                continue
+            }
+            values.append((p.name, try convert(v, p, opID: opID)))
+        }
+        return ParamValues(values)
+    }
+
+    func convert(_ n: Node, _ p: ParameterSpec, opID: String) throws(EngineError) -> JSON {
+        let what = "\(opID).params.\(p.name)"
+        switch p.kind {
+        case let .int(lo, hi): return .int(try int(n, what, min: lo, max: hi))
+        case let .intOrAuto(lo, hi):
+            if n.scalar?.string == "auto" { return .string("auto") }
+            return .int(try int(n, what, min: lo, max: hi))
+        case let .double(lo, hi, open):
+            let s = try plainScalar(n, what, expected: "a number")
+            guard n.scalar?.style == .plain, let v = Double(s), v.isFinite else { throw .usage(at(n), "\(what): expected a number, found '\(s)'") }
+            guard (open ? v > lo : v >= lo) && v <= hi else { throw .usage(at(n), "\(what): \(s) is out of range (\(p.kind.typeName))") }
+            return .double(v)
+        case let .choice(options):
+            let s = try plainScalar(n, what, expected: "one of " + options.joined(separator: " | "))
+            guard options.contains(s) else {
+                throw .usage(at(n), "\(what): '\(s)' is not one of \(options.joined(separator: " | "))",
+                             hint: Suggest.closest(s, in: options).map { "did you mean '\($0)'?" })
+            }
+            return .string(s)
+        case .bool: return .bool(try bool(n, what))
+        case .column: return .int(try int(n, what, min: 0, max: 1 << 24))
+        }
+    }
+}
+
+/// "Did you mean": the closest candidate within a small edit distance.
+public enum Suggest {
+    public static func closest(_ word: String, in candidates: [String]) -> String? {
+        let w = Array(word.lowercased())
+        var best: (String, Int)?
+        for c in candidates {
+            let d = distance(w, Array(c.lowercased()))
+            if d <= max(2, w.count / 3), best == nil || d < best!.1 { best = (c, d) }
+        }
+        return best?.0
+    }
+
+    static func distance(_ a: [Character], _ b: [Character]) -> Int {
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var prev = Array(0...b.count), cur = prev
+        for i in 1...a.count {
+            cur[0] = i
+            for j in 1...b.count {
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            swap(&prev, &cur)
+        }
+        return prev[b.count]
+    }
+}

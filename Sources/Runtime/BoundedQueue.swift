@@ -1,0 +1,87 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking FIFO of bounded capacity between two threads (decode → compute), so a fast producer cannot
+/// run ahead by more than `capacity` batches: memory stays bounded whatever the input size.
+final class BoundedQueue<T>: @unchecked Sendable {
+    private var items: [T] = []
+    private let capacity: Int
+    private var mutex = pthread_mutex_t()
+    private var notEmpty = pthread_cond_t()
+    private var notFull = pthread_cond_t()
+    private var closed = false
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&notEmpty, nil)
+        pthread_cond_init(&notFull, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(&mutex)
+        pthread_cond_destroy(&notEmpty)
+        pthread_cond_destroy(&notFull)
+    }
+
+    /// Blocks while full; returns false if the queue was closed (the consumer gave up).
+    @discardableResult
+    func push(_ item: T) -> Bool {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        while items.count >= capacity && !closed { pthread_cond_wait(&notFull, &mutex) }
+        if closed { return false }
+        items.append(item)
+        pthread_cond_signal(&notEmpty)
+        return true
+    }
+
+    /// Blocks while empty; nil once closed and drained.
+    func pop() -> T? {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        while items.isEmpty && !closed { pthread_cond_wait(&notEmpty, &mutex) }
+        if items.isEmpty { return nil }
+        let item = items.removeFirst()
+        pthread_cond_signal(&notFull)
+        return item
+    }
+
+    /// Non-blocking pop.
+    func tryPop() -> T? {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        if items.isEmpty { return nil }
+        let item = items.removeFirst()
+        pthread_cond_signal(&notFull)
+        return item
+    }
+
+    func close() {
+        pthread_mutex_lock(&mutex)
+        closed = true
+        pthread_cond_broadcast(&notEmpty)
+        pthread_cond_broadcast(&notFull)
+        pthread_mutex_unlock(&mutex)
+    }
+}
+
+/// A joinable thread running one closure.
+final class WorkerThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let body: () -> Void
+
+    init(_ body: @escaping () -> Void) {
+        self.body = body
+        let unmanaged = Unmanaged.passRetained(self)
+        let rc = pthread_create(&thread, nil, { arg in
+            let me = Unmanaged<WorkerThread>.fromOpaque(arg!).takeRetainedValue()
+            me.body()
+            return nil
+        }, unmanaged.toOpaque())
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+    }
+
+    func join() { pthread_join(thread, nil) }
+}
