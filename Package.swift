@@ -28,12 +28,14 @@ let package = Package(
         .executableTarget(name: "rowflow", dependencies: [
             "Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"]),
-        .testTarget(name: "EngineCoreTests", dependencies: ["EngineCore"]),
-        .testTarget(name: "RowIOTests", dependencies: ["RowIO", "EngineCore"]),
-        .testTarget(name: "OperatorsTests", dependencies: ["Operators", "EngineCore", "LinearAlgebra"]),
-        .testTarget(name: "ManifestTests", dependencies: ["Manifest", "EngineCore"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "RowIO", "EngineCore", "Operators", "LinearAlgebra"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["Runtime", "RowIO", "EngineCore", "LinearAlgebra"]),
+        // Reference implementations and fixtures shared by the test targets (never linked into the product).
+        .target(name: "TestSupport", dependencies: ["EngineCore", "LinearAlgebra", "RowIO"], path: "Tests/TestSupport"),
+        .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra", "TestSupport"]),
+        .testTarget(name: "EngineCoreTests", dependencies: ["EngineCore", "TestSupport"]),
+        .testTarget(name: "RowIOTests", dependencies: ["RowIO", "EngineCore", "TestSupport"]),
+        .testTarget(name: "OperatorsTests", dependencies: ["Operators", "EngineCore", "LinearAlgebra", "TestSupport"]),
+        .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Operators", "EngineCore", "TestSupport"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Manifest", "RowIO", "EngineCore", "Operators", "LinearAlgebra", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["RowIO", "EngineCore", "LinearAlgebra", "TestSupport"]),
     ]
 )

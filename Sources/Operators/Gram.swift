@@ -10,6 +10,9 @@ import LinearAlgebra
 /// Cost: O(d²) per row at BLAS-3 speed; memory O(d² + blockRows·d).
 /// Limits: `solve: ridge` needs a target and a positive definite AᵀA + λI (λ > 0 or full column rank).
 public struct GramOperator: MergeableOperator, Equatable {
+    /// Equal states (the open block's unused buffer tail does not count).
+    public static func == (a: GramOperator, b: GramOperator) -> Bool { a.encodeState() == b.encodeState() && a.solveRidge == b.solveRidge && a.lambda == b.lambda }
+
     public static let stateVersion: UInt16 = 1
 
     /// Rows per internal block: a function of d only (a ~4 MiB buffer), never of the batch size.

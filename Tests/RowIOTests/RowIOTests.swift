@@ -1,0 +1,229 @@
+import EngineCore
+import Foundation
+@testable import RowIO
+import TestSupport
+import Testing
+
+/// Decodes a whole input with the given source config into (features, targets, indices).
+func decodeAll(_ path: String, _ cfg: SourceConfig, batchRows: Int = 7, bad: BadRowHandler = BadRowHandler(policy: .fail))
+    throws -> (rows: [[Double]], targets: [Double], indices: [Int64]) {
+    let src = try SourceReader(path: path, config: cfg, bad: bad)
+    guard let l = src.layout else { return ([], [], []) }
+    var batch = RowBatch(columns: l.features, capacity: batchRows, hasTarget: l.hasTarget, hasWeight: l.hasWeight)
+    var rows: [[Double]] = [], targets: [Double] = [], indices: [Int64] = []
+    while true {
+        batch.reset()
+        let more = try src.fill(&batch)
+        for r in 0..<batch.count {
+            rows.append(Array(batch.features[r * l.features..<(r + 1) * l.features]))
+            if let t = batch.targets { targets.append(t[r]) }
+            indices.append(batch.indices[r])
+        }
+        if !more { break }
+    }
+    return (rows, targets, indices)
+}
+
+func errorOf(_ body: () throws -> Void) -> EngineError? {
+    do { try body(); return nil } catch let e as EngineError { return e } catch { return nil }
+}
+
+@Suite struct NumberParserTests {
+    func parse(_ s: String) -> NumberParser.Result {
+        let b = Array(s.utf8)
+        return b.withUnsafeBufferPointer { NumberParser.parse($0.baseAddress!, 0, b.count) }
+    }
+
+    /// The fast path and the strtod fallback must both be exactly rounded: compare with Swift's own parser
+    /// (correctly rounded) on 20,000 seeded numbers of every shape.
+    @Test func matchesCorrectRounding() {
+        let r = CounterRandom(seed: 11, shard: 0, purpose: 1)
+        for i in 0..<20_000 {
+            let mant = r.uniform(index: UInt64(i)) * pow(10, Double(Int(r.uniform(index: UInt64(i), lane: 1) * 40) - 20))
+            let forms = [String(mant), String(-mant), String(format: "%.6e", mant), String(format: "%.17g", mant), String(format: "%.3f", mant)]
+            for f in forms {
+                guard case let .value(v) = parse(f) else { Issue.record("did not parse \(f)"); continue }
+                #expect(v == Double(f)!, "\(f)")
+            }
+        }
+    }
+
+    @Test func formsAndWords() {
+        #expect(parse(" 1.5 ") == .value(1.5))
+        #expect(parse("\"2.25\"") == .value(2.25))
+        #expect(parse("1e3") == .value(1000))
+        #expect(parse(".5") == .value(0.5))
+        #expect(parse("1e999") == .overflow)
+        #expect(parse("1e-999") == .value(0))
+        #expect(parse("abc") == .invalid)
+        #expect(parse("1.2.3") == .invalid)
+        #expect(parse("1e") == .invalid)
+        if case .nonfinite = parse("NaN") {} else { Issue.record("NaN") }
+        if case .nonfinite = parse("-inf") {} else { Issue.record("-inf") }
+        if case .nonfinite = parse("NA") {} else { Issue.record("NA") }
+        if case .nonfinite = parse("") {} else { Issue.record("empty") }
+    }
+}
+
+@Suite struct TextInputTests {
+    let dir = temporaryDirectory("rowio")
+
+    @Test func crlfBomQuotesAndHeaderMatchPlain() throws {
+        writeFile(dir + "/plain.csv", "1,2,3\n4,5,6\n7,8,9\n")
+        writeBytes(dir + "/fancy.csv", [0xEF, 0xBB, 0xBF] + Array("a,b,c\r\n\"1\",2,3\r\n4, 5 ,\"6\"\r\n\r\n7,8,9".utf8))
+        var cfg = SourceConfig(); cfg.target = .last
+        let a = try decodeAll(dir + "/plain.csv", cfg), b = try decodeAll(dir + "/fancy.csv", cfg)
+        #expect(a.rows == b.rows && a.targets == b.targets && a.rows == [[1, 2], [4, 5], [7, 8]] && a.targets == [3, 6, 9])
+    }
+
+    @Test func tsvSniffedAndSelect() throws {
+        writeFile(dir + "/x.tsv", "1\t2\t3\t4\n5\t6\t7\t8\n")
+        var cfg = SourceConfig(); cfg.target = .first; cfg.select = [2, 0]
+        let a = try decodeAll(dir + "/x.tsv", cfg)
+        #expect(a.rows == [[4, 2], [8, 6]] && a.targets == [1, 5])
+    }
+
+    @Test func badValueNamesLineAndColumn() {
+        writeFile(dir + "/bad.csv", "1,2,3\n4,5,6\n7,zz,9\n")
+        let e = errorOf { _ = try decodeAll(dir + "/bad.csv", SourceConfig()) }
+        #expect(e?.status == .dataError && e?.location == dir + "/bad.csv:3:3")
+        #expect(e?.message.contains("'zz'") == true)
+    }
+
+    @Test func raggedRowAndWrongColumns() {
+        writeFile(dir + "/rag.csv", "1,2,3\n4,5\n")
+        #expect(errorOf { _ = try decodeAll(dir + "/rag.csv", SourceConfig()) }?.location == dir + "/rag.csv:2:1")
+        var cfg = SourceConfig(); cfg.columns = 4
+        let e = errorOf { _ = try decodeAll(dir + "/rag.csv", cfg) }
+        #expect(e?.status == .dataError && e?.message.contains("expected 4 fields") == true)
+    }
+
+    @Test func skipAndQuarantineKeepPositions() throws {
+        writeFile(dir + "/mixed.csv", "1,2\n3,x\n5,6\n7\n9,10\n")
+        let skip = BadRowHandler(policy: .skip)
+        let a = try decodeAll(dir + "/mixed.csv", { var c = SourceConfig(); c.onBadRow = .skip; return c }(), bad: skip)
+        #expect(a.rows == [[1, 2], [5, 6], [9, 10]] && a.indices == [0, 2, 4] && skip.skipped == 2)
+        let lines = LockedLines()
+        let q = BadRowHandler(policy: .quarantine, quarantine: { line throws(EngineError) in lines.append(line) })
+        _ = try decodeAll(dir + "/mixed.csv", { var c = SourceConfig(); c.onBadRow = .quarantine; return c }(), bad: q)
+        #expect(q.quarantined == 2 && lines.all.count == 2 && lines.all[0].hasPrefix("row 2\t") && lines.all[0].contains("3,x"))
+    }
+
+    @Test func nonfiniteAllowedOrNot() throws {
+        writeFile(dir + "/nf.csv", "1,nan\n2,inf\n")
+        #expect(errorOf { _ = try decodeAll(dir + "/nf.csv", SourceConfig()) }?.location == dir + "/nf.csv:1:3")
+        var cfg = SourceConfig(); cfg.allowNonfinite = true
+        let a = try decodeAll(dir + "/nf.csv", cfg)
+        #expect(a.rows[0][1].isNaN && a.rows[1][1] == .infinity)
+    }
+
+    @Test func utf16Rejected() {
+        writeBytes(dir + "/u16.csv", [0xFF, 0xFE] + Array("1,2\n".utf8).flatMap { [$0, 0] })
+        let e = errorOf { _ = try decodeAll(dir + "/u16.csv", SourceConfig()) }
+        #expect(e?.status == .dataError && e?.message.contains("UTF-16") == true)
+    }
+
+    @Test func overlongLineRejectedWithBoundedMemory() {
+        writeBytes(dir + "/long.csv", [UInt8](repeating: 0x31, count: 3 << 20))
+        let e = errorOf { _ = try decodeAll(dir + "/long.csv", SourceConfig()) }
+        #expect(e?.status == .dataError && e?.message.contains("longer than") == true)
+    }
+
+    @Test func batchSizeDoesNotChangeRows() throws {
+        var text = ""
+        for i in 0..<1000 { text += "\(i),\(Double(i) * 0.25),\(-i)\n" }
+        writeFile(dir + "/many.csv", text)
+        let ref = try decodeAll(dir + "/many.csv", SourceConfig(), batchRows: 1000)
+        for b in [1, 2, 7, 64] { #expect(try decodeAll(dir + "/many.csv", SourceConfig(), batchRows: b).rows == ref.rows) }
+    }
+}
+
+final class LockedLines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func append(_ s: String) { lock.lock(); lines.append(s); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+}
+
+@Suite struct BinaryInputTests {
+    let dir = temporaryDirectory("bin")
+
+    func f32Bytes(_ v: [Float]) -> [UInt8] { v.flatMap { x in withUnsafeBytes(of: x.bitPattern.littleEndian) { Array($0) } } }
+
+    @Test func f32RowsAndTruncation() throws {
+        writeBytes(dir + "/a.f32", f32Bytes([1, 2, 3, 4, 5, 6]))
+        var cfg = SourceConfig(); cfg.format = .f32; cfg.columns = 3
+        #expect(try decodeAll(dir + "/a.f32", cfg).rows == [[1, 2, 3], [4, 5, 6]])
+        writeBytes(dir + "/b.f32", f32Bytes([1, 2, 3, 4]))
+        let e = errorOf { _ = try decodeAll(dir + "/b.f32", cfg) }
+        #expect(e?.status == .dataError && e?.location == dir + "/b.f32: byte 12")
+        writeBytes(dir + "/c.f32", f32Bytes([1, .nan, 3]))
+        #expect(errorOf { _ = try decodeAll(dir + "/c.f32", cfg) }?.location == dir + "/c.f32: row 1")
+    }
+
+    @Test func npyRoundTripAndHeaderErrors() throws {
+        let arr = NamedArray("x", shape: [3, 2], float64: [1, 2, 3, 4, 5, 6])
+        let bytes = NpyWriter.encode(arr)
+        #expect((bytes.count - 6 * 8) % 64 == 0)
+        writeBytes(dir + "/x.npy", bytes)
+        #expect(try decodeAll(dir + "/x.npy", SourceConfig()).rows == [[1, 2], [3, 4], [5, 6]])
+        #expect(try NpyReader.read(dir + "/x.npy").values == [1, 2, 3, 4, 5, 6])
+        func header(_ dict: String) -> [UInt8] {
+            var d = dict
+            while (10 + d.utf8.count + 1) % 64 != 0 { d += " " }
+            d += "\n"
+            return [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(d.utf8.count), 0] + Array(d.utf8)
+        }
+        let cases: [(String, String)] = [
+            ("{'descr': '>f8', 'fortran_order': False, 'shape': (1, 2), }", "big-endian"),
+            ("{'descr': '<f8', 'fortran_order': True, 'shape': (1, 2), }", "Fortran"),
+            ("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999, 99999), }", "large"),
+            ("{'descr': '<c16', 'fortran_order': False, 'shape': (1, 2), }", "unsupported npy dtype"),
+            ("{'descr': '<f8', 'fortran_order': False, 'shape': (5, 2), }", "promises"),
+        ]
+        for (i, (dict, expected)) in cases.enumerated() {
+            writeBytes(dir + "/h\(i).npy", header(dict) + [UInt8](repeating: 0, count: 16))
+            let e = errorOf { _ = try decodeAll(dir + "/h\(i).npy", SourceConfig()) }
+            #expect(e?.status == .dataError && e?.description.contains(expected) == true, "\(dict): \(String(describing: e))")
+        }
+    }
+
+    @Test func libsvmParsesAndRejectsBadIndices() throws {
+        writeFile(dir + "/a.svm", "1 1:0.5 3:2\n-1 2:1 # comment\n0 qid:3 1:1\n")
+        var cfg = SourceConfig(); cfg.format = .libsvm; cfg.columns = 3
+        let a = try decodeAll(dir + "/a.svm", cfg)
+        #expect(a.rows == [[0.5, 0, 2], [0, 1, 0], [1, 0, 0]] && a.targets == [1, -1, 0])
+        writeFile(dir + "/b.svm", "1 0:1\n")
+        #expect(errorOf { _ = try decodeAll(dir + "/b.svm", cfg) }?.location == dir + "/b.svm:1:3")
+        writeFile(dir + "/c.svm", "1 4:1\n")
+        #expect(errorOf { _ = try decodeAll(dir + "/c.svm", cfg) }?.message.contains("out of range") == true)
+    }
+
+    @Test func zstdStreamsMultiFrameAndDetectsTruncation() throws {
+        var text = ""
+        for i in 0..<5000 { text += "\(i),\(i % 7)\n" }
+        let sink = try ByteSink(path: dir + "/a.csv.zst", zstd: true)
+        try sink.write(text); try sink.close()
+        let plain = dir + "/a.csv"
+        writeFile(plain, text)
+        #expect(try decodeAll(dir + "/a.csv.zst", SourceConfig()).rows == decodeAll(plain, SourceConfig()).rows)
+        // Two frames back to back decode as one stream.
+        let one = try Data(contentsOf: URL(fileURLWithPath: dir + "/a.csv.zst"))
+        try (one + one).write(to: URL(fileURLWithPath: dir + "/two.zst"))
+        #expect(try decodeAll(dir + "/two.zst", SourceConfig()).rows.count == 10000)
+        try one.prefix(one.count / 2).write(to: URL(fileURLWithPath: dir + "/cut.zst"))
+        let e = errorOf { _ = try decodeAll(dir + "/cut.zst", SourceConfig()) }
+        #expect(e?.status == .dataError && e?.message.contains("truncated zstd") == true)
+    }
+
+    @Test func shardDirectoryInNameOrderSkippingHidden() throws {
+        let d = dir + "/shards"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        writeFile(d + "/part-1.csv", "3,3\n4,4\n")
+        writeFile(d + "/part-0.csv", "1,1\n2,2\n")
+        writeFile(d + "/_SUCCESS", "")
+        writeFile(d + "/.part-0.csv.crc", "garbage")
+        let a = try decodeAll(d, SourceConfig())
+        #expect(a.rows == [[1, 1], [2, 2], [3, 3], [4, 4]] && a.indices == [0, 1, 2, 3])
+    }
+}

@@ -1,0 +1,143 @@
+import EngineCore
+import Foundation
+import LinearAlgebra
+import RowIO
+
+/// A seeded matrix of standard normals (counter-based, so tests are reproducible).
+public func gaussianMatrix(rows: Int, cols: Int, seed: UInt64, scale: [Double]? = nil) -> Matrix {
+    let r = CounterRandom(seed: seed, shard: 0, purpose: 777)
+    var m = Matrix(rows: rows, cols: cols)
+    for i in 0..<rows { for j in 0..<cols { m[i, j] = r.normal(index: UInt64(i * cols + j)) * (scale?[j] ?? 1) } }
+    return m
+}
+
+/// Naive float64 AᵀWA, summed row by row: the independent reference for `gram`.
+public func naiveGram(_ a: Matrix, weights: [Double]? = nil) -> Matrix {
+    var g = Matrix(rows: a.cols, cols: a.cols)
+    for i in 0..<a.rows {
+        let w = weights?[i] ?? 1
+        for p in 0..<a.cols { for q in 0..<a.cols { g[p, q] += w * a[i, p] * a[i, q] } }
+    }
+    return g
+}
+
+/// Two-pass float64 weighted mean and population variance: the reference for `moments`.
+public func twoPassMoments(_ a: Matrix, weights: [Double]? = nil) -> (mean: [Double], variance: [Double]) {
+    var mean = [Double](repeating: 0, count: a.cols), wsum = 0.0
+    for i in 0..<a.rows { let w = weights?[i] ?? 1; wsum += w; for j in 0..<a.cols { mean[j] += w * a[i, j] } }
+    mean = mean.map { $0 / wsum }
+    var v = [Double](repeating: 0, count: a.cols)
+    for i in 0..<a.rows { let w = weights?[i] ?? 1; for j in 0..<a.cols { let t = a[i, j] - mean[j]; v[j] += w * t * t } }
+    return (mean, v.map { $0 / wsum })
+}
+
+/// Cuts rows [start, start+n) of a matrix into batches of `batchRows`.
+public func batches(_ a: Matrix, targets: [Double]? = nil, weights: [Double]? = nil, batchRows: Int,
+                    start: Int = 0, count: Int? = nil) -> [RowBatch] {
+    let n = count ?? (a.rows - start)
+    var out: [RowBatch] = []
+    var r = start
+    while r < start + n {
+        let b = min(batchRows, start + n - r)
+        var batch = RowBatch(columns: a.cols, capacity: b, hasTarget: targets != nil, hasWeight: weights != nil)
+        for i in r..<r + b {
+            let s = batch.appendSlot(index: Int64(i))
+            for j in 0..<a.cols { batch.features[s * a.cols + j] = a[i, j] }
+            if targets != nil { batch.targets![s] = targets![i] }
+            if weights != nil { batch.weights![s] = weights![i] }
+        }
+        out.append(batch)
+        r += b
+    }
+    return out
+}
+
+/// max |a − b| / max |b| (relative to the reference's scale).
+public func relativeError(_ a: [Double], _ b: [Double]) -> Double {
+    precondition(a.count == b.count, "lengths differ: \(a.count) vs \(b.count)")
+    var num = 0.0, den = 0.0
+    for i in 0..<a.count { num = max(num, abs(a[i] - b[i])); den = max(den, abs(b[i])) }
+    return den == 0 ? num : num / den
+}
+
+/// A fresh temporary directory for one test.
+public func temporaryDirectory(_ tag: String = "t") -> String {
+    let p = NSTemporaryDirectory() + "rowflow-test-\(tag)-\(UUID().uuidString)"
+    try! FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
+    return p
+}
+
+public func writeFile(_ path: String, _ text: String) {
+    try! text.write(toFile: path, atomically: true, encoding: .utf8)
+}
+
+public func writeBytes(_ path: String, _ bytes: [UInt8]) {
+    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+}
+
+/// The package root (tests run from anywhere).
+public let packageRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    return url.path
+}()
+
+/// The rowflow binary built by `swift build` (or $ROWFLOW_BIN).
+public let rowflowBinary: String = {
+    if let b = ProcessInfo.processInfo.environment["ROWFLOW_BIN"] { return b }
+    for c in [".build/debug/rowflow", ".build/release/rowflow"] where FileManager.default.isExecutableFile(atPath: packageRoot + "/" + c) {
+        return packageRoot + "/" + c
+    }
+    return packageRoot + "/.build/debug/rowflow"
+}()
+
+public struct ProcessResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+/// Runs a command with optional stdin bytes; returns its exit status and output.
+public func runProcess(_ executable: String, _ args: [String], stdin: [UInt8]? = nil, cwd: String? = nil,
+                       environment: [String: String]? = nil) -> ProcessResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = args
+    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+    if let environment { p.environment = environment }
+    let outPipe = Pipe(), errPipe = Pipe()
+    p.standardOutput = outPipe
+    p.standardError = errPipe
+    let inPipe = Pipe()
+    p.standardInput = stdin == nil ? FileHandle.nullDevice : inPipe
+    try! p.run()
+    if let stdin {
+        DispatchQueue.global().async {
+            inPipe.fileHandleForWriting.write(Data(stdin))
+            try? inPipe.fileHandleForWriting.close()
+        }
+    }
+    // Read both pipes concurrently so a chatty child cannot block on a full pipe.
+    nonisolated(unsafe) var errData = Data()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { errData = errPipe.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let outData = outPipe.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    p.waitUntilExit()
+    return ProcessResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                         stderr: String(decoding: errData, as: UTF8.self))
+}
+
+public func rowflow(_ args: [String], stdin: [UInt8]? = nil, cwd: String? = nil) -> ProcessResult {
+    runProcess(rowflowBinary, args, stdin: stdin, cwd: cwd)
+}
+
+/// Reads a .npy output as float64.
+public func loadNpy(_ path: String) throws -> [Double] { try NpyReader.read(path).values }
+
+/// Parses a JSON file with Foundation.
+public func loadJSON(_ path: String) throws -> [String: Any] {
+    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+    return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+}
