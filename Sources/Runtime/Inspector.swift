@@ -7,27 +7,7 @@ import RowIO
 public enum Inspector {
     public static func describe(_ path: String) throws(EngineError) -> String {
         guard FileBytes.exists(path) else { throw .notFound(path, "no such file or directory") }
-        if FileBytes.isDirectory(path) {
-            var lines: [String] = []
-            let run = path + "/run.json"
-            if FileBytes.exists(run) {
-                lines.append("== run.json")
-                lines.append(String(decoding: try FileBytes.read(run, what: "run.json"), as: UTF8.self))
-            } else {
-                lines.append("(no run.json: not a rowflow output directory?)")
-            }
-            let entries = (try? FileManager.default.contentsOfDirectory(atPath: path))?.sorted() ?? []
-            for e in entries where FileBytes.exists(path + "/" + e + "/summary.json") {
-                lines.append("== \(e)/summary.json")
-                lines.append(String(decoding: try FileBytes.read(path + "/" + e + "/summary.json", what: "summary"), as: UTF8.self))
-                let arrays = ((try? FileManager.default.contentsOfDirectory(atPath: path + "/" + e)) ?? []).filter { $0.hasSuffix(".npy") }.sorted()
-                for a in arrays {
-                    let arr = try NpyReader.read(path + "/" + e + "/" + a)
-                    lines.append("   \(a): \(arr.dtype) shape \(arr.shape)")
-                }
-            }
-            return lines.joined(separator: "\n")
-        }
+        if FileBytes.isDirectory(path) { return try describeRun(path) }
         let bytes = try FileBytes.read(path, what: "file")
         if bytes.starts(with: [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]) {
             let a = try NpyReader.read(path)
@@ -45,5 +25,35 @@ public enum Inspector {
             """
         }
         throw .usage(path, "not a run directory, .npy file or rowflow state")
+    }
+
+    /// A run directory in words: the run's status and counts, then each operator's scalars and arrays
+    /// (short arrays in full, long ones by shape).
+    static func describeRun(_ path: String) throws(EngineError) -> String {
+        var lines: [String] = []
+        let runPath = path + "/run.json"
+        guard FileBytes.exists(runPath) else { throw .usage(path, "no run.json: not a rowflow output directory") }
+        let run = (try? JSONSerialization.jsonObject(with: Data(try FileBytes.read(runPath, what: "run.json")))) as? [String: Any] ?? [:]
+        let status = run["status"] as? String ?? "?"
+        lines.append("run \(path): \(status)" + (status == "complete" ? "" : "  ← NOT COMPLETE"))
+        if let e = run["error"] as? String { lines.append("  error: \(e)") }
+        lines.append("  rows read \(run["rows_read"] ?? 0), skipped \(run["rows_skipped"] ?? 0), quarantined \(run["rows_quarantined"] ?? 0); \(run["bytes_in"] ?? 0) bytes in \(run["seconds"] ?? 0) s (\(run["rows_per_s"] ?? 0) rows/s)")
+        let ids = (run["operators"] as? [String]) ?? []
+        for id in ids {
+            let sp = path + "/" + id + "/summary.json"
+            guard FileBytes.exists(sp) else { lines.append("\(id): no output"); continue }
+            let s = (try? JSONSerialization.jsonObject(with: Data(try FileBytes.read(sp, what: "summary")))) as? [String: Any] ?? [:]
+            lines.append("\(id) (\(s["op"] ?? "?")):")
+            for (k, v) in s.sorted(by: { $0.key < $1.key }) where !["id", "op", "params"].contains(k) {
+                lines.append("  \(k): \(v)")
+            }
+            let files = ((try? FileManager.default.contentsOfDirectory(atPath: path + "/" + id)) ?? []).filter { $0.hasSuffix(".npy") }.sorted()
+            for f in files {
+                let a = try NpyReader.read(path + "/" + id + "/" + f)
+                let body = a.values.count <= 16 ? "[" + a.values.map { JSON.format(($0 * 1e6).rounded() / 1e6) }.joined(separator: ", ") + "]" : "shape \(a.shape)"
+                lines.append("  \(f.dropLast(4)): \(body)")
+            }
+        }
+        return lines.joined(separator: "\n")
     }
 }

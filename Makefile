@@ -1,0 +1,49 @@
+# rowflow — set-up, build, demo, tests, benchmarks. `make demo` and `make test` are all a fresh Debian
+# machine needs: they install the two system libraries when missing (with sudo when not root).
+SHELL := /bin/bash
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := libopenblas-dev libzstd-dev zstd pkgconf
+BIN := .build/release/rowflow
+
+.PHONY: deps build debug demo test bench record-fixtures clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release --product rowflow
+
+debug: deps
+	$(SWIFT) build
+
+demo: build
+	@rm -rf /tmp/rowflow-demo
+	@echo "== rowflow run Pipelines/quickstart.yaml on Fixtures/quickstart/input.csv.zst (5000 rows, zstd CSV, target last)"
+	$(BIN) run Pipelines/quickstart.yaml --input Fixtures/quickstart/input.csv.zst --out /tmp/rowflow-demo
+	@echo
+	$(BIN) inspect /tmp/rowflow-demo
+	@echo
+	@echo "The data were generated with these coefficients (rowflow gen regression --seed 42 --noise 0.5):"
+	@grep '"beta"' Fixtures/quickstart/truth.json
+	@echo "Outputs are plain .npy files: python3 -c \"import numpy; print(numpy.load('/tmp/rowflow-demo/ridge/solution.npy'))\""
+
+# Builds the debug binary the end-to-end tests drive, then runs every test.
+test: debug
+	$(SWIFT) test
+
+bench: build
+	$(MAKE) -C Benchmarks run
+
+# Re-records Fixtures/*/expected from the current build: only on purpose, and review the diff.
+record-fixtures: debug
+	@for p in Pipelines/*.yaml; do n=$$(basename $$p .yaml); in=$$(ls Fixtures/$$n/input.* | head -1); \
+	  rm -rf Fixtures/$$n/expected; .build/debug/rowflow run $$p --input $$in --out Fixtures/$$n/expected --progress never || exit 1; \
+	  rm -f Fixtures/$$n/expected/run.json Fixtures/$$n/expected/*/state.bin; done; git status --short Fixtures
+
+clean:
+	rm -rf .build

@@ -1,0 +1,260 @@
+import EngineCore
+import Foundation
+import RowIO
+import TestSupport
+import Testing
+
+/// The `rowflow` binary driven as a user drives it. These need `swift build` first (`make test` does it).
+@Suite(.serialized) struct PipelineFixtureTests {
+    static let pipelines: [String] = {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: packageRoot + "/Pipelines")) ?? []
+        return names.filter { $0.hasSuffix(".yaml") }.map { String($0.dropLast(5)) }.sorted()
+    }()
+
+    /// Every Pipelines/*.yaml on its Fixtures stream against the recorded outputs. Tolerance 1e-10 relative:
+    /// the recorded run and this one sum the same float64 products; only the BLAS kernel (which may differ
+    /// by machine) changes the summation order, an effect of ~n·ε ≈ 1e-12 at these sizes.
+    @Test(arguments: pipelines)
+    func replay(name: String) throws {
+        let fixture = packageRoot + "/Fixtures/" + name
+        let input = try FileManager.default.contentsOfDirectory(atPath: fixture).first { $0.hasPrefix("input.") }
+        #expect(input != nil, "Fixtures/\(name) has no input.* stream")
+        let out = temporaryDirectory("replay") + "/out"
+        let r = rowflow(["run", packageRoot + "/Pipelines/\(name).yaml", "--input", fixture + "/" + input!, "--out", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        let expected = fixture + "/expected"
+        let ops = try FileManager.default.contentsOfDirectory(atPath: expected)
+        #expect(!ops.isEmpty)
+        for op in ops {
+            for file in try FileManager.default.contentsOfDirectory(atPath: expected + "/" + op) {
+                let want = expected + "/" + op + "/" + file, got = out + "/" + op + "/" + file
+                if file.hasSuffix(".npy") {
+                    #expect(relativeError(try loadNpy(got), try loadNpy(want)) < 1e-10, "\(name)/\(op)/\(file)")
+                } else if file == "summary.json" {
+                    let a = try loadJSON(got), b = try loadJSON(want)
+                    #expect(Set(a.keys) == Set(b.keys), "\(name)/\(op)/summary.json keys")
+                    for (k, v) in b {
+                        if let x = v as? Double, let y = a[k] as? Double {
+                            #expect(abs(x - y) <= 1e-10 * max(1, abs(x)), "\(name)/\(op) \(k): \(y) vs \(x)")
+                        } else {
+                            #expect(canonical(a[k]!) == canonical(v), "\(name)/\(op) \(k)")
+                        }
+                    }
+                }
+            }
+        }
+        let run = try loadJSON(out + "/run.json")
+        #expect(run["status"] as? String == "complete")
+        for key in ["status", "rows_read", "rows_skipped", "rows_quarantined", "bytes_in", "seconds", "rows_per_s",
+                    "manifest_sha256", "seed", "shard", "version", "resumed_from_row"] {
+            #expect(run[key] != nil, "run.json lacks \(key)")
+        }
+    }
+}
+
+/// JSON text with sorted keys, for comparing parsed values whatever their key order.
+func canonical(_ v: Any) -> String {
+    guard let d = try? JSONSerialization.data(withJSONObject: [v], options: [.sortedKeys]) else { return "\(v)" }
+    return String(decoding: d, as: UTF8.self)
+}
+
+@Suite(.serialized) struct CommandLineTests {
+    let dir = temporaryDirectory("cli")
+
+    func manifest(_ body: String) -> String {
+        let p = dir + "/m-\(UUID().uuidString.prefix(8)).yaml"
+        writeFile(p, "version: 1\n" + body)
+        return p
+    }
+
+    func f32(_ values: [Float]) -> [UInt8] { values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } } }
+
+    /// Every malformed input of issue 2 §7: its exit code (DESIGN.md §5) and the place named in the message.
+    @Test func malformedInputsExitWithCodeAndPlace() throws {
+        let csv = manifest("source: { format: csv }\noperators: [{ id: m, op: moments }]\n")
+        let csv3 = manifest("source: { format: csv, columns: 3 }\noperators: [{ id: m, op: moments }]\n")
+        let raw = manifest("source: { format: f32, columns: 2 }\noperators: [{ id: m, op: moments }]\n")
+        let auto = manifest("operators: [{ id: m, op: moments }]\n")
+        let svm = manifest("source: { format: libsvm, columns: 3 }\noperators: [{ id: m, op: moments }]\n")
+        writeFile(dir + "/bad.csv", "1,2\n3,abc\n")
+        writeFile(dir + "/rag.tsv", "1\t2\n3\n")
+        writeFile(dir + "/two.csv", "1,2\n3,4\n")
+        writeFile(dir + "/nan.csv", "1,2\n3,NaN\n")
+        writeFile(dir + "/ovf.csv", "1,2\n3,1e999\n")
+        writeFile(dir + "/empty.csv", "")
+        writeFile(dir + "/header-only.csv", "a,b\n")
+        writeBytes(dir + "/nan.f32", f32([1, 2, .infinity, 4]))
+        writeBytes(dir + "/short.f32", f32([1, 2, 3]))
+        writeFile(dir + "/bad.svm", "1 0:2\n")
+        let dict = Array("{'descr': '>f8', 'fortran_order': False, 'shape': (1, 2), }\n".utf8)
+        writeBytes(dir + "/bad.npy", [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(dict.count), 0] + dict + [UInt8](repeating: 0, count: 16))
+        let sink = try ByteSink(path: dir + "/good.csv.zst", zstd: true)
+        for i in 0..<20000 { try sink.write("\(i),\(i * 3)\n") }
+        try sink.close()
+        let z = try Data(contentsOf: URL(fileURLWithPath: dir + "/good.csv.zst"))
+        try z.prefix(z.count - 100).write(to: URL(fileURLWithPath: dir + "/cut.csv.zst"))
+        var corrupt = [UInt8](z)
+        corrupt[corrupt.count / 2] ^= 0xFF
+        writeBytes(dir + "/corrupt.csv.zst", corrupt)
+        writeFile(dir + "/afile", "x")
+
+        let cases: [(String, String, Int32, String)] = [
+            (csv, "bad.csv", 65, "bad.csv:2:3: bad value"),
+            (auto, "rag.tsv", 65, "rag.tsv:2:1: ragged row"),
+            (csv3, "two.csv", 65, "two.csv:1:1: expected 3 fields"),
+            (csv, "nan.csv", 65, "nan.csv:2:3: bad value: non-finite"),
+            (csv, "ovf.csv", 65, "ovf.csv:2:3: bad value: '1e999' overflows"),
+            (csv, "empty.csv", 65, "empty.csv: no rows"),
+            (csv, "header-only.csv", 65, "no rows"),
+            (raw, "nan.f32", 65, "nan.f32: row 2: non-finite"),
+            (raw, "short.f32", 65, "short.f32: byte 8: truncated row"),
+            (svm, "bad.svm", 65, "bad.svm:1:3: feature index 0"),
+            (auto, "bad.npy", 65, "bad.npy: byte 10: big-endian"),
+            (csv, "cut.csv.zst", 65, "truncated zstd"),
+            (csv, "corrupt.csv.zst", 65, "corrupt.csv.zst: byte"),
+            (csv, "missing.csv", 66, "missing.csv: cannot open input"),
+        ]
+        for (m, input, code, fragment) in cases {
+            let r = rowflow(["run", m, "--input", dir + "/" + input, "--out", dir + "/out-err"])
+            #expect(r.status == code, "\(input): exit \(r.status), \(r.stderr)")
+            #expect(r.stderr.hasPrefix("rowflow: error: ") && r.stderr.contains(fragment), "\(input): \(r.stderr)")
+            #expect(r.stderr.split(separator: "\n").count == 1, "one line: \(r.stderr)")
+            let run = try loadJSON(dir + "/out-err/run.json")
+            #expect(run["status"] as? String == "failed")
+        }
+        // Unwritable --out (a path under a regular file), unreadable manifest (a directory), missing manifest.
+        let w = rowflow(["run", csv, "--input", dir + "/two.csv", "--out", dir + "/afile/sub"])
+        #expect(w.status == 74 && w.stderr.contains("afile"), "\(w.stderr)")
+        #expect(rowflow(["run", dir, "--input", dir + "/two.csv"]).status == 66)
+        #expect(rowflow(["validate", dir + "/nope.yaml"]).status == 66)
+    }
+
+    @Test func badRowsSkippedAndQuarantinedAreCounted() throws {
+        writeFile(dir + "/mixed.csv", "1,2\n3,x\n5,6\n7\n")
+        let skip = manifest("source: { on_bad_row: skip }\noperators: [{ id: m, op: moments }]\n")
+        #expect(rowflow(["run", skip, "--input", dir + "/mixed.csv", "--out", dir + "/o-skip"]).status == 0)
+        let run = try loadJSON(dir + "/o-skip/run.json")
+        #expect(run["rows_read"] as? Int == 2 && run["rows_skipped"] as? Int == 2)
+        let q = manifest("source: { on_bad_row: quarantine }\noperators: [{ id: m, op: moments }]\n")
+        #expect(rowflow(["run", q, "--input", dir + "/mixed.csv", "--out", dir + "/o-q"]).status == 0)
+        let text = try String(contentsOfFile: dir + "/o-q/quarantine.txt", encoding: .utf8)
+        #expect(text.contains("row 2\t") && text.contains("3,x") && text.contains("row 4\t"))
+        #expect(try loadJSON(dir + "/o-q/run.json")["rows_quarantined"] as? Int == 2)
+        #expect(try loadNpy(dir + "/o-q/m/mean.npy") == [3, 4])
+    }
+
+    /// stdin (zstd on a pipe) gives the same bytes as the file.
+    @Test func stdinEqualsFile() throws {
+        let fixture = packageRoot + "/Fixtures/quickstart/input.csv.zst"
+        let m = packageRoot + "/Pipelines/quickstart.yaml"
+        #expect(rowflow(["run", m, "--input", fixture, "--out", dir + "/o-file"]).status == 0)
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: fixture)))
+        let r = rowflow(["run", m, "--out", dir + "/o-stdin"], stdin: bytes)
+        #expect(r.status == 0, "\(r.stderr)")
+        for f in ["ridge/solution.npy", "ridge/gram.npy", "stats/mean.npy", "stats/variance.npy"] {
+            #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/o-file/" + f)) == Data(contentsOf: URL(fileURLWithPath: dir + "/o-stdin/" + f)))
+        }
+    }
+
+    /// Shards run apart (`--shard k`) and merged equal one run to 1e-12 relative (DESIGN.md §7).
+    @Test(arguments: [2, 8])
+    func mergeShards(shards: Int) throws {
+        let m = manifest("source: { format: f32, columns: 6, target: last }\noperators:\n  - { id: g, op: gram, params: { solve: ridge, lambda: 0.5 } }\n  - { id: m, op: moments }\n")
+        let n = 24_000
+        // Gaussian columns with offsets: AᵀA + λI is well conditioned (κ ≈ 10), so the solution inherits the
+        // 1e-12 agreement of gram and xty instead of amplifying it.
+        let g = gaussianMatrix(rows: n, cols: 6, seed: 31, scale: [1, 2, 0.5, 1, 3, 1])
+        let values = (0..<(n * 6)).map { i in Float(g.storage[i] + Double(i % 6 == 2 ? 1 : 0)) }
+        writeBytes(dir + "/all.f32", f32(values))
+        #expect(rowflow(["run", m, "--input", dir + "/all.f32", "--out", dir + "/whole"]).status == 0)
+        var runs: [String] = []
+        for k in 0..<shards {
+            let part = Array(values[(k * n / shards * 6)..<((k + 1) * n / shards * 6)])
+            writeBytes(dir + "/p\(k).f32", f32(part))
+            let out = dir + "/s\(shards)-\(k)"
+            let r = rowflow(["run", m, "--input", dir + "/p\(k).f32", "--out", out, "--shard", "\(k)"])
+            #expect(r.status == 0, "\(r.stderr)")
+            runs.append(out)
+        }
+        let r = rowflow(["merge", m] + runs + ["--out", dir + "/merged\(shards)"])
+        #expect(r.status == 0, "\(r.stderr)")
+        for f in ["g/gram.npy", "g/xty.npy", "g/solution.npy", "m/mean.npy", "m/variance.npy"] {
+            let err = relativeError(try loadNpy(dir + "/merged\(shards)/" + f), try loadNpy(dir + "/whole/" + f))
+            #expect(err < 1e-12, "\(f): \(err)")
+        }
+        #expect(try loadJSON(dir + "/merged\(shards)/run.json")["rows_read"] as? Int == n)
+        #expect(try loadJSON(dir + "/merged\(shards)/g/summary.json")["rows"] as? Int == n)
+        // A state from a different manifest is refused.
+        let other = manifest("source: { format: f32, columns: 6, target: last }\noperators:\n  - { id: g, op: gram, params: { solve: ridge, lambda: 9 } }\n  - { id: m, op: moments }\n")
+        let bad = rowflow(["merge", other] + runs + ["--out", dir + "/merged-bad"])
+        #expect(bad.status == 64 && bad.stderr.contains("different parameters"))
+    }
+
+    @Test func checkpointAndResumeRefusedUntilImplemented() {
+        let m = manifest("operators: [{ id: m, op: moments }]\ncheckpoint: { every_rows: 10 }\n")
+        writeFile(dir + "/two.csv", "1,2\n3,4\n")
+        let r = rowflow(["run", m, "--input", dir + "/two.csv", "--out", dir + "/o-ck"])
+        #expect(r.status == 64 && r.stderr.contains("not implemented yet"))
+        let plain = manifest("operators: [{ id: m, op: moments }]\n")
+        #expect(rowflow(["run", plain, "--input", dir + "/two.csv", "--out", dir + "/o-ck", "--resume"]).status == 64)
+    }
+
+    @Test func validateOperatorsInspectAndEmit() throws {
+        let v = rowflow(["validate", packageRoot + "/Pipelines/quickstart.yaml"])
+        #expect(v.status == 0 && v.stdout.contains("ridge (gram)"))
+        let o = rowflow(["operators", "--json"])
+        #expect(o.status == 0)
+        let list = try JSONSerialization.jsonObject(with: Data(o.stdout.utf8)) as! [[String: Any]]
+        let gram = list.first { $0["op"] as? String == "gram" }!
+        #expect((gram["parameters"] as! [[String: Any]]).map { $0["name"] as! String } == ["solve", "lambda"])
+        let out = dir + "/o-inspect"
+        let fixture = packageRoot + "/Fixtures/quickstart/input.csv.zst"
+        let e = rowflow(["run", packageRoot + "/Pipelines/quickstart.yaml", "--input", fixture, "--out", out, "--emit-every", "2000"])
+        #expect(e.status == 0 && e.stdout.split(separator: "\n").count == 4, "two emits × two operators: \(e.stdout)")
+        let i = rowflow(["inspect", out])
+        #expect(i.status == 0 && i.stdout.contains("ridge (gram)") && i.stdout.contains("solution: ["))
+        let n = rowflow(["inspect", out + "/ridge/solution.npy"])
+        #expect(n.status == 0 && n.stdout.contains("shape [8]"))
+        let s = rowflow(["inspect", out + "/ridge/state.bin"])
+        #expect(s.status == 0 && s.stdout.contains("checksum OK"))
+    }
+
+    /// gen is deterministic and its structure is what it claims: the ridge solution recovers β.
+    @Test func genIsSeededAndRecoverable() throws {
+        for _ in 0..<2 {
+            #expect(rowflow(["gen", "regression", "--rows", "3000", "--cols", "4", "--seed", "9", "--noise", "0.01",
+                             "--format", "npy", "--out", dir + "/g.npy", "--truth", dir + "/g.json"]).status == 0)
+        }
+        let a = try Data(contentsOf: URL(fileURLWithPath: dir + "/g.npy"))
+        #expect(rowflow(["gen", "regression", "--rows", "3000", "--cols", "4", "--seed", "9", "--noise", "0.01",
+                         "--format", "npy", "--out", dir + "/g2.npy"]).status == 0)
+        #expect(a == (try Data(contentsOf: URL(fileURLWithPath: dir + "/g2.npy"))))
+        let m = manifest("source: { target: last }\noperators: [{ id: r, op: gram, params: { solve: ridge } }]\n")
+        #expect(rowflow(["run", m, "--input", dir + "/g.npy", "--out", dir + "/o-gen"]).status == 0)
+        let beta = (try loadJSON(dir + "/g.json")["beta"] as! [Double])
+        // OLS error sd ≈ noise/√n = 0.01/√3000 ≈ 1.8e-4 per coefficient; 5e-3 is > 25 sd.
+        #expect(relativeError(try loadNpy(dir + "/o-gen/r/solution.npy"), beta) < 5e-3)
+    }
+}
+
+/// The README's shell examples are run as written (from the package root, with the built binary on PATH).
+@Suite struct ReadmeTests {
+    @Test func readmeCommandsRun() throws {
+        let text = try String(contentsOfFile: packageRoot + "/README.md", encoding: .utf8)
+        var commands: [String] = []
+        var inBlock = false
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("```") { inBlock = line == "```sh"; continue }
+            if inBlock, line.hasPrefix("rowflow ") || line.hasPrefix("cat ") || line.hasPrefix("zstd ") { commands.append(String(line)) }
+        }
+        #expect(commands.count >= 5, "README has too few runnable examples")
+        let tmp = temporaryDirectory("readme")
+        let bin = URL(fileURLWithPath: rowflowBinary).deletingLastPathComponent().path
+        for c in commands {
+            let cmd = c.replacingOccurrences(of: "/tmp/rowflow-", with: tmp + "/rowflow-")
+            let r = runProcess("/bin/bash", ["-o", "pipefail", "-c", cmd], cwd: packageRoot,
+                               environment: ["PATH": bin + ":/usr/bin:/bin", "HOME": tmp])
+            #expect(r.status == 0, "README command failed: \(c)\n\(r.stderr)")
+        }
+    }
+}
