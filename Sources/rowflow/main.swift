@@ -122,5 +122,18 @@ struct Gen: ParsableCommand {
     }
 }
 
+/// OpenBLAS starts its thread pool when the library loads — before any Swift code runs — and idle pool
+/// threads spin on sched_yield, taking a core from the decode thread. rowflow keeps BLAS single-threaded
+/// (TOOLCHAIN.md §6), so when the environment does not say otherwise it re-executes itself once with
+/// OPENBLAS_NUM_THREADS=1 so that the pool is never created.
+func ensureSingleThreadedBLAS() {
+    guard getenv("OPENBLAS_NUM_THREADS") == nil else { return }
+    setenv("OPENBLAS_NUM_THREADS", "1", 1)
+    let args = CommandLine.unsafeArgv
+    execv("/proc/self/exe", args)
+    // exec failed (no /proc?): carry on; the pool only costs speed, never correctness.
+}
+
+ensureSingleThreadedBLAS()
 signal(SIGPIPE, SIG_IGN)
 Rowflow.main()
