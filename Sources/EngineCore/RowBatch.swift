@@ -17,6 +17,9 @@ public struct RowBatch: Sendable {
     public var indices: [Int64]
     /// The shard each row came from, when rows of several shards are pooled (merged samples).
     public var shards: [Int64]?
+    /// Where the source stood right after this batch was filled. The decoder runs ahead of the operators,
+    /// so a checkpoint must take these from the last batch fed, not from the live source.
+    public var position = SourcePosition()
 
     public init(columns: Int, capacity: Int, hasTarget: Bool, hasWeight: Bool) {
         self.columns = columns
@@ -97,4 +100,15 @@ extension RowBatch {
         for r in start..<start + n { b.append(from: self, row: r) }
         return b
     }
+}
+
+/// The source's counters as of the end of one batch.
+public struct SourcePosition: Sendable, Equatable {
+    /// Rows consumed from the input, good and bad (the next row's 0-based position).
+    public var rowsConsumed: Int64 = 0
+    public var rowsSkipped: Int64 = 0
+    public var rowsQuarantined: Int64 = 0
+    public var quarantineBytes: UInt64 = 0
+    public var bytesIn: Int64 = 0
+    public init() {}
 }

@@ -44,6 +44,14 @@ public struct ManifestParser {
         }
     }
 
+    /// Walks the whole composed tree once, stopping at the budget, so that no later step can be made to
+    /// walk an exponential alias expansion.
+    mutating func countAll(_ node: Node) throws(EngineError) {
+        try count(node)
+        if let m = node.mapping { for (k, v) in m { try countAll(k); try countAll(v) } }
+        if let s = node.sequence { for v in s { try countAll(v) } }
+    }
+
     public mutating func parse(_ text: String) throws(EngineError) -> PipelineSpec {
         let root: Node
         do {
@@ -56,6 +64,7 @@ public struct ManifestParser {
         } catch {
             throw .usage(path, "cannot parse YAML: \(error)")
         }
+        try countAll(root)
         guard let top = root.mapping else { throw .usage(at(root), "expected a mapping with version, source and operators") }
         let entries = try keys(top, allowed: ["version", "source", "rowstore", "operators", "checkpoint"], context: "the manifest")
         guard let versionNode = entries["version"] else {

@@ -75,6 +75,12 @@ public final class BadRowHandler: @unchecked Sendable {
         self.quarantine = quarantine
     }
 
+    /// Counters as a checkpoint recorded them (a resumed run re-meets the bad rows it skips).
+    public func restore(skipped: Int64, quarantined: Int64) {
+        self.skipped = skipped
+        self.quarantined = quarantined
+    }
+
     /// `raw` renders the offending row for the quarantine file; `row` is its 0-based position.
     func report(_ error: EngineError, row: Int64, raw: () -> String) throws(EngineError) {
         switch policy {

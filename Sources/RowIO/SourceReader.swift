@@ -158,7 +158,10 @@ public final class SourceReader: @unchecked Sendable {
         for i in 0..<n where p[i] == 0x0A { lineEnd = i; break }
         var control = 0
         for i in 0..<min(n, 4096) where p[i] < 0x09 || (p[i] > 0x0D && p[i] < 0x20) { control += 1 }
-        if control > 0 {
+        // Text must be UTF-8: 0xFF runs (a zstd bomb's payload), random bytes and Latin-1 binary fail this.
+        let probe = Array(UnsafeBufferPointer(start: p, count: min(n, 4096)))
+        let utf8 = (0...min(3, probe.count)).contains { cut in String(validating: probe.dropLast(cut), as: UTF8.self) != nil }
+        if control > 0 || !utf8 {
             throw .data("\(name): byte 0", "binary data where text was expected (format: auto)",
                         hint: "raw floats? set source.format: f32 or f64 and source.columns")
         }

@@ -35,8 +35,9 @@ final class TextDecoder: RowDecoder {
 
     var rowsConsumed: Int64 { nextRow }
 
+    /// 1 MiB + 64 bytes per column; before the column count is known, per delimiter seen so far.
     func maxLineBytes(fieldsSeen: Int) -> Int {
-        (1 << 20) + 64 * max(layout?.rawColumns ?? config.columns ?? 0, fieldsSeen + 1)
+        (1 << 20) + 64 * (layout?.rawColumns ?? config.columns ?? (fieldsSeen + 1))
     }
 
     /// Finds the next line: returns (start, end) in `buf.base` excluding the newline (and a CR), consuming it;

@@ -48,6 +48,29 @@ final class BoundedQueue<T>: @unchecked Sendable {
         return item
     }
 
+    enum Pop { case item(T), timedOut, closed }
+
+    /// Blocks while empty for at most `milliseconds` (so the caller can look at pending signals).
+    func pop(milliseconds: Int) -> Pop {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        if items.isEmpty && !closed {
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            var deadline = now
+            let ns = Int(now.tv_nsec) + milliseconds * 1_000_000
+            deadline.tv_sec += ns / 1_000_000_000
+            deadline.tv_nsec = ns % 1_000_000_000
+            while items.isEmpty && !closed {
+                if pthread_cond_timedwait(&notEmpty, &mutex, &deadline) == ETIMEDOUT { break }
+            }
+        }
+        if items.isEmpty { return closed ? .closed : .timedOut }
+        let item = items.removeFirst()
+        pthread_cond_signal(&notFull)
+        return .item(item)
+    }
+
     /// Non-blocking pop.
     func tryPop() -> T? {
         pthread_mutex_lock(&mutex)

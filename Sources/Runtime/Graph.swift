@@ -10,23 +10,29 @@ final class Graph: @unchecked Sendable {
     let shape: StreamShape
     let seed: UInt64
     let shard: Int64
+    let rowStoreDir: String
     var ops: [String: any StreamOperator] = [:]
     var stores: [String: RowStore] = [:]
 
-    init(spec: PipelineSpec, shape: StreamShape, seed: UInt64, shard: Int64, rowStoreDir: String) throws(EngineError) {
+    /// `durableStores`: row stores write every row to disk (checkpointing is on).
+    init(spec: PipelineSpec, shape: StreamShape, seed: UInt64, shard: Int64, rowStoreDir: String,
+         durableStores: Bool = false) throws(EngineError) {
         self.spec = spec
         self.shape = shape
         self.seed = seed
         self.shard = shard
+        self.rowStoreDir = rowStoreDir
         for s in spec.operators {
             ops[s.id] = try s.descriptor.make(s.params, context(s))
             if s.descriptor.multiPass && stores[s.input] == nil {
-                stores[s.input] = RowStore(columns: shape.columns, hasTarget: shape.hasTarget,
-                                           memoryBytes: spec.rowstoreMemoryMB << 20,
-                                           spillPath: rowStoreDir + "/" + s.input + ".rows")
+                stores[s.input] = try RowStore(columns: shape.columns, hasTarget: shape.hasTarget,
+                                               memoryBytes: spec.rowstoreMemoryMB << 20,
+                                               spillPath: storePath(s.input), durable: durableStores)
             }
         }
     }
+
+    func storePath(_ input: String) -> String { rowStoreDir + "/" + input + ".rows" }
 
     /// Samplers pass rows on with the same columns and target (and add weights), so every operator sees the
     /// source's shape; only the row count is unknown downstream of a sampler.
@@ -42,24 +48,63 @@ final class Graph: @unchecked Sendable {
         for s in spec.consumers(of: from) { try ops[s.id]!.update(batch) }
     }
 
-    /// The finish cascade: in topological order, multi-pass operators step over their row store, every
-    /// operator finishes, and a sampler's rows feed its consumers before those finish.
-    func finishAll() throws(EngineError) -> [(String, OperatorOutput)] {
-        var outputs: [(String, OperatorOutput)] = []
+    /// Every operator's state and every row store's length, for a checkpoint (stores are fsynced first).
+    func snapshot() throws(EngineError) -> ([Checkpoint.OperatorState], [Checkpoint.Store]) {
+        var states: [Checkpoint.OperatorState] = []
         for s in spec.operators {
+            states.append(Checkpoint.OperatorState(id: s.id, kind: s.kind, version: s.descriptor.stateVersion,
+                                                   state: ops[s.id]!.encodeState()))
+        }
+        var st: [Checkpoint.Store] = []
+        for (input, store) in stores.sorted(by: { $0.key < $1.key }) {
+            try store.sync()
+            st.append(Checkpoint.Store(input: input, rows: UInt64(store.count), fileBytes: UInt64(store.fileBytes)))
+        }
+        return (states, st)
+    }
+
+    /// Restores operator states and row stores from a checkpoint.
+    func restore(_ c: Checkpoint, context where_: String) throws(EngineError) {
+        for s in spec.operators {
+            guard let o = c.operators.first(where: { $0.id == s.id }), o.kind == s.kind else {
+                throw .usage(where_, "the checkpoint has no state for operator '\(s.id)' (\(s.kind))")
+            }
+            guard o.version == s.descriptor.stateVersion else {
+                throw .data(where_, "operator '\(s.id)' state version \(o.version); this rowflow reads \(s.descriptor.stateVersion)")
+            }
+            ops[s.id] = try s.descriptor.restore(s.params, context(s), o.state, "\(where_): operator '\(s.id)'")
+        }
+        for (input, _) in stores {
+            guard let rec = c.stores.first(where: { $0.input == input }) else {
+                throw .usage(where_, "the checkpoint has no row store for '\(input)'")
+            }
+            stores[input] = try RowStore(columns: shape.columns, hasTarget: shape.hasTarget, memoryBytes: 0,
+                                         spillPath: storePath(input), durable: true, resumeRows: Int(rec.rows))
+        }
+    }
+
+    /// The finish cascade from operator `from` on: in topological order, multi-pass operators step over their
+    /// row store (`afterStep` runs between steps: checkpoints and signals), every operator finishes, its
+    /// output is handed to `finished` at once, and a sampler's rows feed its consumers before those finish.
+    func finishAll(from start: Int = 0,
+                   afterStep: (_ index: Int) throws(EngineError) -> Void = { _ throws(EngineError) in },
+                   finished: (_ id: String, _ output: OperatorOutput) throws(EngineError) -> Void) throws(EngineError) {
+        for (i, s) in spec.operators.enumerated() where i >= start {
             var op = ops[s.id]!
             if s.descriptor.multiPass, var iterative = op as? any IterativeOperator {
                 let store = stores[s.input]!
                 try store.seal()
-                while try iterative.step(store) == .more {}
+                while try iterative.step(store) == .more {
+                    ops[s.id] = iterative
+                    try afterStep(i)
+                }
                 op = iterative
             }
             let out = try op.finish()
             ops[s.id] = op
             for b in out.emittedRows where b.count > 0 { try feed(b, from: s.id) }
-            outputs.append((s.id, out))
+            try finished(s.id, out)
         }
-        return outputs
     }
 
     /// The enveloped state of a mergeable operator (state.bin), nil for the others.

@@ -71,8 +71,7 @@ public struct Merger: Sendable {
         try writer.prepare()
         let graph = try Graph(spec: spec, shape: shape!, seed: 0, shard: 0, rowStoreDir: out + "/rowstore")
         for (id, op) in merged { graph.ops[id] = op }
-        let outputs = try graph.finishAll()
-        for (id, o) in outputs {
+        try graph.finishAll { (id, o) throws(EngineError) in
             try writer.writeOperator(spec.op(id)!, output: o, state: graph.stateBytes(id))
         }
         let seconds = monotonicSeconds() - started

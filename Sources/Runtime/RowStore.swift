@@ -4,11 +4,13 @@ import Glibc
 #endif
 
 /// Rows kept for operators that need more than one pass: in memory up to `memoryBytes`, then appended to
-/// `<out>/rowstore/<name>.rows` as fixed-width records and memory-mapped for random access after the stream.
+/// `<out>/rowstore/<input>.rows` as fixed-width records and memory-mapped for random access after the stream.
+/// With checkpoints on, the store is *durable*: every row goes to the file (memory is not used), the file is
+/// fsynced at each checkpoint and its length recorded, and a resumed run truncates it back to that length.
 ///
 /// Record: `columns` float64 features, then target, weight and source index (float64 bit patterns), all
-/// little-endian — `columns + 3` × 8 bytes. RAM is bounded by `memoryBytes` plus one batch; disk grows with
-/// the row count.
+/// little-endian — `columns + 3` × 8 bytes. RAM is bounded by `memoryBytes` plus a 1 MiB write buffer; disk
+/// grows with the row count.
 public final class RowStore: RowStoreReader, @unchecked Sendable {
     public let columns: Int
     public let hasTarget: Bool
@@ -23,12 +25,28 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
     private var mapLength = 0
     private var writeBuffer: [Double] = []
 
-    public init(columns: Int, hasTarget: Bool, memoryBytes: Int, spillPath: String) {
+    /// `durable`: every row on disk (for checkpoints). `resumeRows`: reopen a durable store holding that many
+    /// rows, truncating anything written after the checkpoint.
+    public init(columns: Int, hasTarget: Bool, memoryBytes: Int, spillPath: String, durable: Bool = false,
+                resumeRows: Int? = nil) throws(EngineError) {
         self.columns = columns
         self.hasTarget = hasTarget
         self.width = columns + 3
-        self.memoryRows = max(1, memoryBytes / (8 * (columns + 3)))
+        self.memoryRows = durable ? 0 : max(1, memoryBytes / (8 * (columns + 3)))
         self.spillPath = spillPath
+        if let n = resumeRows {
+            try openFile(truncate: false)
+            let bytes = off_t(n * width * 8)
+            var st = stat()
+            guard fstat(fd, &st) == 0, st.st_size >= bytes else {
+                throw .data(spillPath, "the row store holds fewer rows than the checkpoint recorded (\(n))",
+                            hint: "the out directory was changed since the checkpoint; start without --resume")
+            }
+            guard ftruncate(fd, bytes) == 0, lseek(fd, bytes, SEEK_SET) == bytes else {
+                throw .io(spillPath, "cannot truncate the row store: \(String(cString: strerror(errno)))")
+            }
+            spilled = n
+        }
     }
 
     deinit {
@@ -37,13 +55,12 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
     }
 
     public var count: Int { memCount + spilled }
+    /// Bytes in the spill file after `flush()`.
+    var fileBytes: Int { spilled * width * 8 }
 
     public func append(_ batch: RowBatch) throws(EngineError) {
         for r in 0..<batch.count {
             if memCount < memoryRows {
-                if memory.count < (memCount + 1) * width {
-                    memory.reserveCapacity(min(memoryRows, max(1024, 2 * memCount)) * width)
-                }
                 appendRecord(batch, r, into: &memory)
                 memCount += 1
             } else {
@@ -61,14 +78,16 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
         a.append(Double(bitPattern: UInt64(bitPattern: b.indices[r])))
     }
 
+    private func openFile(truncate: Bool) throws(EngineError) {
+        let dir = String(spillPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/"))
+        try FileBytes.makeDirectory(dir)
+        fd = open(spillPath, O_RDWR | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0o644)
+        guard fd >= 0 else { throw .io(spillPath, "cannot open the row store spill file: \(String(cString: strerror(errno)))") }
+    }
+
     func flush() throws(EngineError) {
         guard !writeBuffer.isEmpty else { return }
-        if fd < 0 {
-            let dir = String(spillPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/"))
-            try FileBytes.makeDirectory(dir)
-            fd = open(spillPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw .io(spillPath, "cannot create the row store spill file: \(String(cString: strerror(errno)))") }
-        }
+        if fd < 0 { try openFile(truncate: true) }
         let bytes = writeBuffer.count * 8
         var off = 0
         while off < bytes {
@@ -82,10 +101,16 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
         writeBuffer.removeAll(keepingCapacity: true)
     }
 
+    /// Flushes and fsyncs the spill file (before a checkpoint records its length).
+    func sync() throws(EngineError) {
+        try flush()
+        if fd >= 0 && fsync(fd) != 0 { throw .io(spillPath, "fsync of the row store failed: \(String(cString: strerror(errno)))") }
+    }
+
     /// Ends appending: flushes and maps the spill file for random reads.
     public func seal() throws(EngineError) {
         try flush()
-        guard spilled > 0 else { return }
+        guard spilled > 0, map == nil else { return }
         mapLength = spilled * width * 8
         let m = mmap(nil, mapLength, PROT_READ, MAP_SHARED, fd, 0)
         guard let m, m != MAP_FAILED else { throw .io(spillPath, "cannot map the row store: \(String(cString: strerror(errno)))") }

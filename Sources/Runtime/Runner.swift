@@ -36,7 +36,7 @@ public struct RunReport: Sendable {
     public var outputs: [(String, OperatorOutput)]
 }
 
-/// Drives one run: manifest → source → operators → outputs.
+/// Drives one run: manifest → source → operators → outputs, with checkpoints and resume (DESIGN.md §6).
 ///
 /// Threads: with `threads ≥ 2` one thread decodes (decompression and parsing into recycled batch buffers)
 /// while the calling thread runs the operators, with a bounded queue of batches between them; OpenBLAS is
@@ -44,6 +44,11 @@ public struct RunReport: Sendable {
 /// (TOOLCHAIN.md §6) and because results must not depend on thread counts. With `threads == 1` decoding and
 /// compute alternate on one thread. Either way the batches — cut at fixed row counts — are the same, so the
 /// outputs are byte-identical.
+///
+/// Checkpoints are taken at batch boundaries (every `checkpoint.every_rows` rows) and between the steps of
+/// multi-pass operators; SIGINT/SIGTERM finish the current batch or step, checkpoint, and exit 130/143.
+/// A resumed run re-reads the input from the start, checks the fingerprint of the rows it skips, restores
+/// every operator and row store, and continues: its outputs are byte-identical to an uninterrupted run's.
 public final class Runner: @unchecked Sendable {
     public let options: RunOptions
     let registry: OperatorRegistry
@@ -62,33 +67,61 @@ public final class Runner: @unchecked Sendable {
     var output: OutputWriter!
     var started = 0.0
     var source: SourceReader?
-    var rowsFed: Int64 = 0
     var graph: Graph!
+    var checkpoints: CheckpointStore?
+    var seed: UInt64 = 0
+    var shard: Int64 = 0
+    var resumeFrom: Checkpoint?
+    var quarantine: QuarantineFile?
+
+    // Stream position.
+    var rowsFed: Int64 = 0
+    var fingerprint = RowFingerprint()
+    var lastCheckpointRows: Int64 = 0
+    var lastCheckpointTime = 0.0
+    /// The source position after the last batch the operators consumed.
+    var lastPosition = SourcePosition()
 
     @discardableResult
     public func run() throws(EngineError) -> RunReport {
         started = monotonicSeconds()
         spec = try ManifestParser.load(options.manifestPath, registry: registry)
-        if spec.checkpoint != nil || options.checkpointEvery != nil {
-            throw .usage(spec.checkpoint != nil ? options.manifestPath : "--checkpoint-every",
-                         "checkpoints are not implemented yet in this build", hint: "remove the checkpoint: section / option")
-        }
-        if options.resume {
-            throw .usage("--resume", "resume is not implemented yet in this build (checkpoints are not written)")
-        }
         if options.stateOut != nil {
             throw .usage("--state-out", "state blobs are not implemented yet in this build",
                          hint: "merge run folders instead: each shard run writes <out>/<id>/state.bin")
         }
+        seed = options.seed
+        shard = options.shard ?? 0
         output = OutputWriter(dir: options.out)
         try output.prepare()
+        let every = options.checkpointEvery ?? spec.checkpoint?.everyRows
+        if every != nil || options.resume {
+            checkpoints = CheckpointStore(dir: options.out + "/checkpoints", keep: spec.checkpoint?.keep ?? 2,
+                                          manifestSHA256: spec.sha256)
+        }
+        if options.resume {
+            resumeFrom = try checkpoints!.newestUsable(warn: { self.stderr("rowflow: warning: " + $0 + "\n") })
+            if let c = resumeFrom {
+                seed = c.seed
+                shard = c.shard
+                if options.seed != c.seed {
+                    stderr("rowflow: note: resuming with the checkpoint's seed \(c.seed) (not --seed \(options.seed))\n")
+                }
+                stderr("rowflow: resuming from row \(c.rowsFed)\(c.finishing ? " (after the stream, operator \(c.finishIndex + 1) of \(spec.operators.count))" : "")\n")
+            } else {
+                stderr("rowflow: no checkpoint in \(options.out)/checkpoints; starting at row 0\n")
+            }
+        } else {
+            checkpoints?.removeAll()
+        }
         try output.writeRunJSON(runJSON(status: "running", error: nil))
         do {
             let report = try execute()
             try output.writeRunJSON(runJSON(status: "complete", error: nil))
             return report
         } catch {
-            try? output.writeRunJSON(runJSON(status: "failed", error: error))
+            let interrupted = error.status == .interrupted || error.status == .terminated
+            try? output.writeRunJSON(runJSON(status: interrupted ? "interrupted" : "failed", error: error))
             throw error
         }
     }
@@ -98,18 +131,19 @@ public final class Runner: @unchecked Sendable {
         var pairs: [(String, JSON)] = [("status", .string(status))]
         if let error { pairs.append(("error", .string(error.description))); pairs.append(("exit_code", .int(Int64(error.status.rawValue)))) }
         let bad = source?.bad
+        let newRows = rowsFed - Int64(resumeFrom?.rowsFed ?? 0)
         pairs += [
             ("rows_read", .int(rowsFed)),
             ("rows_skipped", .int(bad?.skipped ?? 0)),
             ("rows_quarantined", .int(bad?.quarantined ?? 0)),
             ("bytes_in", .int(source?.bytesIn ?? 0)),
             ("seconds", .double((seconds * 1000).rounded() / 1000)),
-            ("rows_per_s", .double(seconds > 0 ? (Double(rowsFed) / seconds).rounded() : 0)),
+            ("rows_per_s", .double(seconds > 0 ? (Double(max(0, newRows)) / seconds).rounded() : 0)),
             ("manifest_sha256", .string(spec?.sha256 ?? "")),
-            ("seed", .int(Int64(bitPattern: options.seed))),
-            ("shard", .int(options.shard ?? 0)),
+            ("seed", .int(Int64(bitPattern: seed))),
+            ("shard", .int(shard)),
             ("version", .string(RowflowVersion.string)),
-            ("resumed_from_row", .int(0)),
+            ("resumed_from_row", .int(Int64(resumeFrom?.rowsFed ?? 0))),
             ("manifest", .string(options.manifestPath)),
             ("input", .string(options.input ?? "-")),
         ]
@@ -121,8 +155,11 @@ public final class Runner: @unchecked Sendable {
 
     func execute() throws(EngineError) -> RunReport {
         let quarantinePath = options.out + "/quarantine.txt"
-        if spec.source.onBadRow == .quarantine { _ = unlinkFile(quarantinePath) }
         let qfile = QuarantineFile(path: quarantinePath)
+        quarantine = qfile
+        // A resumed run re-reads the input from its first row and meets the same bad rows again, so the
+        // quarantine file (and the bad-row counters) are rebuilt from scratch, identically.
+        if spec.source.onBadRow == .quarantine { _ = unlinkFile(quarantinePath) }
         var sink: (@Sendable (String) throws(EngineError) -> Void)? = nil
         if spec.source.onBadRow == .quarantine {
             sink = { (line: String) throws(EngineError) -> Void in try qfile.append(line) }
@@ -131,21 +168,32 @@ public final class Runner: @unchecked Sendable {
         let src = try SourceReader(path: options.input, config: spec.source, bad: bad)
         source = src
         let shape = try streamShape(src)
-        graph = try Graph(spec: spec, shape: shape, seed: options.seed, shard: options.shard ?? 0,
-                          rowStoreDir: options.out + "/rowstore")
+        graph = try Graph(spec: spec, shape: shape, seed: seed, shard: shard, rowStoreDir: options.out + "/rowstore",
+                          durableStores: checkpoints != nil)
+        if let c = resumeFrom { try graph.restore(c, context: options.out + "/checkpoints") }
         let progress = ProgressReporter(mode: options.progress, totalBytes: src.totalBytes, stderr: stderr)
         BLASThreads.set(1)
+        Signals.install()
+        lastCheckpointTime = monotonicSeconds()
         try stream(src, shape: shape, progress: progress)
         progress.finish(rows: rowsFed, bytes: src.bytesIn)
-        try qfile.close()
+        if let c = resumeFrom, rowsFed < Int64(c.rowsFed) {
+            throw .usage(src.displayName, "resume refused: the input has \(rowsFed) rows, the checkpoint was taken after \(c.rowsFed)",
+                         hint: "resume with the same input, or start without --resume")
+        }
         if rowsFed == 0 && options.shard == nil {
             throw .data(src.displayName, "no rows: the input holds no data rows",
                         hint: bad.skipped + bad.quarantined > 0 ? "every row was bad (\(bad.skipped + bad.quarantined) skipped)" : nil)
         }
-        let outputs = try graph.finishAll()
-        for (id, out) in outputs {
-            try output.writeOperator(spec.op(id)!, output: out, state: graph.stateBytes(id))
-        }
+        var outputs: [(String, OperatorOutput)] = []
+        let start = resumeFrom?.finishing == true ? Int(resumeFrom!.finishIndex) : 0
+        try graph.finishAll(from: start, afterStep: { (i: Int) throws(EngineError) in
+            try self.betweenSteps(finishIndex: i)
+        }, finished: { (id: String, out: OperatorOutput) throws(EngineError) in
+            try self.output.writeOperator(self.spec.op(id)!, output: out, state: self.graph.stateBytes(id))
+            outputs.append((id, out))
+        })
+        try qfile.close()
         return RunReport(rowsRead: rowsFed, rowsSkipped: bad.skipped, rowsQuarantined: bad.quarantined,
                          bytesIn: src.bytesIn, seconds: monotonicSeconds() - started, outputs: outputs)
     }
@@ -174,12 +222,13 @@ public final class Runner: @unchecked Sendable {
             while true {
                 batch.reset()
                 let more = try src.fill(&batch)
+                batch.position = position(src)
                 try consume(batch, progress: progress, src: src)
                 if !more { break }
             }
             return
         }
-        // Two threads: decode here → queue → compute on the caller. Three batches circulate.
+        // Two threads: decode there → queue → compute here. Three batches circulate.
         let full = BoundedQueue<Result<RowBatch?, EngineError>>(capacity: 2)
         let free = BoundedQueue<RowBatch>(capacity: 4)
         for _ in 0..<3 { free.push(newBatch()) }
@@ -188,6 +237,7 @@ public final class Runner: @unchecked Sendable {
                 guard var batch = free.pop() else { return }
                 batch.reset()
                 let result: Result<Bool, EngineError> = Result { () throws(EngineError) -> Bool in try src.fill(&batch) }
+                batch.position = self.position(src)
                 switch result {
                 case let .success(more):
                     if !full.push(.success(batch)) { return }
@@ -199,35 +249,127 @@ public final class Runner: @unchecked Sendable {
             }
         }
         defer { free.close(); full.close(); decoder.join() }
-        while let item = full.pop() {
-            switch item {
-            case let .failure(e): throw e
-            case .success(nil): return
-            case let .success(batch?):
+        while true {
+            switch full.pop(milliseconds: 200) {
+            case .closed: return
+            case .timedOut:
+                // A blocked input (a quiet pipe) must not delay a requested stop.
+                try checkSignals(finishing: false, finishIndex: 0)
+            case let .item(.failure(e)): throw e
+            case .item(.success(nil)): return
+            case let .item(.success(batch?)):
                 try consume(batch, progress: progress, src: src)
                 free.push(batch)
             }
         }
     }
 
+    /// The source's counters now (called on the decode thread, right after a fill).
+    func position(_ src: SourceReader) -> SourcePosition {
+        var p = SourcePosition()
+        p.rowsConsumed = src.rowsConsumed
+        p.rowsSkipped = src.bad.skipped
+        p.rowsQuarantined = src.bad.quarantined
+        p.quarantineBytes = quarantine?.length ?? 0
+        p.bytesIn = src.bytesIn
+        return p
+    }
+
     /// Feeds a source batch, cutting it at `--emit-every` boundaries so emitted lines fall at exact rows.
+    /// While resuming, rows up to the checkpoint only update the fingerprint, which is then checked.
     func consume(_ batch: RowBatch, progress: ProgressReporter, src: SourceReader) throws(EngineError) {
-        guard batch.count > 0 else { return }
-        if let n = options.emitEvery {
-            var r = 0
-            while r < batch.count {
-                let toBoundary = Int(n - rowsFed % n)
-                let take = min(toBoundary, batch.count - r)
-                if r == 0 && take == batch.count { try graph.feed(batch, from: "source") } else { try graph.feed(batch.slice(r, take), from: "source") }
-                r += take
-                rowsFed += Int64(take)
-                if rowsFed % n == 0 { emitLines() }
+        lastPosition = batch.position
+        if batch.count > 0 {
+            fingerprint.absorb(batch)
+            if let c = resumeFrom, rowsFed < Int64(c.rowsFed) {
+                rowsFed += Int64(batch.count)
+                if rowsFed > Int64(c.rowsFed) {
+                    throw .internal("resume", "batch boundaries moved: row \(rowsFed) passed the checkpoint's \(c.rowsFed)")
+                }
+                if rowsFed == Int64(c.rowsFed) { try verifyResume(c, src: src, at: batch.position) }
+                progress.tick(rows: rowsFed, bytes: src.bytesIn)
+                return
             }
-        } else {
-            try graph.feed(batch, from: "source")
-            rowsFed += Int64(batch.count)
+            if let c = resumeFrom, c.finishing {
+                throw .usage(src.displayName, "resume refused: the input has more rows than the \(c.rowsFed) the checkpoint's run had read in full",
+                             hint: "resume with the same input, or start without --resume")
+            }
+            if let n = options.emitEvery {
+                var r = 0
+                while r < batch.count {
+                    let take = min(Int(n - rowsFed % n), batch.count - r)
+                    try graph.feed(r == 0 && take == batch.count ? batch : batch.slice(r, take), from: "source")
+                    r += take
+                    rowsFed += Int64(take)
+                    if rowsFed % n == 0 { emitLines() }
+                }
+            } else {
+                try graph.feed(batch, from: "source")
+                rowsFed += Int64(batch.count)
+            }
+            progress.tick(rows: rowsFed, bytes: src.bytesIn)
+            if let every = options.checkpointEvery ?? spec.checkpoint?.everyRows, rowsFed - lastCheckpointRows >= every {
+                try writeCheckpoint(finishing: false, finishIndex: 0)
+            }
         }
-        progress.tick(rows: rowsFed, bytes: src.bytesIn)
+        try checkSignals(finishing: false, finishIndex: 0)
+    }
+
+    /// At the checkpoint's row: the skipped rows must be the rows the checkpoint saw.
+    func verifyResume(_ c: Checkpoint, src: SourceReader, at p: SourcePosition) throws(EngineError) {
+        guard fingerprint.value == c.fingerprint, UInt64(p.rowsConsumed) == c.rowsConsumed else {
+            throw .usage(src.displayName, "resume refused: the input differs from the one the checkpoint was taken on (fingerprint of the first \(c.rowsFed) rows)",
+                         hint: "resume with the same input, or start without --resume")
+        }
+        // Counters continue from the checkpoint's; bad rows met while skipping were counted before.
+        lastCheckpointRows = rowsFed
+    }
+
+    func betweenSteps(finishIndex i: Int) throws(EngineError) {
+        if checkpoints != nil, monotonicSeconds() - lastCheckpointTime >= 1 {
+            try writeCheckpoint(finishing: true, finishIndex: i)
+        }
+        try checkSignals(finishing: true, finishIndex: i)
+    }
+
+    /// After a SIGINT/SIGTERM: checkpoint, say how to resume, stop with 130/143.
+    func checkSignals(finishing: Bool, finishIndex: Int) throws(EngineError) {
+        let sig = Signals.pending
+        guard sig != 0 else { return }
+        if let c = resumeFrom, rowsFed < Int64(c.rowsFed) {
+            // Still skipping to the checkpoint: the newest checkpoint is already the right one.
+        } else {
+            if checkpoints == nil {
+                checkpoints = CheckpointStore(dir: options.out + "/checkpoints", keep: spec.checkpoint?.keep ?? 2,
+                                              manifestSHA256: spec.sha256)
+            }
+            try writeCheckpoint(finishing: finishing, finishIndex: finishIndex)
+        }
+        let again = "rowflow run \(options.manifestPath) --input \(options.input ?? "-") --out \(options.out) --resume"
+        stderr("rowflow: interrupted at row \(rowsFed); checkpoint written. Resume with: \(again)\n")
+        throw EngineError(sig == SIGINT ? .interrupted : .terminated, "row \(rowsFed)",
+                          "interrupted by \(sig == SIGINT ? "SIGINT" : "SIGTERM") after writing a checkpoint", hint: again)
+    }
+
+    func writeCheckpoint(finishing: Bool, finishIndex: Int) throws(EngineError) {
+        guard let store = checkpoints, let src = source else { return }
+        if graph.stores.values.contains(where: { $0.memoryRows > 0 }) {
+            // A store created without checkpoints (a signal arrived in a run that had none) keeps rows in memory,
+            // which a checkpoint cannot hold: stop without one rather than write one that cannot resume.
+            throw .io(store.dir, "cannot checkpoint: the row store keeps rows in memory in a run without checkpoints",
+                      hint: "set checkpoint.every_rows to make the row store durable")
+        }
+        let (states, stores) = try graph.snapshot()
+        // Finishing: the whole source has been read, so its live counters are final.
+        let p = finishing ? position(src) : lastPosition
+        let c = Checkpoint(manifestSHA256: store.manifestDigest, seed: seed, shard: shard, finishing: finishing,
+                           rowsFed: UInt64(rowsFed), rowsConsumed: UInt64(p.rowsConsumed),
+                           rowsSkipped: UInt64(p.rowsSkipped), rowsQuarantined: UInt64(p.rowsQuarantined),
+                           quarantineBytes: p.quarantineBytes, fingerprint: fingerprint.value,
+                           bytesIn: UInt64(p.bytesIn), finishIndex: UInt32(finishIndex), stores: stores, operators: states)
+        try store.write(c)
+        lastCheckpointRows = rowsFed
+        lastCheckpointTime = monotonicSeconds()
     }
 
     func emitLines() {
@@ -237,13 +379,13 @@ public final class Runner: @unchecked Sendable {
             stdout(line.encoded() + "\n")
         }
     }
-
 }
 
 /// Appends quarantined rows to `<out>/quarantine.txt`, opened on first use.
 final class QuarantineFile: @unchecked Sendable {
     let path: String
     private var fd: Int32 = -1
+    private(set) var length: UInt64 = 0
     init(path: String) { self.path = path }
 
     func append(_ line: String) throws(EngineError) {
@@ -254,6 +396,7 @@ final class QuarantineFile: @unchecked Sendable {
         let bytes = Array(line.utf8)
         let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         guard n == bytes.count else { throw .io(path, "cannot write the quarantine file: \(String(cString: strerror(errno)))") }
+        length += UInt64(n)
     }
 
     func close() throws(EngineError) {

@@ -190,15 +190,6 @@ func canonical(_ v: Any) -> String {
         #expect(bad.status == 64 && bad.stderr.contains("different parameters"))
     }
 
-    @Test func checkpointAndResumeRefusedUntilImplemented() {
-        let m = manifest("operators: [{ id: m, op: moments }]\ncheckpoint: { every_rows: 10 }\n")
-        writeFile(dir + "/two.csv", "1,2\n3,4\n")
-        let r = rowflow(["run", m, "--input", dir + "/two.csv", "--out", dir + "/o-ck"])
-        #expect(r.status == 64 && r.stderr.contains("not implemented yet"))
-        let plain = manifest("operators: [{ id: m, op: moments }]\n")
-        #expect(rowflow(["run", plain, "--input", dir + "/two.csv", "--out", dir + "/o-ck", "--resume"]).status == 64)
-    }
-
     @Test func validateOperatorsInspectAndEmit() throws {
         let v = rowflow(["validate", packageRoot + "/Pipelines/quickstart.yaml"])
         #expect(v.status == 0 && v.stdout.contains("ridge (gram)"))

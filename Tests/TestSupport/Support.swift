@@ -141,3 +141,44 @@ public func loadJSON(_ path: String) throws -> [String: Any] {
     let data = try Data(contentsOf: URL(fileURLWithPath: path))
     return try JSONSerialization.jsonObject(with: data) as! [String: Any]
 }
+
+public struct MeasuredResult: Sendable {
+    public var status: Int32
+    /// The signal that ended the process, 0 when it exited normally.
+    public var signal: Int32
+    public var stdout: String
+    public var stderr: String
+    /// Peak resident set size in KiB (wait4's ru_maxrss).
+    public var maxRSSKiB: Int
+}
+
+/// Runs a command with posix_spawn (stdout/stderr to temporary files) and waits with wait4, so the peak
+/// RSS and whether it died by a signal are known.
+public func runMeasured(_ executable: String, _ args: [String], environment: [String: String]? = nil,
+                        killAfter seconds: Double? = nil, signal sig: Int32 = SIGKILL) -> MeasuredResult {
+    let dir = temporaryDirectory("spawn")
+    let outPath = dir + "/out", errPath = dir + "/err"
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    let argv = ([executable] + args).map { strdup($0) } + [nil]
+    let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { for p in argv { free(p) }; for p in env { free(p) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, executable, &actions, nil, argv, env)
+    precondition(rc == 0, "posix_spawn \(executable): \(rc)")
+    if let seconds {
+        usleep(useconds_t(seconds * 1e6))
+        kill(pid, sig)
+    }
+    var status: Int32 = 0
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    let exited = (status & 0x7F) == 0
+    let read = { (p: String) in (try? String(contentsOfFile: p, encoding: .utf8)) ?? "" }
+    return MeasuredResult(status: exited ? (status >> 8) & 0xFF : -1, signal: exited ? 0 : status & 0x7F,
+                          stdout: read(outPath), stderr: read(errPath), maxRSSKiB: Int(usage.ru_maxrss))
+}

@@ -1,0 +1,197 @@
+import EngineCore
+import Foundation
+import TestSupport
+import Testing
+
+/// Fixtures/hostile: every case answered with its documented exit code and a one-line message naming the
+/// place — no crash, no signal, memory bounded — and the accepted variants equal to plain LF.
+@Suite(.serialized) struct HostileInputTests {
+    struct Case: Sendable, CustomStringConvertible {
+        var input, manifest: String
+        var code: Int32
+        var fragment, why: String
+        var description: String { "\(input) with \(manifest): \(why)" }
+    }
+
+    static let cases: [Case] = {
+        let text = (try? String(contentsOfFile: packageRoot + "/Fixtures/hostile/cases.tsv", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").filter { !$0.hasPrefix("#") }.map { line in
+            let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            return Case(input: f[0], manifest: f[1], code: Int32(f[2])!, fragment: f[3], why: f[4])
+        }
+    }()
+
+    /// 256 MiB: the engine's buffers are a few MiB; a decoder that buffered a 4 GiB bomb or a 10 MB line
+    /// (× copies) would blow through it.
+    static let rssLimitKiB = 256 * 1024
+
+    @Test func corpusIsLargeEnough() { #expect(Self.cases.count >= 30) }
+
+    @Test(arguments: cases)
+    func answered(c: Case) throws {
+        let dir = packageRoot + "/Fixtures/hostile"
+        let out = temporaryDirectory("hostile") + "/out"
+        let r = runMeasured(rowflowBinary, ["run", dir + "/manifests/" + c.manifest, "--input", dir + "/" + c.input, "--out", out])
+        #expect(r.signal == 0, "killed by signal \(r.signal)")
+        #expect(r.status == c.code, "exit \(r.status): \(r.stderr)")
+        #expect(r.maxRSSKiB < Self.rssLimitKiB, "peak RSS \(r.maxRSSKiB) KiB")
+        if c.code != 0 {
+            let lines = r.stderr.split(separator: "\n")
+            #expect(lines.count == 1 && lines[0].hasPrefix("rowflow: error: ") && r.stderr.contains(c.fragment), "\(r.stderr)")
+        } else {
+            // Accepted variants: the same outputs as plain LF.
+            let ref = temporaryDirectory("hostile-ref") + "/out"
+            #expect(runMeasured(rowflowBinary, ["run", dir + "/manifests/" + c.manifest, "--input", dir + "/plain.csv", "--out", ref]).status == 0)
+            for f in ["m/mean.npy", "m/variance.npy", "g/gram.npy"] {
+                #expect(FileManager.default.contents(atPath: out + "/" + f) == FileManager.default.contents(atPath: ref + "/" + f), "\(f)")
+            }
+        }
+    }
+}
+
+/// Checkpoints and resume through the binary (DESIGN.md §6).
+@Suite(.serialized) struct CheckpointTests {
+    let dir = temporaryDirectory("ckpt")
+    let files = ["m/mean.npy", "m/variance.npy", "m/summary.json", "m/state.bin",
+                 "g/gram.npy", "g/xty.npy", "g/solution.npy", "g/summary.json", "g/state.bin", "quarantine.txt"]
+
+    /// A pipeline with every operator present in this build, bad rows quarantined, checkpoints every 3000
+    /// rows (batches of 1000), on 150,000 rows of CSV.
+    func setUp() -> (manifest: String, input: String, reference: String) {
+        let input = dir + "/in.csv"
+        if !FileManager.default.fileExists(atPath: input) {
+            var text = ""
+            let g = gaussianMatrix(rows: 150_000, cols: 9, seed: 41)
+            for i in 0..<g.rows {
+                text += i % 9973 == 5 ? "oops\n" : (0..<9).map { "\(g[i, $0])" }.joined(separator: ",") + "\n"
+            }
+            writeFile(input, text)
+        }
+        let manifest = dir + "/m.yaml"
+        writeFile(manifest, """
+        version: 1
+        source: { target: last, batch_rows: 1000, on_bad_row: quarantine }
+        operators:
+          - { id: m, op: moments }
+          - { id: g, op: gram, params: { solve: ridge, lambda: 0.5 } }
+        checkpoint: { every_rows: 3000, keep: 2 }
+        """)
+        let reference = dir + "/reference"
+        if !FileManager.default.fileExists(atPath: reference + "/run.json") {
+            let r = runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", reference])
+            precondition(r.status == 0, r.stderr)
+        }
+        return (manifest, input, reference)
+    }
+
+    func sameOutputs(_ a: String, _ b: String) -> Bool {
+        files.allSatisfy { FileManager.default.contents(atPath: a + "/" + $0) == FileManager.default.contents(atPath: b + "/" + $0) }
+    }
+
+    /// SIGKILL at 24 seeded random moments, each resumed (twice over when the resume is killed too): every
+    /// output file byte-identical to the uninterrupted run, and run.json never `complete` after a kill.
+    @Test func sigkillAnywhereThenResumeIsByteIdentical() throws {
+        let (manifest, input, reference) = setUp()
+        let t0 = Date()
+        _ = runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", dir + "/timing"])
+        let full = Date().timeIntervalSince(t0)
+        let rng = CounterRandom(seed: 2026, shard: 0, purpose: 1)
+        for k in 0..<24 {
+            let out = dir + "/kill\(k)"
+            let at = rng.uniform(index: UInt64(k)) * full
+            let first = runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", out], killAfter: at)
+            if first.signal == SIGKILL {
+                let run = try loadJSON(out + "/run.json")
+                #expect(run["status"] as? String != "complete", "killed run claims completion")
+            }
+            var resumed = runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", out, "--resume"],
+                                      killAfter: k % 4 == 0 ? at / 2 : nil)
+            if resumed.signal != 0 {
+                resumed = runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", out, "--resume"])
+            }
+            #expect(resumed.status == 0, "kill \(k) at \(at) s: \(resumed.stderr)")
+            #expect(sameOutputs(out, reference), "kill \(k) at \(at) s: outputs differ")
+            #expect(try loadJSON(out + "/run.json")["status"] as? String == "complete")
+        }
+    }
+
+    /// SIGINT and SIGTERM: checkpoint, exit 130 / 143, run.json `interrupted`, a resume hint; then resume.
+    @Test(arguments: [(SIGINT, Int32(130)), (SIGTERM, Int32(143))])
+    func signalWritesCheckpointAndExits(sig: Int32, code: Int32) throws {
+        let (manifest, input, reference) = setUp()
+        let out = dir + "/sig\(sig)"
+        let r = runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", out], killAfter: 0.3, signal: sig)
+        guard r.status != 0 else { return }   // finished before the signal: nothing to test on this machine
+        #expect(r.status == code, "\(r.stderr)")
+        #expect(r.stderr.contains("--resume"))
+        #expect(try loadJSON(out + "/run.json")["status"] as? String == "interrupted")
+        let again = runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", out, "--resume"])
+        #expect(again.status == 0 && sameOutputs(out, reference), "\(again.stderr)")
+        #expect((try loadJSON(out + "/run.json")["resumed_from_row"] as? Int ?? 0) > 0)
+    }
+
+    /// Damaged checkpoints: each its own error on stderr, the previous good one used; 65 when none is usable;
+    /// another manifest's checkpoints refused with 64; no checkpoint at all starts at row 0 and says so.
+    @Test func damagedCheckpointsFallBack() throws {
+        let (manifest, input, reference) = setUp()
+        let out = dir + "/damaged"
+        let r = runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", out], killAfter: 0.4)
+        guard r.signal != 0 else { return }
+        let ck = out + "/checkpoints"
+        let names = try FileManager.default.contentsOfDirectory(atPath: ck).sorted()
+        guard names.count == 2 else { return }   // killed before the second checkpoint
+        let newest = ck + "/" + names[1], older = ck + "/" + names[0]
+        let good = FileManager.default.contents(atPath: newest)!, oldGood = FileManager.default.contents(atPath: older)!
+        func resume() -> MeasuredResult { runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", out, "--resume"]) }
+        func damage(_ f: (inout [UInt8]) -> Void) { var b = [UInt8](good); f(&b); FileManager.default.createFile(atPath: newest, contents: Data(b)) }
+        let variants: [(String, (inout [UInt8]) -> Void)] = [
+            ("checksum mismatch", { $0[$0.count / 2] ^= 0x10 }),
+            ("checksum mismatch", { $0.removeLast($0.count / 3) }),
+            ("format version 7", { $0[8] = 7 }),
+            ("bad magic", { $0[0] = 0x41 }),
+        ]
+        for (fragment, f) in variants {
+            FileManager.default.createFile(atPath: older, contents: oldGood)
+            damage(f)
+            let res = resume()
+            #expect(res.status == 0 && res.stderr.contains(fragment) && res.stderr.contains("trying the previous checkpoint"), "\(res.stderr)")
+            #expect(sameOutputs(out, reference))
+            // The run completed and its checkpoints were replaced: put the pair back for the next variant.
+            try? FileManager.default.removeItem(atPath: ck)
+            try FileManager.default.createDirectory(atPath: ck, withIntermediateDirectories: true)
+        }
+        // Both corrupt → 65.
+        FileManager.default.createFile(atPath: older, contents: Data([1, 2, 3]))
+        damage { $0[20] ^= 1 }
+        #expect(resume().status == 65)
+        // Another manifest's checkpoint → 64.
+        FileManager.default.createFile(atPath: older, contents: oldGood)
+        FileManager.default.createFile(atPath: newest, contents: good)
+        let other = dir + "/other.yaml"
+        writeFile(other, try String(contentsOfFile: manifest, encoding: .utf8).replacingOccurrences(of: "lambda: 0.5", with: "lambda: 0.6"))
+        let o = runMeasured(rowflowBinary, ["run", other, "--input", input, "--out", out, "--resume"])
+        #expect(o.status == 64 && o.stderr.contains("different manifest"), "\(o.stderr)")
+        // A different input → 64 (fingerprint).
+        writeFile(dir + "/other.csv", try String(contentsOfFile: input, encoding: .utf8).replacingOccurrences(of: "1", with: "2"))
+        let d = runMeasured(rowflowBinary, ["run", manifest, "--input", dir + "/other.csv", "--out", out, "--resume"])
+        #expect(d.status == 64 && d.stderr.contains("input differs"), "\(d.stderr)")
+        // No checkpoint: start at row 0, say so.
+        try? FileManager.default.removeItem(atPath: ck)
+        let z = resume()
+        #expect(z.status == 0 && z.stderr.contains("starting at row 0") && sameOutputs(out, reference))
+    }
+
+    /// Resume from stdin: the consumed rows are skipped on the re-read pipe.
+    @Test func resumeFromStdin() throws {
+        let (manifest, input, reference) = setUp()
+        let out = dir + "/stdin"
+        let sh = "/bin/sh"
+        _ = reference
+        // Quarantine lines name "<stdin>", so the reference is an uninterrupted stdin run.
+        let stdinReference = dir + "/stdin-reference"
+        #expect(runMeasured(sh, ["-c", "exec \(rowflowBinary) run \(manifest) --out \(stdinReference) < \(input)"]).status == 0)
+        _ = runMeasured(sh, ["-c", "exec \(rowflowBinary) run \(manifest) --out \(out) < \(input)"], killAfter: 0.3)
+        let r = runMeasured(sh, ["-c", "exec \(rowflowBinary) run \(manifest) --out \(out) --resume < \(input)"])
+        #expect(r.status == 0 && sameOutputs(out, stdinReference), "\(r.stderr)")
+    }
+}
