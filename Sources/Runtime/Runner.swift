@@ -22,6 +22,8 @@ public struct RunOptions: Sendable {
     public var emitEvery: Int64? = nil
     public var progress: ProgressMode = .auto
     public var threads = 2
+    /// Minimum seconds between checkpoints taken between the steps of multi-pass operators.
+    public var stepCheckpointSeconds = 1.0
 
     public init(manifestPath: String) { self.manifestPath = manifestPath }
 }
@@ -326,7 +328,7 @@ public final class Runner: @unchecked Sendable {
     }
 
     func betweenSteps(finishIndex i: Int) throws(EngineError) {
-        if checkpoints != nil, monotonicSeconds() - lastCheckpointTime >= 1 {
+        if checkpoints != nil, monotonicSeconds() - lastCheckpointTime >= options.stepCheckpointSeconds {
             try writeCheckpoint(finishing: true, finishIndex: i)
         }
         try checkSignals(finishing: true, finishIndex: i)

@@ -26,7 +26,27 @@ struct EvenSampler: StreamOperator {
     mutating func finish() throws(EngineError) -> OperatorOutput {
         OperatorOutput(arrays: [], summary: [("rows", .int(Int64(kept.count))), ("weight_sum", .double(kept.weightSum))], emittedRows: [kept])
     }
-    func encodeState() -> [UInt8] { [] }
+    func encodeState() -> [UInt8] {
+        var w = BinaryWriter()
+        w.u64(UInt64(kept.count))
+        w.f64s(Array(kept.features[0..<kept.count * columns]))
+        w.f64s(Array((kept.targets ?? [])[0..<(kept.targets == nil ? 0 : kept.count)]))
+        w.f64s(Array(kept.weights![0..<kept.count]))
+        w.i64s(Array(kept.indices[0..<kept.count]))
+        return w.bytes
+    }
+    init(columns: Int, hasTarget: Bool, state: [UInt8]) throws(EngineError) {
+        self.init(columns: columns, hasTarget: hasTarget)
+        var r = BinaryReader(state, context: "even-sampler")
+        let n = Int(try r.u64())
+        let f = try r.f64s(), t = try r.f64s(), w = try r.f64s(), i = try r.i64s()
+        for k in 0..<n {
+            let s = kept.appendSlot(index: i[k])
+            for j in 0..<columns { kept.features[s * columns + j] = f[k * columns + j] }
+            if hasTarget { kept.targets![s] = t[k] }
+            kept.weights![s] = w[k]
+        }
+    }
 }
 
 /// A two-pass operator for engine tests: pass 1 the weighted mean, pass 2 the centred second moment, read
@@ -38,9 +58,19 @@ struct TwoPassVariance: IterativeOperator {
     var m2: [Double]
     var weight = 0.0
     var rowsSeen: Int64 = 0
-    init(columns: Int) { self.columns = columns; mean = Array(repeating: 0, count: columns); m2 = mean }
+    /// Fails at the start of this pass: a crash between steps, for the checkpoint tests.
+    var crashAtPass: Int?
+    init(columns: Int, crashAtPass: Int? = nil) {
+        self.columns = columns; self.crashAtPass = crashAtPass; mean = Array(repeating: 0, count: columns); m2 = mean
+    }
+    init(columns: Int, state: [UInt8]) throws(EngineError) {
+        self.init(columns: columns)
+        var r = BinaryReader(state, context: "two-pass")
+        pass = Int(try r.u64()); mean = try r.f64s(); m2 = try r.f64s(); weight = try r.f64(); rowsSeen = try r.i64()
+    }
     mutating func update(_ batch: RowBatch) throws(EngineError) { rowsSeen += Int64(batch.count) }
     mutating func step(_ rows: RowStoreReader) throws(EngineError) -> StepResult {
+        if pass == crashAtPass { throw .internal("two-pass", "simulated crash before pass \(pass)") }
         var b = RowBatch(columns: columns, capacity: 1000, hasTarget: rows.hasTarget, hasWeight: true)
         var start = 0
         while start < rows.count {
@@ -65,20 +95,26 @@ struct TwoPassVariance: IterativeOperator {
                                 NamedArray("variance", shape: [columns], float64: m2.map { $0 / weight })],
                        summary: [("rows", .int(rowsSeen)), ("weight_sum", .double(weight))])
     }
-    func encodeState() -> [UInt8] { [] }
+    func encodeState() -> [UInt8] {
+        var w = BinaryWriter()
+        w.u64(UInt64(pass)); w.f64s(mean); w.f64s(m2); w.f64(weight); w.i64(rowsSeen)
+        return w.bytes
+    }
 }
 
-let testRegistry: OperatorRegistry = {
+/// The test operators; `crashAtPass` makes two-pass-variance fail between its steps (restored ones never do).
+func testRegistry(crashAtPass: Int? = nil) -> OperatorRegistry {
     var r = OperatorRegistry.standard
-    let g = r["gram"]!
     r.add(OperatorDescriptor(kind: "even-sampler", summary: "test", parameters: [], outputs: [], mergeable: false, emitsRows: true,
                              stateVersion: 1, make: { _, c in EvenSampler(columns: c.shape.columns, hasTarget: c.shape.hasTarget) },
-                             restore: g.restore, merge: nil))
+                             restore: { _, c, b, _ throws(EngineError) in try EvenSampler(columns: c.shape.columns, hasTarget: c.shape.hasTarget, state: b) },
+                             merge: nil))
     r.add(OperatorDescriptor(kind: "two-pass-variance", summary: "test", parameters: [], outputs: [], mergeable: false, multiPass: true,
-                             stateVersion: 1, make: { _, c in TwoPassVariance(columns: c.shape.columns) },
-                             restore: g.restore, merge: nil))
+                             stateVersion: 1, make: { _, c in TwoPassVariance(columns: c.shape.columns, crashAtPass: crashAtPass) },
+                             restore: { _, c, b, _ throws(EngineError) in try TwoPassVariance(columns: c.shape.columns, state: b) },
+                             merge: nil))
     return r
-}()
+}
 
 @Suite struct RunnerTests {
     let dir = temporaryDirectory("runner")
@@ -105,7 +141,7 @@ let testRegistry: OperatorRegistry = {
         """)
         var o = RunOptions(manifestPath: dir + "/m.yaml")
         o.input = dir + "/in.csv"; o.out = dir + "/out"
-        let report = try Runner(options: o, registry: testRegistry).run()
+        let report = try Runner(options: o, registry: testRegistry()).run()
         #expect(report.rowsRead == 60_000)
         #expect(FileManager.default.fileExists(atPath: dir + "/out/rowstore/s.rows"))
         let even = Matrix(rows: 30_000, cols: 4, storage: (0..<30_000).flatMap { i in (0..<4).map { a[2 * i, $0] } })
@@ -117,6 +153,35 @@ let testRegistry: OperatorRegistry = {
         #expect(s["weight_sum"] as? Double == 60_000 && s["rows"] as? Int == 30_000)
         let run = try loadJSON(dir + "/out/run.json")
         #expect(run["status"] as? String == "complete" && run["rows_read"] as? Int == 60_000)
+    }
+
+    /// A multi-pass operator checkpoints between its steps: a crash in the second pass, then `--resume`,
+    /// gives the uninterrupted run's bytes (the durable row store is truncated and re-mapped).
+    @Test func multiPassResumesBetweenSteps() throws {
+        let a = gaussianMatrix(rows: 30_000, cols: 4, seed: 24)
+        writeFile(dir + "/in.csv", csv(a))
+        writeFile(dir + "/m.yaml", """
+        version: 1
+        source: { batch_rows: 1000 }
+        operators:
+          - { id: s, op: even-sampler }
+          - { id: mom, op: moments, input: s }
+          - { id: tp, op: two-pass-variance, input: s }
+        checkpoint: { every_rows: 7000 }
+        """)
+        var o = RunOptions(manifestPath: dir + "/m.yaml")
+        o.input = dir + "/in.csv"; o.out = dir + "/whole"; o.stepCheckpointSeconds = 0
+        try Runner(options: o, registry: testRegistry()).run()
+        o.out = dir + "/crashed"
+        #expect(throws: EngineError.self) { try Runner(options: o, registry: testRegistry(crashAtPass: 1)).run() }
+        #expect(try loadJSON(dir + "/crashed/run.json")["status"] as? String == "failed")
+        o.resume = true
+        let errors = LockedBox()
+        try Runner(options: o, registry: testRegistry(), stderr: { errors.append($0) }).run()
+        #expect(errors.all.contains { $0.contains("after the stream, operator 3 of 3") }, "\(errors.all)")
+        for f in ["tp/mean.npy", "tp/variance.npy", "tp/summary.json", "mom/mean.npy", "mom/state.bin"] {
+            #expect(FileManager.default.contents(atPath: dir + "/whole/" + f) == FileManager.default.contents(atPath: dir + "/crashed/" + f), "\(f)")
+        }
     }
 
     /// One thread or two, any batch size: the same bytes in every output file.
