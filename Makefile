@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libopenblas-dev libzstd-dev zstd pkgconf
 BIN := .build/release/rowflow
 
-.PHONY: deps build debug demo test bench record-fixtures clean
+.PHONY: deps build debug demo test bench fuzz record-fixtures clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -38,6 +38,14 @@ test: debug
 
 bench: build
 	$(MAKE) -C Benchmarks run
+
+# libFuzzer on every decoder (FuzzHarness.targets), FUZZ_SECONDS each; corpora grow in .build-fuzz/corpus,
+# crashes land in .build-fuzz/crashes/<target>/ — copy each into Fixtures/fuzz/<target>/ as a regression.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := text npy libsvm zstd manifest checkpoint state
+fuzz: deps
+	cd Tests/Fuzz && $(SWIFT) build -c release --scratch-path ../../.build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+	@for t in $(FUZZ_TARGETS); do 	  mkdir -p .build-fuzz/corpus/$$t .build-fuzz/crashes/$$t; cp -n Fixtures/fuzz/$$t/* .build-fuzz/corpus/$$t/ 2>/dev/null; 	  ROWFLOW_FUZZ_TARGET=$$t .build-fuzz/release/rowflow-fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 	    -artifact_prefix=.build-fuzz/crashes/$$t/ .build-fuzz/corpus/$$t > .build-fuzz/$$t.log 2>&1; 	  echo "$$t: exit $$?, $$(grep -o 'Done [0-9]* runs in [0-9]* second' .build-fuzz/$$t.log | tail -1), corpus $$(ls .build-fuzz/corpus/$$t | wc -l), crashes $$(ls .build-fuzz/crashes/$$t | wc -l)"; 	done
 
 # Re-records Fixtures/*/expected from the current build: only on purpose, and review the diff.
 record-fixtures: debug

@@ -9,6 +9,8 @@ let package = Package(
     products: [
         .executable(name: "rowflow", targets: ["rowflow"]),
         .library(name: "RowflowRuntime", targets: ["Runtime"]),
+        // For the libFuzzer package in Tests/Fuzz (built only by `make fuzz`).
+        .library(name: "RowflowFuzzHarness", targets: ["FuzzHarness"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -30,12 +32,13 @@ let package = Package(
         ]),
         // Reference implementations and fixtures shared by the test targets (never linked into the product).
         .target(name: "TestSupport", dependencies: ["EngineCore", "LinearAlgebra", "RowIO"], path: "Tests/TestSupport"),
+        .target(name: "FuzzHarness", dependencies: ["EngineCore", "RowIO", "Manifest", "Operators"], path: "Tests/FuzzHarness"),
         .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra", "TestSupport"]),
         .testTarget(name: "EngineCoreTests", dependencies: ["EngineCore", "TestSupport"]),
         .testTarget(name: "RowIOTests", dependencies: ["RowIO", "EngineCore", "TestSupport"]),
         .testTarget(name: "OperatorsTests", dependencies: ["Operators", "EngineCore", "LinearAlgebra", "TestSupport"]),
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Operators", "EngineCore", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Manifest", "RowIO", "EngineCore", "Operators", "LinearAlgebra", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["RowIO", "EngineCore", "LinearAlgebra", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["RowIO", "EngineCore", "LinearAlgebra", "TestSupport", "FuzzHarness"]),
     ]
 )

@@ -35,13 +35,27 @@ public final class RawFile: @unchecked Sendable {
     }
 
     init(name: String, fd: Int32, owns: Bool, size: Int64?) {
-        self.name = name; self.fd = fd; self.ownsFD = owns; self.size = size
+        self.name = name; self.fd = fd; self.ownsFD = owns; self.size = size; self.memory = nil
+    }
+
+    /// Bytes held in memory (fuzz harnesses and tests read through exactly the same decoders).
+    public static func memory(_ bytes: [UInt8], name: String) -> RawFile { RawFile(name: name, memory: bytes) }
+
+    private let memory: [UInt8]?
+    private init(name: String, memory: [UInt8]) {
+        self.name = name; self.fd = -1; self.ownsFD = false; self.size = Int64(memory.count); self.memory = memory
     }
 
     deinit { if ownsFD { close(fd) } }
 
     /// Reads up to `count` bytes; 0 at end of file.
     public func read(into p: UnsafeMutableRawPointer, count: Int) throws(EngineError) -> Int {
+        if let memory {
+            let n = min(count, memory.count - Int(bytesIn))
+            if n > 0 { memory.withUnsafeBytes { p.copyMemory(from: $0.baseAddress! + Int(bytesIn), byteCount: n) } }
+            bytesIn += Int64(n)
+            return n
+        }
         while true {
             let n = Glibc.read(fd, p, count)
             if n >= 0 { bytesIn += Int64(n); return n }

@@ -28,6 +28,20 @@ public final class SourceReader: @unchecked Sendable {
     public private(set) var rowsKnown: Int64?
     public private(set) var formatUsed: SourceConfig.Format?
 
+    private var memoryFile: RawFile?
+
+    /// Reads one in-memory input through the same decoders (fuzzing, tests).
+    public init(memory file: RawFile, config: SourceConfig, bad: BadRowHandler) throws(EngineError) {
+        self.config = config
+        self.bad = bad
+        isStdin = false
+        pendingPaths = []
+        displayName = file.name
+        totalBytes = file.size
+        memoryFile = file
+        _ = try openNext()
+    }
+
     /// `path` nil or "-" reads standard input.
     public init(path: String?, config: SourceConfig, bad: BadRowHandler) throws(EngineError) {
         self.config = config
@@ -82,7 +96,10 @@ public final class SourceReader: @unchecked Sendable {
         decoder = nil
         input = nil
         let file: RawFile
-        if isStdin {
+        if let m = memoryFile {
+            memoryFile = nil
+            file = m
+        } else if isStdin {
             if bytesInFinished > 0 || rowsFinished > 0 || formatUsed != nil { return false }
             file = RawFile.stdin()
         } else {

@@ -1,4 +1,5 @@
 import EngineCore
+import FuzzHarness
 import Foundation
 import TestSupport
 import Testing
@@ -193,5 +194,22 @@ import Testing
         _ = runMeasured(sh, ["-c", "exec \(rowflowBinary) run \(manifest) --out \(out) < \(input)"], killAfter: 0.3)
         let r = runMeasured(sh, ["-c", "exec \(rowflowBinary) run \(manifest) --out \(out) --resume < \(input)"])
         #expect(r.status == 0 && sameOutputs(out, stdinReference), "\(r.stderr)")
+    }
+}
+
+/// The fuzz corpus — seeds and every input that ever crashed a decoder (Fixtures/fuzz/<target>/) — replayed
+/// in-process through the same harness libFuzzer drives (`make fuzz`). Passing means no crash and no trap.
+@Suite struct FuzzRegressionTests {
+    @Test(arguments: FuzzHarness.targets)
+    func corpusReplays(target: String) throws {
+        let dir = packageRoot + "/Fixtures/fuzz/" + target
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        #expect(!files.isEmpty, "no seed for \(target)")
+        for f in files {
+            let bytes = [UInt8](FileManager.default.contents(atPath: dir + "/" + f)!)
+            FuzzHarness.run(target, bytes)
+            // Every truncation of a seed too: decoders meet cut-off input most often.
+            for cut in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 64)) { FuzzHarness.run(target, Array(bytes.prefix(cut))) }
+        }
     }
 }

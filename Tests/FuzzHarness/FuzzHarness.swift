@@ -1,0 +1,67 @@
+import EngineCore
+import Manifest
+import Operators
+import RowIO
+
+/// One fuzz target per decoder of untrusted bytes. Each feeds the bytes through the real decoder and
+/// accepts any `EngineError` as a correct answer: the property is "no crash, no hang, no unbounded
+/// allocation". libFuzzer drives these through Tests/Fuzz (`make fuzz`); the unit tests replay the seed
+/// corpus and every crash ever found (Fixtures/fuzz/<target>/).
+public enum FuzzHarness {
+    public static let targets = ["text", "npy", "libsvm", "zstd", "manifest", "checkpoint", "state"]
+
+    /// Runs one input through one target.
+    public static func run(_ target: String, _ data: [UInt8]) {
+        switch target {
+        case "text": decode(Array(data.dropFirst()), config: textConfig(data.first ?? 0))
+        case "npy": decode(data, config: { var c = SourceConfig(); c.format = .npy; c.onBadRow = .skip; return c }())
+        case "libsvm":
+            var c = SourceConfig(); c.format = .libsvm; c.columns = 1 + Int(data.first ?? 0) % 16
+            decode(Array(data.dropFirst()), config: c)
+        case "zstd":
+            // The bytes behind a zstd magic, decoded as csv.
+            decode([0x28, 0xB5, 0x2F, 0xFD] + data, config: { var c = SourceConfig(); c.format = .csv; c.onBadRow = .skip; return c }())
+        case "manifest":
+            var p = ManifestParser(path: "fuzz.yaml")
+            _ = try? p.parse(String(decoding: data, as: UTF8.self))
+        case "checkpoint":
+            _ = try? Checkpoint.decode(data, context: "fuzz")
+        case "state":
+            guard let env = try? StateEnvelope.decode(data, context: "fuzz"), env.columns <= 4096 else { return }
+            let ctx = OperatorContext(shape: StreamShape(columns: env.columns, hasTarget: env.hasTarget), seed: 0, shard: 0, purpose: 0)
+            for d in OperatorRegistry.standard.descriptors where d.kind == env.kind {
+                let params = ParamValues(d.parameters.map { ($0.name, $0.defaultValue ?? .null) })
+                if var op = try? d.restore(params, ctx, env.payload, "fuzz") { _ = try? op.finish() }
+            }
+        default: preconditionFailure("unknown fuzz target \(target)")
+        }
+    }
+
+    /// The first byte picks the source options, so one target covers csv and tsv, headers, targets,
+    /// weights, column counts and every bad-row policy.
+    static func textConfig(_ b: UInt8) -> SourceConfig {
+        var c = SourceConfig()
+        c.format = b & 1 == 0 ? .csv : .tsv
+        c.header = [.auto, .yes, .no][Int(b >> 1) % 3]
+        c.onBadRow = [.fail, .skip, .quarantine][Int(b >> 3) % 3]
+        c.allowNonfinite = b & 0x20 != 0
+        if b & 0x40 != 0 { c.target = .last }
+        if b & 0x80 != 0 { c.columns = 1 + Int(b % 5) }
+        c.batchRows = 1 + Int(b % 7)
+        return c
+    }
+
+    static func decode(_ data: [UInt8], config: SourceConfig) {
+        let bad = BadRowHandler(policy: config.onBadRow, quarantine: { _ throws(EngineError) in })
+        guard let src = try? SourceReader(memory: RawFile.memory(data, name: "fuzz"), config: config, bad: bad),
+              let l = src.layout else { return }
+        var batch = RowBatch(columns: l.features, capacity: config.batchRows, hasTarget: l.hasTarget, hasWeight: l.hasWeight)
+        var rows = 0
+        while rows < 1_000_000 {
+            batch.reset()
+            guard let more = try? src.fill(&batch) else { return }
+            rows += batch.count
+            if !more { return }
+        }
+    }
+}
