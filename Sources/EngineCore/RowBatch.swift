@@ -31,6 +31,16 @@ public struct RowBatch: Sendable {
         self.indices = [Int64](repeating: 0, count: capacity)
     }
 
+    /// Feature bytes one batch may hold: `batch_rows` is lowered (never raised) for very wide rows so that a
+    /// batch stays within this, e.g. 8192 rows only up to 512 columns. A function of the column count only,
+    /// so it never changes a result.
+    public static let maxFeatureBytes = 32 << 20
+
+    /// The batch capacity the engine uses for `batchRows` requested rows of `columns` features.
+    public static func capacity(batchRows: Int, columns: Int) -> Int {
+        max(1, min(batchRows, maxFeatureBytes / (8 * max(1, columns))))
+    }
+
     public var isFull: Bool { count == capacity }
     public var isEmpty: Bool { count == 0 }
 

@@ -19,7 +19,7 @@ public enum NpyReader {
         let dec = try BinaryDecoder(buf, element: h.element, rawColumns: h.columns, config: { var c = cfg; c.allowNonfinite = true; return c }(),
                                     firstRow: 0, rowsKnown: h.rows, expectedRows: h.rows)
         var values: [Double] = []
-        var batch = RowBatch(columns: h.columns, capacity: 4096, hasTarget: false, hasWeight: false)
+        var batch = RowBatch(columns: h.columns, capacity: RowBatch.capacity(batchRows: 4096, columns: h.columns), hasTarget: false, hasWeight: false)
         let bad = BadRowHandler(policy: .fail)
         while true {
             batch.reset()

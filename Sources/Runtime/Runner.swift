@@ -215,7 +215,7 @@ public final class Runner: @unchecked Sendable {
     }
 
     func stream(_ src: SourceReader, shape: StreamShape, progress: ProgressReporter) throws(EngineError) {
-        let cap = spec.source.batchRows
+        let cap = RowBatch.capacity(batchRows: spec.source.batchRows, columns: shape.columns)
         let hasWeight = src.layout?.hasWeight ?? (spec.source.weight != nil)
         func newBatch() -> RowBatch { RowBatch(columns: shape.columns, capacity: cap, hasTarget: shape.hasTarget, hasWeight: hasWeight) }
 

@@ -210,6 +210,37 @@ func canonical(_ v: Any) -> String {
         #expect(s.status == 0 && s.stdout.contains("checksum OK"))
     }
 
+    /// numpy reads the outputs, also memory-mapped (needs python3 with numpy; the CI image has both, and the
+    /// test says so instead of passing silently when they are missing).
+    @Test func numpyLoadsOutputs() throws {
+        let probe = runProcess("/usr/bin/env", ["python3", "-c", "import numpy"])
+        try #require(probe.status == 0, "python3 with numpy is needed for this test")
+        let out = dir + "/o-np"
+        #expect(rowflow(["run", packageRoot + "/Pipelines/quickstart.yaml", "--input", packageRoot + "/Fixtures/quickstart/input.csv.zst", "--out", out]).status == 0)
+        let script = """
+        import numpy as np, json
+        g = np.load('\(out)/ridge/gram.npy', mmap_mode='r'); s = np.load('\(out)/ridge/solution.npy')
+        assert g.dtype == np.float64 and g.shape == (8, 8) and g.flags['C_CONTIGUOUS'] and np.allclose(g, g.T)
+        assert s.shape == (8,) and np.allclose(np.linalg.solve(np.asarray(g) + np.eye(8), np.load('\(out)/ridge/xty.npy')), s, rtol=1e-10)
+        print(json.dumps([int(b) for b in s.view(np.int64)]))
+        """
+        let r = runProcess("/usr/bin/env", ["python3", "-c", script])
+        #expect(r.status == 0, "\(r.stderr)")
+        // Bit patterns, so no decimal round trip can blur the comparison.
+        let viaNumpy = (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [NSNumber]).map { $0.int64Value }
+        #expect(viaNumpy == (try loadNpy(out + "/ridge/solution.npy")).map { Int64(bitPattern: $0.bitPattern) })
+    }
+
+    /// `--progress always` prints newline-terminated progress on stderr; `never` prints nothing.
+    @Test func progressLines() {
+        let m = packageRoot + "/Pipelines/quickstart.yaml", input = packageRoot + "/Fixtures/quickstart/input.csv.zst"
+        let a = rowflow(["run", m, "--input", input, "--out", dir + "/o-p1", "--progress", "always"])
+        #expect(a.status == 0 && a.stderr.contains("rows/s") && a.stderr.hasSuffix("done\n"), "\(a.stderr)")
+        let n = rowflow(["run", m, "--input", input, "--out", dir + "/o-p2", "--progress", "never"])
+        #expect(n.status == 0 && n.stderr.isEmpty)
+        #expect(rowflow(["run", m, "--input", input, "--progress", "sometimes"]).status == 64)
+    }
+
     /// gen is deterministic and its structure is what it claims: the ridge solution recovers β.
     @Test func genIsSeededAndRecoverable() throws {
         for _ in 0..<2 {

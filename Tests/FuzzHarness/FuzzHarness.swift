@@ -55,7 +55,8 @@ public enum FuzzHarness {
         let bad = BadRowHandler(policy: config.onBadRow, quarantine: { _ throws(EngineError) in })
         guard let src = try? SourceReader(memory: RawFile.memory(data, name: "fuzz"), config: config, bad: bad),
               let l = src.layout else { return }
-        var batch = RowBatch(columns: l.features, capacity: config.batchRows, hasTarget: l.hasTarget, hasWeight: l.hasWeight)
+        var batch = RowBatch(columns: l.features, capacity: RowBatch.capacity(batchRows: config.batchRows, columns: l.features),
+                             hasTarget: l.hasTarget, hasWeight: l.hasWeight)
         var rows = 0
         while rows < 1_000_000 {
             batch.reset()
