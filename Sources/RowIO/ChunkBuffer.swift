@@ -1,4 +1,7 @@
 import EngineCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A sliding window over a `ByteInput`: decoders look at `[start, end)`, consume from the front, and ask for
 /// more. Grows only when one record does not fit (bounded by the decoder's own limit).
@@ -48,6 +51,35 @@ final class ChunkBuffer {
             if !(try refill()) { return available >= n }
         }
         return true
+    }
+
+    enum Line { case line(Int, Int), tooLong(Int), end }
+
+    /// The next line `[s, e)` in `base` without its "\n" (and a "\r" before it), consumed; `.end` at the end of
+    /// input. `limit(pendingStart, pendingEnd)` gives the longest line allowed while no newline is in sight,
+    /// which bounds memory on hostile input.
+    func nextLine(limit: (Int, Int) -> Int) throws(EngineError) -> Line {
+        var searchFrom = start
+        while true {
+            if end > searchFrom, let nl = memchr(base + searchFrom, 0x0A, end - searchFrom) {
+                let e = UnsafeMutablePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - base
+                let s = start
+                start = e + 1
+                return .line(s, e > s && base[e - 1] == 0x0D ? e - 1 : e)
+            }
+            let max = limit(start, end)
+            if available > max { return .tooLong(max) }
+            let consumedBefore = start
+            searchFrom = end
+            let more = try refill()
+            searchFrom -= consumedBefore   // refill moved the pending bytes to the front
+            if !more {
+                if available == 0 { return .end }
+                let s = start, e = end
+                start = end
+                return .line(s, e > s && base[e - 1] == 0x0D ? e - 1 : e)
+            }
+        }
     }
 
     func grow(to newCapacity: Int) {

@@ -36,25 +36,11 @@ final class LibsvmDecoder: RowDecoder {
     func prime() throws(EngineError) {}
 
     private func nextLine() throws(EngineError) -> (Int, Int)? {
-        while true {
-            if buf.available > 0, let nl = memchr(buf.base + buf.start, 0x0A, buf.available) {
-                let e = UnsafeMutablePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - buf.base
-                let s = buf.start
-                buf.start = e + 1
-                line += 1
-                return (s, e > s && buf.base[e - 1] == 0x0D ? e - 1 : e)
-            }
-            let limit = (1 << 20) + 64 * (layout?.rawColumns ?? 0)
-            if buf.available > limit {
-                throw .data("\(name):\(line + 1):1", "line is longer than \(limit) bytes without a newline")
-            }
-            if !(try buf.refill()) {
-                guard buf.available > 0 else { return nil }
-                let s = buf.start
-                buf.start = buf.end
-                line += 1
-                return (s, buf.end)
-            }
+        let columns = layout?.rawColumns ?? 0
+        switch try buf.nextLine(limit: { _, _ in (1 << 20) + 64 * columns }) {
+        case .end: return nil
+        case let .line(s, e): line += 1; return (s, e)
+        case let .tooLong(max): throw .data("\(name):\(line + 1):1", "line is longer than \(max) bytes without a newline")
         }
     }
 

@@ -40,37 +40,13 @@ final class TextDecoder: RowDecoder {
         (1 << 20) + 64 * (layout?.rawColumns ?? config.columns ?? (fieldsSeen + 1))
     }
 
-    /// Finds the next line: returns (start, end) in `buf.base` excluding the newline (and a CR), consuming it;
-    /// nil at end of input.
     private func nextLine() throws(EngineError) -> (Int, Int)? {
-        var searchFrom = buf.start
-        while true {
-            let avail = buf.end - searchFrom
-            if avail > 0, let nl = memchr(buf.base + searchFrom, 0x0A, avail) {
-                let e = UnsafeMutablePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - buf.base
-                let s = buf.start
-                buf.start = e + 1
-                line += 1
-                var end = e
-                if end > s && buf.base[end - 1] == 0x0D { end -= 1 }
-                return (s, end)
-            }
-            if buf.available > maxLineBytes(fieldsSeen: countDelimiters(buf.start, buf.end)) {
-                throw .data("\(name):\(line + 1):1", "line is longer than \(maxLineBytes(fieldsSeen: countDelimiters(buf.start, buf.end))) bytes without a newline",
-                            hint: "not \(delimiter == 0x09 ? "tsv" : "csv") text? Set source.format")
-            }
-            let consumedBefore = buf.start
-            let more = try buf.refill()
-            searchFrom = buf.start + (searchFrom - consumedBefore)
-            if !more {
-                if buf.available == 0 { return nil }
-                let s = buf.start
-                var end = buf.end
-                buf.start = buf.end
-                line += 1
-                if end > s && buf.base[end - 1] == 0x0D { end -= 1 }
-                return (s, end)
-            }
+        switch try buf.nextLine(limit: { a, b in self.maxLineBytes(fieldsSeen: self.countDelimiters(a, b)) }) {
+        case .end: return nil
+        case let .line(s, e): line += 1; return (s, e)
+        case let .tooLong(max):
+            throw .data("\(name):\(line + 1):1", "line is longer than \(max) bytes without a newline",
+                        hint: "not \(delimiter == 0x09 ? "tsv" : "csv") text? Set source.format")
         }
     }
 
