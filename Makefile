@@ -45,7 +45,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := text npy libsvm zstd manifest checkpoint state
 fuzz: deps
 	cd Tests/Fuzz && $(SWIFT) build -c release --scratch-path ../../.build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
-	@for t in $(FUZZ_TARGETS); do 	  mkdir -p .build-fuzz/corpus/$$t .build-fuzz/crashes/$$t; cp -n Fixtures/fuzz/$$t/* .build-fuzz/corpus/$$t/ 2>/dev/null; 	  ROWFLOW_FUZZ_TARGET=$$t .build-fuzz/release/rowflow-fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -detect_leaks=0 	    -artifact_prefix=.build-fuzz/crashes/$$t/ .build-fuzz/corpus/$$t > .build-fuzz/$$t.log 2>&1; 	  echo "$$t: exit $$?, $$(grep -o 'Done [0-9]* runs in [0-9]* second' .build-fuzz/$$t.log | tail -1), corpus $$(ls .build-fuzz/corpus/$$t | wc -l), crashes $$(ls .build-fuzz/crashes/$$t | wc -l)"; 	done
+	@for t in $(FUZZ_TARGETS); do 	  mkdir -p .build-fuzz/corpus/$$t .build-fuzz/crashes/$$t; cp -n Fixtures/fuzz/$$t/* .build-fuzz/corpus/$$t/ 2>/dev/null; 	  ASAN_OPTIONS=detect_leaks=0 ROWFLOW_FUZZ_TARGET=$$t .build-fuzz/release/rowflow-fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -detect_leaks=0 	    -artifact_prefix=.build-fuzz/crashes/$$t/ .build-fuzz/corpus/$$t > .build-fuzz/$$t.log 2>&1; 	  echo "$$t: exit $$?, $$(grep -o 'Done [0-9]* runs in [0-9]* second' .build-fuzz/$$t.log | tail -1), corpus $$(ls .build-fuzz/corpus/$$t | wc -l), crashes $$(ls .build-fuzz/crashes/$$t | wc -l)"; 	done
 
 # Re-records Fixtures/*/expected from the current build: only on purpose, and review the diff.
 record-fixtures: debug
