@@ -106,7 +106,7 @@ public struct OperatorRegistry: Sendable {
     public mutating func add(_ d: OperatorDescriptor) { descriptors.append(d) }
 
     /// Every operator shipped with rowflow.
-    public static let standard = OperatorRegistry([momentsDescriptor, gramDescriptor])
+    public static let standard = OperatorRegistry([momentsDescriptor, gramDescriptor, truncatedSVDDescriptor])
 }
 
 let momentsDescriptor = OperatorDescriptor(
@@ -141,3 +141,51 @@ let gramDescriptor = OperatorDescriptor(
                          state: bytes, context: where_)
     },
     merge: OperatorDescriptor.merger(GramOperator.self))
+
+let truncatedSVDDescriptor = OperatorDescriptor(
+    kind: "truncated-svd",
+    summary: "Rank-k right singular vectors and values with a certified tail-energy bound (incremental sketch or exact Gram; PCA with center: true). Mergeable.",
+    parameters: [
+        ParameterSpec("rank", .int(min: 1, max: 1 << 20), required: true, doc: "k: singular values and vectors to return"),
+        ParameterSpec("oversample", .int(min: 0, max: 1 << 20), default: .int(5),
+                      doc: "extra vectors the incremental sketch keeps (k′ = rank + oversample)"),
+        ParameterSpec("method", .choice(["auto", "incremental", "gram"]), default: .string("auto"),
+                      doc: "gram: exact AᵀA + eigensolver (O(d²) memory); incremental: one-pass sketch; auto: gram when d ≤ max(256, 8k′ + 4·block_rows) and d ≤ 4096"),
+        ParameterSpec("block_rows", .intOrAuto(min: 1, max: 1 << 20), default: .string("auto"),
+                      doc: "rows per internal block (fixed row positions); auto: a function of the column count"),
+        ParameterSpec("center", .bool, default: .bool(false),
+                      doc: "subtract the running weighted mean (PCA, scikit-learn semantics; adds mean and explained_variance)"),
+        ParameterSpec("decay", .double(min: 0, max: 1, openMin: true), default: .double(1),
+                      doc: "forgetting factor per row (0 < decay ≤ 1), applied per block"),
+        ParameterSpec("group", .column, doc: "error-constrained clustering of row groups (not implemented yet)"),
+        ParameterSpec("epsilon", .double(min: 0, max: 1, openMin: true), doc: "relative error target of group clustering (needs group)"),
+    ],
+    outputs: ["singular_values", "right_vectors", "mean, explained_variance, explained_variance_ratio (center: true)"],
+    mergeable: true, stateVersion: TruncatedSVDOperator.stateVersion,
+    check: { p, _ in
+        if p["group"] != nil && p["group"] != .null {
+            return "truncated-svd: params.group (error-constrained clustering of row groups) is not implemented yet in this build; remove it"
+        }
+        if p["epsilon"] != nil && p["epsilon"] != .null { return "truncated-svd: params.epsilon only applies with params.group, which is not implemented yet" }
+        return nil
+    },
+    make: { p, ctx throws(EngineError) in
+        let c = try TruncatedSVDConfig.resolve(p, columns: ctx.shape.columns)
+        try checkMemory(c, columns: ctx.shape.columns)
+        return TruncatedSVDOperator(config: c, columns: ctx.shape.columns)
+    },
+    restore: { p, ctx, bytes, where_ throws(EngineError) in
+        let c = try TruncatedSVDConfig.resolve(p, columns: ctx.shape.columns)
+        try checkMemory(c, columns: ctx.shape.columns)
+        return try TruncatedSVDOperator(config: c, columns: ctx.shape.columns, state: bytes, context: where_)
+    },
+    merge: OperatorDescriptor.merger(TruncatedSVDOperator.self))
+
+/// Refuses parameters whose buffers could not be allocated (before any row is read).
+func checkMemory(_ c: TruncatedSVDConfig, columns d: Int) throws(EngineError) {
+    let bytes = TruncatedSVDOperator.memoryEstimate(c, columns: d)
+    if bytes > Double(16 << 30) {
+        throw .usage("truncated-svd", "rank \(c.rank), block_rows \(c.blockRows) and \(d) columns with method \(c.method.rawValue) need ≈ \(Int(bytes / Double(1 << 30))) GiB",
+                     hint: c.method == .gram ? "use method: incremental for wide inputs" : "lower rank, oversample or block_rows")
+    }
+}
