@@ -98,7 +98,7 @@ public struct SubspaceSketch: Sendable {
         if !isKnownUniquelyReferenced(&scratch) { scratch = Scratch(d: d, capacity: capacity, maxBlock: maxBlock) }
         let sc = scratch
         let k = count
-        if k + min(b, d) > d { return try denseStep(x, rows: b, report: report) }
+        if k + b > d { return try denseStep(x, rows: b, report: report) }
         let n = k + b
         var info: Int32 = 0
         var routine = ""
@@ -141,7 +141,7 @@ public struct SubspaceSketch: Sendable {
         return report
     }
 
-    /// d ≤ k + b: S = Qᵀ diag(λ) Q + XᵀX (d×d), eigendecomposed; the top min(k′, d) pairs become the sketch.
+    /// k + b > d: S = Qᵀ diag(λ) Q + XᵀX (d×d), eigendecomposed; the top min(k′, d) pairs become the sketch.
     mutating func denseStep(_ x: UnsafePointer<Double>, rows b: Int, report r0: SketchStepReport) throws(LinearAlgebraError) -> SketchStepReport {
         let d = dimension, k = count, sc = scratch
         var report = r0

@@ -150,7 +150,7 @@ let truncatedSVDDescriptor = OperatorDescriptor(
         ParameterSpec("oversample", .int(min: 0, max: 1 << 20), default: .int(5),
                       doc: "extra vectors the incremental sketch keeps (k′ = rank + oversample)"),
         ParameterSpec("method", .choice(["auto", "incremental", "gram"]), default: .string("auto"),
-                      doc: "gram: exact AᵀA + eigensolver (O(d²) memory); incremental: one-pass sketch; auto: gram when d ≤ max(256, 8k′ + 4·block_rows) and d ≤ 4096"),
+                      doc: "gram: exact AᵀA + eigensolver (O(d²) memory); incremental: one-pass sketch; auto: gram when it is the faster (d ≤ 2.5·(8k′ + 4b + 2k′(k′+b)/b), d ≤ 4096)"),
         ParameterSpec("block_rows", .intOrAuto(min: 1, max: 1 << 20), default: .string("auto"),
                       doc: "rows per internal block (fixed row positions); auto: a function of the column count"),
         ParameterSpec("center", .bool, default: .bool(false),
