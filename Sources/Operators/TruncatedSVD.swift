@@ -354,6 +354,10 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     /// Adds F² (compensated) and the rows to the method's state, and this block's rounding margin.
     private mutating func absorbBlock(_ c: UnsafePointer<Double>, rows n: Int, normSq: Double, representationError e: Double) throws(EngineError) {
         let u = TruncatedSVDOperator.u, d = columns, k = Double(config.rank)
+        guard normSq.isFinite else {
+            throw .data("truncated-svd", "non-finite values (or squares beyond the float64 range) in a block",
+                        hint: "the SVD needs finite rows; keep source.allow_nonfinite false or clean the input")
+        }
         addFrob(normSq)
         margin += u * Double(n * d + 4) * normSq
         if e > 0 { margin += 2 * e * normSq.squareRoot() + e * e }
