@@ -625,19 +625,24 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         topMasses = try r.f64s()
         hasShift = try r.bool(); shift = try r.f64s(); mean = try r.f64s(); meanError = try r.f64()
         let cd = config.center ? d : 0
-        guard topMasses.count <= k, shift.count == cd, mean.count == cd, rows >= 0, blocks >= 0 else {
-            throw .data(context, "truncated-svd state is inconsistent (Weyl masses or mean lengths)")
+        let scalarsOK = [weightSum, effectiveWeight, frob, margin, meanError].allSatisfy { $0.isFinite && $0 >= 0 } && frobComp.isFinite
+        guard topMasses.count <= k, shift.count == cd, mean.count == cd, rows >= 0, blocks >= 0, scalarsOK,
+              (topMasses + shift + mean).allSatisfy(\.isFinite) else {
+            throw .data(context, "truncated-svd state is inconsistent (negative or non-finite totals, or wrong lengths)")
         }
         if config.method == .incremental {
             let values = try r.f64s(), basis = try r.f64s()
-            guard values.count <= kp, basis.count == values.count * d, values.allSatisfy({ $0 >= 0 && $0.isFinite }) else {
+            guard values.count <= kp, basis.count == values.count * d, values.allSatisfy({ $0 >= 0 && $0.isFinite }),
+                  basis.allSatisfy(\.isFinite) else {
                 throw .data(context, "truncated-svd state is inconsistent (sketch of \(values.count) values, \(basis.count) basis entries)")
             }
             let maxBlock = max(config.blockRows, sketchSize) + 1
             sketch = SubspaceSketch(dimension: d, capacity: sketchSize, maxBlock: maxBlock, basis: basis, values: values)
         } else {
             gram = try r.f64s()
-            guard gram.count == d * d else { throw .data(context, "truncated-svd state is inconsistent (Gram of \(gram.count) entries)") }
+            guard gram.count == d * d, gram.allSatisfy(\.isFinite) else {
+                throw .data(context, "truncated-svd state is inconsistent (Gram of \(gram.count) entries)")
+            }
         }
         blockCount = Int(try r.u64())
         let bx = try r.f64s(), bw = try r.f64s()
