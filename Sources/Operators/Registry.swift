@@ -157,29 +157,52 @@ let truncatedSVDDescriptor = OperatorDescriptor(
                       doc: "subtract the running weighted mean (PCA, scikit-learn semantics; adds mean and explained_variance)"),
         ParameterSpec("decay", .double(min: 0, max: 1, openMin: true), default: .double(1),
                       doc: "forgetting factor per row (0 < decay ≤ 1), applied per block"),
-        ParameterSpec("group", .column, doc: "error-constrained clustering of row groups (not implemented yet)"),
-        ParameterSpec("epsilon", .double(min: 0, max: 1, openMin: true), doc: "relative error target of group clustering (needs group)"),
+        ParameterSpec("group", .column, doc: "feature column holding an integer group id: cluster the groups so each cluster's rank-k relative error stays ≤ epsilon (the column is not part of the matrix)"),
+        ParameterSpec("epsilon", .double(min: 0, max: 1, openMin: true), doc: "relative error bound every cluster of groups must meet (with group)"),
     ],
-    outputs: ["singular_values", "right_vectors", "mean, explained_variance, explained_variance_ratio (center: true)"],
+    outputs: ["singular_values", "right_vectors", "mean, explained_variance, explained_variance_ratio (center: true)",
+              "groups, labels, cluster_singular_values, cluster_right_vectors, cluster_relative_error_bound, cluster_tail_energy_bound, cluster_frobenius_norm_sq (group)"],
     mergeable: true, stateVersion: TruncatedSVDOperator.stateVersion,
     check: { p, _ in
-        if p["group"] != nil && p["group"] != .null {
-            return "truncated-svd: params.group (error-constrained clustering of row groups) is not implemented yet in this build; remove it"
-        }
-        if p["epsilon"] != nil && p["epsilon"] != .null { return "truncated-svd: params.epsilon only applies with params.group, which is not implemented yet" }
+        let grouped = p["group"] != nil && p["group"] != .null
+        let eps = p["epsilon"] != nil && p["epsilon"] != .null
+        if grouped && !eps { return "truncated-svd: params.group needs params.epsilon (the relative error each cluster must stay within)" }
+        if eps && !grouped { return "truncated-svd: params.epsilon only applies with params.group (clustering of row groups)" }
+        if grouped && p.bool("center") == true { return "truncated-svd: params.center is not supported with params.group" }
+        if grouped && (p.double("decay") ?? 1) < 1 { return "truncated-svd: params.decay is not supported with params.group" }
         return nil
     },
-    make: { p, ctx throws(EngineError) in
-        let c = try TruncatedSVDConfig.resolve(p, columns: ctx.shape.columns)
-        try checkMemory(c, columns: ctx.shape.columns)
-        return TruncatedSVDOperator(config: c, columns: ctx.shape.columns)
-    },
-    restore: { p, ctx, bytes, where_ throws(EngineError) in
-        let c = try TruncatedSVDConfig.resolve(p, columns: ctx.shape.columns)
-        try checkMemory(c, columns: ctx.shape.columns)
-        return try TruncatedSVDOperator(config: c, columns: ctx.shape.columns, state: bytes, context: where_)
-    },
-    merge: OperatorDescriptor.merger(TruncatedSVDOperator.self))
+    make: { p, ctx throws(EngineError) in try makeTruncatedSVD(p, ctx, state: nil, context: "") },
+    restore: { p, ctx, bytes, where_ throws(EngineError) in try makeTruncatedSVD(p, ctx, state: bytes, context: where_) },
+    merge: { (a: inout any StreamOperator, b: any StreamOperator) throws(EngineError) in
+        if var x = a as? TruncatedSVDOperator, let y = b as? TruncatedSVDOperator { try x.merge(y); a = x; return }
+        if var x = a as? GroupedTruncatedSVDOperator, let y = b as? GroupedTruncatedSVDOperator { try x.merge(y); a = x; return }
+        throw .internal("merge", "truncated-svd operator types differ")
+    })
+
+/// Builds (or restores) a truncated-svd operator: grouped when params.group is set.
+func makeTruncatedSVD(_ p: ParamValues, _ ctx: OperatorContext, state: [UInt8]?, context: String) throws(EngineError) -> any StreamOperator {
+    let d = ctx.shape.columns
+    if let g = p.int("group") {
+        guard Int(g) < d, d >= 2 else {
+            throw .usage("truncated-svd", "params.group is column \(g), but the operator receives \(d) feature columns (0-based; the group column must be one of them and at least one other must remain)")
+        }
+        guard let eps = p.double("epsilon") else { throw .usage("truncated-svd", "params.group needs params.epsilon") }
+        var c = try TruncatedSVDConfig.resolve(p, columns: d - 1)
+        // One operator per group: small blocks whatever the method (a Gram block of thousands of rows per
+        // group would dominate memory).
+        if p.int("block_rows") == nil { c.blockRows = TruncatedSVDConfig.incrementalBlockRows(columns: d - 1) }
+        try checkMemory(c, columns: d - 1)
+        if let state {
+            return try GroupedTruncatedSVDOperator(config: c, columns: d, groupColumn: Int(g), epsilon: eps, state: state, context: context)
+        }
+        return GroupedTruncatedSVDOperator(config: c, columns: d, groupColumn: Int(g), epsilon: eps)
+    }
+    let c = try TruncatedSVDConfig.resolve(p, columns: d)
+    try checkMemory(c, columns: d)
+    if let state { return try TruncatedSVDOperator(config: c, columns: d, state: state, context: context) }
+    return TruncatedSVDOperator(config: c, columns: d)
+}
 
 /// Refuses parameters whose buffers could not be allocated (before any row is read).
 func checkMemory(_ c: TruncatedSVDConfig, columns d: Int) throws(EngineError) {

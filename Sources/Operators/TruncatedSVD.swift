@@ -67,7 +67,8 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
 /// Rank-k truncated SVD of the row stream A (n×d) — right singular vectors and values — with a certified
 /// bound on the rank-k tail energy. Shamrai, "Concatenated Matrix SVD: Compression Bounds, Incremental
 /// Approximation, and Error-Constrained Clustering" (arXiv 2601.11626): the incremental estimator (§4) and
-/// its Weyl-type bound (§3); the error-constrained clustering of row groups (`group`) is not in this build.
+/// its Weyl-type bound (§3). The error-constrained clustering of row groups (`group`) is
+/// `GroupedTruncatedSVDOperator`, built from one of these per group.
 ///
 /// **Methods.** `incremental`: a `SubspaceSketch` of k′ = k + oversample vectors absorbs internal blocks of
 /// `blockRows` rows cut at fixed row positions (one projection, a second Gram–Schmidt pass, Householder QR of
@@ -557,6 +558,36 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
                       roundingMargin: c.margin, droppedEnergy: max(0, f - tracked),
                       mean: config.center ? (0..<d).map { c.shift[$0] + c.mean[$0] } : nil,
                       effectiveWeight: c.effectiveWeight)
+    }
+
+    /// tr(V E Vᵀ) for the rows of V (m × d, row-major): the energy the state holds in that subspace (the open
+    /// block folded in). E ⪯ AᵀA, so this is at most ‖A Vᵀ‖_F² up to rounding.
+    public func energy(in v: [Double], rows m: Int) throws(EngineError) -> Double {
+        var c = self
+        try c.closeBlock()
+        let d = columns
+        precondition(v.count == m * d)
+        var total = 0.0
+        switch config.method {
+        case .incremental:
+            let sk = c.sketch!, q = sk.basis
+            for i in 0..<sk.count {
+                for r in 0..<m {
+                    var s = 0.0
+                    for t in 0..<d { s += q[i * d + t] * v[r * d + t] }
+                    total += sk.values[i] * s * s
+                }
+            }
+        case .gram:
+            var g = Matrix(rows: d, cols: d, storage: c.gram)
+            g.symmetrizeFromUpper()
+            for r in 0..<m {
+                let x = Array(v[r * d..<(r + 1) * d])
+                let gx = g.multiplied(by: x)
+                for t in 0..<d { total += x[t] * gx[t] }
+            }
+        }
+        return total
     }
 
     func scalars(_ r: Result) -> [(String, JSON)] {

@@ -116,8 +116,8 @@ import Testing
         #expect(bad.status == 64 && bad.stderr.contains("different parameters"), "\(bad.stderr)")
     }
 
-    /// `--emit-every` streams the current singular values; `group` is refused at validation (exit 64, with
-    /// file:line:column), not ignored; a missing rank names the parameter.
+    /// `--emit-every` streams the current singular values; `group` without `epsilon` is refused at validation
+    /// (exit 64, with file:line:column); a missing rank names the parameter.
     @Test func emitAndValidation() throws {
         let input = dir + "/emit.f64"
         #expect(rowflow(["gen", "spectrum", "--rows", "3000", "--cols", "8", "--seed", "9", "--format", "f64", "--out", input]).status == 0)
@@ -126,11 +126,51 @@ import Testing
         #expect(e.status == 0, "\(e.stderr)")
         let lines = e.stdout.split(separator: "\n")
         #expect(lines.count == 3 && lines.allSatisfy { $0.contains("\"singular_values\"") && $0.contains("\"tail_energy_bound\"") }, "\(e.stdout)")
-        let g = manifest("source: { format: f64, columns: 8 }\noperators:\n  - { id: s, op: truncated-svd, params: { rank: 2, group: 3, epsilon: 0.1 } }\n")
+        let g = manifest("source: { format: f64, columns: 8 }\noperators:\n  - { id: s, op: truncated-svd, params: { rank: 2, group: 3 } }\n")
         let v = rowflow(["validate", g])
-        #expect(v.status == 64 && v.stderr.contains("not implemented yet") && v.stderr.contains(".yaml:"), "\(v.stderr)")
+        #expect(v.status == 64 && v.stderr.contains("needs params.epsilon") && v.stderr.contains(".yaml:"), "\(v.stderr)")
         let noRank = manifest("source: { format: f64, columns: 8 }\noperators:\n  - { id: s, op: truncated-svd }\n")
         let nr = rowflow(["validate", noRank])
         #expect(nr.status == 64 && nr.stderr.contains("rank"), "\(nr.stderr)")
+    }
+
+    /// group + epsilon through the binary: CSV rows whose first column is a group id (9 groups from 3 rank-2
+    /// subspaces); one run and a merge of two shard runs (groups split across them) both give 3 clusters that
+    /// follow the subspaces, each with a relative error bound ≤ epsilon; a fractional group id is exit 65.
+    @Test func groupClustering() throws {
+        let d = 10
+        let bases = (0..<3).map { s in try! LAPACK.orthonormalColumns(gaussianMatrix(rows: d, cols: 2, seed: UInt64(80 + s))).transposed }
+        var lines: [String] = []
+        for g in 0..<9 {
+            let n = 30 + 10 * g
+            let z = gaussianMatrix(rows: n, cols: 2, seed: UInt64(200 + g), scale: [3, 1])
+            for i in 0..<n {
+                let row = (0..<d).map { t in Double(g + 1) * (z[i, 0] * bases[g % 3][0, t] + z[i, 1] * bases[g % 3][1, t]) }
+                lines.append("\(g * 10)," + row.map { "\($0)" }.joined(separator: ","))
+            }
+        }
+        // Interleave groups: stride through the lines.
+        var rows: [String] = []
+        for s in 0..<5 { rows += stride(from: s, to: lines.count, by: 5).map { lines[$0] } }
+        writeFile(dir + "/groups.csv", rows.joined(separator: "\n") + "\n")
+        writeFile(dir + "/g0.csv", rows.prefix(300).joined(separator: "\n") + "\n")
+        writeFile(dir + "/g1.csv", rows.dropFirst(300).joined(separator: "\n") + "\n")
+        let m = manifest("source: { format: csv }\noperators:\n  - { id: c, op: truncated-svd, params: { rank: 2, group: 0, epsilon: 0.01, method: incremental } }\n")
+        #expect(rowflow(["run", m, "--input", dir + "/groups.csv", "--out", dir + "/o-groups", "--progress", "never"]).status == 0)
+        for k in 0..<2 { #expect(rowflow(["run", m, "--input", dir + "/g\(k).csv", "--out", dir + "/o-g\(k)", "--shard", "\(k)", "--progress", "never"]).status == 0) }
+        let r = rowflow(["merge", m, dir + "/o-g0", dir + "/o-g1", "--out", dir + "/o-gm"])
+        #expect(r.status == 0, "\(r.stderr)")
+        for out in [dir + "/o-groups", dir + "/o-gm"] {
+            let sm = try loadJSON(out + "/c/summary.json")
+            #expect(sm["clusters"] as? Int == 3 && sm["groups"] as? Int == 9 && sm["rows"] as? Int == lines.count, "\(out): \(sm)")
+            let labels = try loadNpy(out + "/c/labels.npy"), groups = try loadNpy(out + "/c/groups.npy")
+            #expect(groups == (0..<9).map { Double($0 * 10) })
+            for g in 0..<9 { #expect(labels[g] == labels[g % 3], "\(out): group \(g * 10) in cluster \(labels[g])") }
+            #expect(try loadNpy(out + "/c/cluster_relative_error_bound.npy").allSatisfy { $0 <= 0.01 })
+            #expect(try loadNpy(out + "/c/cluster_right_vectors.npy").count == 3 * 2 * d)
+        }
+        writeFile(dir + "/badgroup.csv", "1,2,3\n2.5,1,1\n")
+        let bad = rowflow(["run", m, "--input", dir + "/badgroup.csv", "--out", dir + "/o-bad"])
+        #expect(bad.status == 65 && bad.stderr.contains("row 2") && bad.stderr.contains("integer group id"), "\(bad.stderr)")
     }
 }

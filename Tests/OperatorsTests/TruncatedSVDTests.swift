@@ -510,3 +510,131 @@ func svdOperator(_ a: Matrix, rank: Int, oversample: Int = 5, method: TruncatedS
         #expect(throws: EngineError.self) { try TruncatedSVDOperator(config: other, columns: 3, state: op.encodeState(), context: "t") }
     }
 }
+
+// MARK: group clustering
+
+@Suite struct TruncatedSVDGroupTests {
+    /// 12 groups (ids scattered, negative ones included) drawn from 3 rank-2 subspaces of R²⁰ with 1e-3 noise and
+    /// norms spanning 12×; the group id sits in feature column 5. Rows interleaved across groups.
+    static func data() -> (a: Matrix, subspace: [Int64: Int], ids: [Int64]) {
+        let d = 20, gc = 5
+        let bases = (0..<3).map { s in try! LAPACK.orthonormalColumns(gaussianMatrix(rows: d, cols: 2, seed: UInt64(60 + s))).transposed }
+        let ids: [Int64] = (0..<12).map { Int64($0 * 7 - 30) }
+        var rowsOf: [[Double]] = []
+        var owner: [Int64] = []
+        for (g, id) in ids.enumerated() {
+            let n = 40 + 25 * g
+            let z = gaussianMatrix(rows: n, cols: 2, seed: UInt64(70 + g), scale: [3, 1])
+            let noise = gaussianMatrix(rows: n, cols: d, seed: UInt64(90 + g))
+            for i in 0..<n {
+                var row = (0..<d).map { t in Double(g + 1) * (z[i, 0] * bases[g % 3][0, t] + z[i, 1] * bases[g % 3][1, t] + 1e-3 * noise[i, t]) }
+                row.insert(Double(id), at: gc)
+                rowsOf.append(row)
+                owner.append(id)
+            }
+        }
+        // Interleave: a fixed permutation (stride through the rows).
+        let n = rowsOf.count
+        var perm: [Int] = []
+        for s in 0..<7 { perm += stride(from: s, to: n, by: 7) }
+        var a = Matrix(rows: n, cols: d + 1)
+        for (i, src) in perm.enumerated() { for j in 0...d { a[i, j] = rowsOf[src][j] } }
+        var sub: [Int64: Int] = [:]
+        for (g, id) in ids.enumerated() { sub[id] = g % 3 }
+        return (a, sub, ids)
+    }
+
+    func grouped(_ a: Matrix, method: TruncatedSVDConfig.Method, epsilon: Double = 0.05, batchRows: Int = 101,
+                 start: Int = 0, count: Int? = nil) throws -> GroupedTruncatedSVDOperator {
+        let c = TruncatedSVDConfig(rank: 2, method: method, blockRows: 8)
+        return try fed(GroupedTruncatedSVDOperator(config: c, columns: a.cols, groupColumn: 5, epsilon: epsilon),
+                       batches(a, batchRows: batchRows, start: start, count: count))
+    }
+
+    /// Every cluster's true rank-2 relative error (dgesdd on its groups' rows, group column removed) ≤ its
+    /// reported bound, and ≤ epsilon for clusters of ≥ 2 groups; clusters are pure (one subspace each — mixing
+    /// two would leave ≈ 30 % of the energy outside rank 2); with this data the greedy finds exactly the 3.
+    @Test(arguments: [TruncatedSVDConfig.Method.incremental, .gram])
+    func clustersMeetEpsilon(method: TruncatedSVDConfig.Method) throws {
+        let (a, subspace, ids) = Self.data()
+        var op = try grouped(a, method: method)
+        let out = try op.finish()
+        var f: [String: [Double]] = [:], ints: [String: [Int64]] = [:]
+        for x in out.arrays {
+            switch x.values { case let .float64(v): f[x.name] = v; case let .int64(v): ints[x.name] = v }
+        }
+        #expect(ints["groups"]! == ids.sorted())
+        let labels = ints["labels"]!, bounds = f["cluster_relative_error_bound"]!
+        #expect(bounds.count == 3, "clusters: \(bounds.count), labels \(labels)")
+        for c in 0..<bounds.count {
+            let members = zip(ints["groups"]!, labels).filter { $0.1 == Int64(c) }.map(\.0)
+            #expect(Set(members.map { subspace[$0]! }).count == 1, "cluster \(c) mixes subspaces: \(members)")
+            var rows: [Double] = []
+            for i in 0..<a.rows where members.contains(Int64(a[i, 5])) {
+                for j in 0..<a.cols where j != 5 { rows.append(a[i, j]) }
+            }
+            let m = Matrix(rows: rows.count / 20, cols: 20, storage: rows)
+            let ref = try reference(m)
+            let truth = (ref.tail(2) / ref.frob).squareRoot()
+            #expect(truth <= bounds[c] * (1 + 1e-12), "cluster \(c): true \(truth) > bound \(bounds[c])")
+            if members.count >= 2 { #expect(bounds[c] <= 0.05) }
+        }
+        let s = Dictionary(uniqueKeysWithValues: out.summary.map { ($0.0, $0.1) })
+        #expect(s["clusters"] == .int(3) && s["groups"] == .int(12) && s["clusters_over_epsilon"] == .int(0))
+        // Whole-stream factors: the bound valid for all rows together.
+        var all = Matrix(rows: a.rows, cols: 20)
+        for i in 0..<a.rows { var t = 0; for j in 0..<a.cols where j != 5 { all[i, t] = a[i, j]; t += 1 } }
+        let whole = try reference(all)
+        if case let .double(b)? = s["tail_energy_bound"] { #expect(b >= whole.tail(2) - whole.tailError(2, n: a.rows)) }
+    }
+
+    /// A tight epsilon leaves every group alone; batch sizes 1, 7, n give the same state bytes; snapshot and
+    /// resume; shards (split mid-stream, groups in both) merge into valid clusters.
+    @Test func invarianceResumeMerge() throws {
+        let (a, subspace, _) = Self.data()
+        var tight = try grouped(a, method: .incremental, epsilon: 1e-9)
+        let t = try tight.finish()
+        #expect(t.summary.first { $0.0 == "clusters" }!.1 == .int(12))
+        let ref = try grouped(a, method: .incremental, batchRows: a.rows)
+        for b in [1, 7] { #expect(try grouped(a, method: .incremental, batchRows: b).encodeState() == ref.encodeState()) }
+        let c = ref.config
+        let first = try grouped(a, method: .incremental, count: 1111)
+        let restored = try GroupedTruncatedSVDOperator(config: c, columns: a.cols, groupColumn: 5, epsilon: 0.05, state: first.encodeState(), context: "t")
+        #expect(restored.encodeState() == first.encodeState())
+        #expect(try fed(restored, batches(a, batchRows: 64, start: 1111)).encodeState() == ref.encodeState())
+        var m = try grouped(a, method: .incremental, count: 900)
+        try m.merge(try grouped(a, method: .incremental, start: 900, count: a.rows - 900))
+        let (cl, _) = try m.clusters()
+        for cluster in cl {
+            #expect(Set(cluster.groups.map { subspace[$0]! }).count == 1)
+            if cluster.groups.count >= 2 { #expect(cluster.result.relativeErrorBound <= 0.05) }
+        }
+    }
+
+    /// A non-integer group id is a data error naming the row; group without epsilon, epsilon without group,
+    /// group with center or decay are refused at validation; a group column out of range at build.
+    @Test func groupValidation() throws {
+        var a = Matrix(rows: 3, cols: 3, storage: [1, 2, 0, 3, 4, 0, 5, 6, 0.5])
+        var op = GroupedTruncatedSVDOperator(config: TruncatedSVDConfig(rank: 1, blockRows: 4), columns: 3, groupColumn: 2, epsilon: 0.1)
+        #expect(throws: EngineError.self) { try op.update(batches(a, batchRows: 3)[0]) }
+        do { try op.update(batches(a, batchRows: 3)[0]) } catch { #expect(error.location == "row 3" && error.message.contains("integer")) }
+        a[2, 2] = 1
+        var ok = GroupedTruncatedSVDOperator(config: TruncatedSVDConfig(rank: 1, blockRows: 4), columns: 3, groupColumn: 2, epsilon: 0.1)
+        try ok.update(batches(a, batchRows: 3)[0])
+        _ = try ok.finish()
+        let desc = OperatorRegistry.standard["truncated-svd"]!
+        func params(_ extra: [(String, JSON)]) -> ParamValues {
+            var v = desc.parameters.map { ($0.name, $0.defaultValue ?? .null) }
+            for (k, x) in extra { v = v.map { $0.0 == k ? (k, x) : $0 } }
+            return ParamValues(v)
+        }
+        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0))]), false)!.contains("epsilon"))
+        #expect(desc.check(params([("rank", .int(2)), ("epsilon", .double(0.1))]), false)!.contains("group"))
+        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0)), ("epsilon", .double(0.1)), ("center", .bool(true))]), false) != nil)
+        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0)), ("epsilon", .double(0.1)), ("decay", .double(0.9))]), false) != nil)
+        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0)), ("epsilon", .double(0.1))]), false) == nil)
+        let ctx = OperatorContext(shape: StreamShape(columns: 4, hasTarget: false), seed: 0, shard: 0, purpose: 0)
+        #expect(throws: EngineError.self) { _ = try desc.make(params([("rank", .int(2)), ("group", .int(4)), ("epsilon", .double(0.1))]), ctx) }
+        #expect(try desc.make(params([("rank", .int(2)), ("group", .int(3)), ("epsilon", .double(0.1))]), ctx) is GroupedTruncatedSVDOperator)
+    }
+}
