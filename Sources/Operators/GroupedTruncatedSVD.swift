@@ -214,7 +214,7 @@ public struct GroupedTruncatedSVDOperator: MergeableOperator, Equatable {
     public init(config: TruncatedSVDConfig, columns d: Int, groupColumn: Int, epsilon: Double, state: [UInt8], context: String) throws(EngineError) {
         self.init(config: config, columns: d, groupColumn: groupColumn, epsilon: epsilon)
         var r = BinaryReader(state, context: context)
-        let c = Int(try r.u64()), gc = Int(try r.u64()), eps = try r.f64()
+        let c = Int(exactly: try r.u64()) ?? -1, gc = Int(exactly: try r.u64()) ?? -1, eps = try r.f64()
         guard c == d, gc == groupColumn, eps == epsilon else {
             throw .data(context, "grouped truncated-svd state has \(c) columns, group column \(gc), epsilon \(eps); expected \(d), \(groupColumn), \(epsilon)")
         }

@@ -179,7 +179,8 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     /// Bytes the operator will hold, to refuse impossible parameters before reading data.
     public static func memoryEstimate(_ c: TruncatedSVDConfig, columns d: Int) -> Double {
         let kp = Double(c.sketchSize(columns: d)), b = Double(c.blockRows), dd = Double(d)
-        let common = 8 * (2 * b + kp + 2) * dd
+        // Block buffers, and the k × d outputs (twice: vectors and their copy for the .npy).
+        let common = 8 * (2 * b + kp + 2) * dd + 16 * Double(c.rank) * dd
         switch c.method {
         case .gram: return common + 8 * dd * dd * 2
         case .incremental: return common + 8 * (3 * (kp + max(b, kp)) * dd + 4 * (kp + b) * (kp + b))
@@ -645,8 +646,8 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     public init(config: TruncatedSVDConfig, columns d: Int, state: [UInt8], context: String) throws(EngineError) {
         self.init(config: config, columns: d)
         var r = BinaryReader(state, context: context)
-        let c = Int(try r.u64()), k = Int(try r.u64()), kp = Int(try r.u64())
-        let m = try r.u8(), b = Int(try r.u64()), center = try r.bool(), decay = try r.f64()
+        let c = Int(exactly: try r.u64()) ?? -1, k = Int(exactly: try r.u64()) ?? -1, kp = Int(exactly: try r.u64()) ?? -1
+        let m = try r.u8(), b = Int(exactly: try r.u64()) ?? -1, center = try r.bool(), decay = try r.f64()
         guard c == d, k == config.rank, kp == sketchSize, m == (config.method == .gram ? 1 : 0), b == config.blockRows,
               center == config.center, decay == config.decay else {
             throw .data(context, "truncated-svd state was written for \(c) columns, rank \(k), sketch \(kp), method \(m == 1 ? "gram" : "incremental"), block_rows \(b); expected \(d), \(config.rank), \(sketchSize), \(config.method.rawValue), \(config.blockRows)")
@@ -675,9 +676,9 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
                 throw .data(context, "truncated-svd state is inconsistent (Gram of \(gram.count) entries)")
             }
         }
-        blockCount = Int(try r.u64())
+        blockCount = Int(exactly: try r.u64()) ?? -1
         let bx = try r.f64s(), bw = try r.f64s()
-        guard blockCount < config.blockRows, bx.count == blockCount * d, bw.count == blockCount else {
+        guard blockCount >= 0, blockCount < config.blockRows, bx.count == blockCount * d, bw.count == blockCount else {
             throw .data(context, "truncated-svd state is inconsistent (open block of \(blockCount) rows)")
         }
         for i in 0..<bx.count { blockX[i] = bx[i] }

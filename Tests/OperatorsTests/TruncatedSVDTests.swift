@@ -638,3 +638,40 @@ func svdOperator(_ a: Matrix, rank: Int, oversample: Int = 5, method: TruncatedS
         #expect(try desc.make(params([("rank", .int(2)), ("group", .int(3)), ("epsilon", .double(0.1))]), ctx) is GroupedTruncatedSVDOperator)
     }
 }
+
+@Suite struct TruncatedSVDHostileStateTests {
+    /// 3000 seeded mutations (1–4 bytes set to random values) of valid states — incremental with centring and an
+    /// open block, Gram with decay, grouped — are restored and finished: each is either refused with an
+    /// EngineError or runs; none traps (a trap would end the test process).
+    @Test func mutatedStatesNeverTrap() throws {
+        let a = spectrumData(rows: 203, sigma: [2, 1, 0.5, 0.25, 0.1, 0.05], seed: 50, offset: 3)
+        let inc = try svdOperator(a, rank: 2, blockRows: 5, center: true)
+        let gr = try svdOperator(a, rank: 2, method: .gram, blockRows: 16, decay: 0.999)
+        var ga = a
+        for i in 0..<a.rows { ga[i, 0] = Double(i % 4) }
+        let grouped = try fed(GroupedTruncatedSVDOperator(config: TruncatedSVDConfig(rank: 2, blockRows: 4), columns: 6, groupColumn: 0, epsilon: 0.2),
+                              batches(ga, batchRows: 50))
+        let rng = CounterRandom(seed: 77, shard: 0, purpose: 3)
+        var refused = 0, ran = 0
+        for t in 0..<3000 {
+            let which = t % 3
+            var bytes = [inc.encodeState(), gr.encodeState(), grouped.encodeState()][which]
+            let flips = 1 + Int(rng.uniform(index: UInt64(t), lane: 0) * 4)
+            for f in 0..<flips {
+                let pos = Int(rng.uniform(index: UInt64(t), lane: UInt32(1 + f)) * Double(bytes.count))
+                bytes[pos] = UInt8(rng.uniform(index: UInt64(t), lane: UInt32(10 + f)) * 256)
+            }
+            do {
+                switch which {
+                case 0: var o = try TruncatedSVDOperator(config: inc.config, columns: 6, state: bytes, context: "m"); _ = try o.finish()
+                case 1: var o = try TruncatedSVDOperator(config: gr.config, columns: 6, state: bytes, context: "m"); _ = try o.finish()
+                default: var o = try GroupedTruncatedSVDOperator(config: grouped.config, columns: 6, groupColumn: 0, epsilon: 0.2, state: bytes, context: "m"); _ = try o.finish()
+                }
+                ran += 1
+            } catch {
+                refused += 1
+            }
+        }
+        #expect(refused + ran == 3000 && refused > 0 && ran > 0)
+    }
+}
