@@ -26,7 +26,8 @@ public struct SketchStepReport: Sendable, Equatable {
 /// estimator; the same update as Brand 2002 and Ross et al. 2008 IncrementalPCA):
 ///
 ///   for a block X (b×d, its rows are the block's rows; C = Xᵀ):
-///     Y = QᵀC; R = C − QY, twice (a second Gram–Schmidt pass); R = Qr·Br (Householder QR, dgeqrf+dorgqr);
+///     Y = QᵀC; R = C − QY, twice (a second Gram–Schmidt pass); R = Qr·Br (Householder QR, recursive
+///     compact-WY dgeqrt3, Qr formed with one dtrmm and one dgemm);
 ///     S = [[diag λ + YYᵀ, YBrᵀ], [BrYᵀ, BrBrᵀ]] = (diag λ ⊕ 0) + ZZᵀ with Z = [Y; Br];
 ///     S = U diag(μ) Uᵀ (dsyevd); keep the top k′: Q ← [Q Qr]·U_{k′}, λ ← μ_{1..k′}.
 ///
@@ -116,16 +117,29 @@ public struct SubspaceSketch: Sendable {
                 Dense.gemm(true, false, b, d, k, -1, sc.y2, b, q, d, 1, r, d)
                 for i in 0..<k * b { sc.z[i] = sc.y[i] + sc.y2[i] }
             }
-            // R (row-major b×d) is column-major d×b with lda = d: QR in place.
-            info = Dense.geqrf(m: d, n: b, r, lda: d, tau: sc.tau, work: sc.work, lwork: sc.lwork)
-            if info != 0 { routine = "dgeqrf"; return }
-            // Br (b×b, upper) from the column-major R factor, into Z below Y.
+            // R (row-major b×d) is column-major d×b with lda = d: Householder QR in place, in the recursive
+            // compact-WY form (dgeqrt3: R = (I − V T Vᵀ)[R_b; 0]), so a thin panel still runs at BLAS-3 speed.
+            info = Dense.geqrt3(m: d, n: b, r, lda: d, t: sc.s, ldt: b)
+            if info != 0 { routine = "dgeqrt3"; return }
+            // Br (b×b, upper) from the R factor, into Z below Y.
             let br = sc.z + k * b
             for i in 0..<b {
                 for j in 0..<b { br[i * b + j] = j >= i ? r[j * d + i] : 0 }
             }
-            info = Dense.orgqr(m: d, n: b, k: b, r, lda: d, tau: sc.tau, work: sc.work, lwork: sc.lwork)
-            if info != 0 { routine = "dorgqr"; return }
+            // Qr = (I − V T Vᵀ)·[I_b; 0] = [I_b; 0] − V·(T·V₁ᵀ), V unit lower trapezoidal (made explicit in
+            // place), V₁ its top b×b block.
+            for j in 0..<b {
+                for i in 0..<j { r[j * d + i] = 0 }
+                r[j * d + j] = 1
+            }
+            for j in 0..<b {
+                for i in 0..<b { sc.tw[j * b + i] = i <= j ? sc.s[j * b + i] : 0 }
+            }
+            cblas_dtrmm(CblasColMajor, CblasRight, CblasLower, CblasTrans, CblasUnit, Int32(b), Int32(b), 1, r, Int32(d), sc.tw, Int32(b))
+            cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, Int32(d), Int32(b), Int32(b), 1, r, Int32(d), sc.tw, Int32(b),
+                        0, sc.spare, Int32(d))
+            for i in 0..<b * d { r[i] = -sc.spare[i] }
+            for j in 0..<b { r[j * d + j] += 1 }
             // S = diag(λ, 0) + Z Zᵀ, upper triangle (row-major) = lower (column-major).
             cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, Int32(n), Int32(b), 1, sc.z, Int32(b), 0, sc.s, Int32(n))
             for i in 0..<k { sc.s[i * n + i] += lam[i] }
@@ -257,7 +271,7 @@ public struct SubspaceSketch: Sendable {
 
 /// Scratch for `SubspaceSketch` (contents never outlive a call).
 final class Scratch: @unchecked Sendable {
-    let y, y2, z, s, evals, ut, spare, tau, work: UnsafeMutablePointer<Double>
+    let y, y2, z, s, tw, evals, ut, spare, tau, work: UnsafeMutablePointer<Double>
     let iwork: UnsafeMutablePointer<Int32>
     let lwork, liwork: Int
 
@@ -270,6 +284,7 @@ final class Scratch: @unchecked Sendable {
         y = .allocate(capacity: k * b); y2 = .allocate(capacity: k * b)
         z = .allocate(capacity: max((k + b) * b, k * k))
         s = .allocate(capacity: nmax * nmax)
+        tw = .allocate(capacity: nmax * nmax)
         evals = .allocate(capacity: nmax)
         ut = .allocate(capacity: k * nmax)
         spare = .allocate(capacity: (k + b) * d)
@@ -283,7 +298,7 @@ final class Scratch: @unchecked Sendable {
     }
 
     deinit {
-        for p in [y, y2, z, s, evals, ut, spare, tau, work] { p.deallocate() }
+        for p in [y, y2, z, s, tw, evals, ut, spare, tau, work] { p.deallocate() }
         iwork.deallocate()
     }
 }
@@ -304,6 +319,12 @@ enum Dense {
                       work: UnsafeMutablePointer<Double>, lwork: Int) -> Int32 {
         var mm = Int32(m), nn = Int32(n), ld = Int32(lda), lw = Int32(lwork), info: Int32 = 0
         dgeqrf_(&mm, &nn, a, &ld, tau, work, &lw, &info)
+        return info
+    }
+
+    static func geqrt3(m: Int, n: Int, _ a: UnsafeMutablePointer<Double>, lda: Int, t: UnsafeMutablePointer<Double>, ldt: Int) -> Int32 {
+        var mm = Int32(m), nn = Int32(n), ld = Int32(lda), lt = Int32(ldt), info: Int32 = 0
+        dgeqrt3_(&mm, &nn, a, &ld, t, &lt, &info)
         return info
     }
 

@@ -475,7 +475,7 @@ func svdOperator(_ a: Matrix, rank: Int, oversample: Int = 5, method: TruncatedS
         #expect(e.summary.first { $0.0 == "tail_energy_bound" }!.1 == .double(0))
     }
 
-    /// Parameters: `group` and `epsilon` are refused at validation (not silently ignored); `auto` picks the exact
+    /// Parameters: `group` without `epsilon` (and the reverse) is refused at validation; `auto` picks the exact
     /// Gram path for narrow inputs and the sketch for wide ones; impossible sizes are refused before any data.
     @Test func parametersAndDescriptor() throws {
         let desc = OperatorRegistry.standard["truncated-svd"]!
@@ -484,7 +484,7 @@ func svdOperator(_ a: Matrix, rank: Int, oversample: Int = 5, method: TruncatedS
             for (k, x) in extra { v = v.map { $0.0 == k ? (k, x) : $0 } }
             return ParamValues(v)
         }
-        #expect(desc.check(params([("rank", .int(3)), ("group", .int(2))]), false)!.contains("not implemented yet"))
+        #expect(desc.check(params([("rank", .int(3)), ("group", .int(2))]), false)!.contains("needs params.epsilon"))
         #expect(desc.check(params([("rank", .int(3)), ("epsilon", .double(0.1))]), false) != nil)
         #expect(desc.check(params([("rank", .int(3))]), false) == nil)
         #expect(desc.mergeable)
