@@ -24,10 +24,11 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
 
     /// Default rows per block of the incremental method, a function of d only (so a manifest gives the same
     /// blocks on every input of that width). Per row the step costs ≈ 8·k′·d (projections) + 4·d·b (QR) +
-    /// 2·k′·(k′+b)·d/b (rotation) + ~10·(k′+b)³/b (eigenproblem): small b wastes the per-block eigenproblem and
-    /// rotation, large b grows the QR. 32 rows sat at or near the minimum for d from 256 to 4096 and k from 8
-    /// to 100 in measurements on the 2-core development machine (release build, one BLAS thread); narrow
-    /// inputs take fewer so a block stays a thin slice of the column space.
+    /// 2·k′·(k′+b)·d/b (rotation) + ~10·(k′+b)³/b (eigenproblem): small b pays the per-block eigenproblem and
+    /// rotation too often, large b grows the QR. Measured (release, one BLAS thread, 10⁵ rows): d = 256,
+    /// k = 16: b = 16 and 32 equal within noise, 8 is ≈ 20 % and 64 ≈ 30 % slower; d = 1000, k = 100: b = 64 is
+    /// ≈ 13 % faster than 32 — larger k favours larger blocks, but `auto` takes the Gram path there anyway.
+    /// Narrow inputs take fewer rows so a block stays a thin slice of the column space.
     public static func incrementalBlockRows(columns d: Int) -> Int { max(4, min(32, d / 4)) }
 
     /// Default rows per block of the Gram method (≈4 MiB of rows; only summation order and decay/centring
@@ -93,7 +94,7 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
 ///   compensation); centring adds the error of its shifted means (below). Each re-orthonormalisation adds
 ///   u·(16·d·k′·tr E + 16·k·k′·λ₁). `gram` adds k·u·((b + 2)·‖C‖_F² + 2·(F² + ‖C‖_F²)) per block and
 ///   16·k·d·u·λ₁ for the final eigensolver. The margin is therefore O(k·(k′+b)·u·Σ_t λ₁(E_t)) — linear in the
-///   number of blocks T, at worst ≈ 16·k·(k′+2b)·u·T·σ₁² (≈ 3e-8·σ₁² for k = 16, b = 32, 10⁶ rows); it is
+///   number of blocks T, at worst ≈ 16·k·(k′+2b)·u·T·σ₁² (≈ 8e-8·σ₁² for k = 16, b = 32, 10⁶ rows); it is
 ///   reported as `rounding_margin`. The property tests measure the actual rounding defect (where the truth
 ///   is known to rounding) at ≥ 10× below it (≈ 40× at worst observed).
 /// - values: 0 ≤ σ_j² − σ̂_j² ≤ `dropped_energy` + margin, where `dropped_energy` = F² − tr E is the mass the
