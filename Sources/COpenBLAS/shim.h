@@ -15,6 +15,9 @@ void dgesdd_(const char *jobz, const lapack_int_t *m, const lapack_int_t *n, dou
              double *work, const lapack_int_t *lwork, lapack_int_t *iwork, lapack_int_t *info, size_t jobz_len);
 void dgeqrf_(const lapack_int_t *m, const lapack_int_t *n, double *a, const lapack_int_t *lda,
              double *tau, double *work, const lapack_int_t *lwork, lapack_int_t *info);
+/* Recursive (Elmroth–Gustavson) Householder QR with the compact-WY factor T: BLAS-3 even for a thin panel. */
+void dgeqrt3_(const lapack_int_t *m, const lapack_int_t *n, double *a, const lapack_int_t *lda, double *t,
+              const lapack_int_t *ldt, lapack_int_t *info);
 void dorgqr_(const lapack_int_t *m, const lapack_int_t *n, const lapack_int_t *k, double *a,
              const lapack_int_t *lda, const double *tau, double *work, const lapack_int_t *lwork,
              lapack_int_t *info);

@@ -153,3 +153,35 @@ extension LAPACK {
         return Matrix(rows: n, cols: m, storage: cm).transposed
     }
 }
+
+extension LAPACK {
+    /// Thin SVD A = U diag(s) Vᵀ with vectors (dgesdd, jobz = 'S'), s descending, p = min(m, n).
+    ///
+    /// Row-major/column-major mapping: the row-major m×n buffer of `a` is, to LAPACK, the column-major n×m
+    /// matrix M = Aᵀ. dgesdd factors M = U_M diag(s) V_Mᵀ, so A = V_M diag(s) U_Mᵀ. LAPACK returns U_M
+    /// column-major n×p — the same buffer read row-major is a p×n matrix whose rows are U_M's columns, i.e.
+    /// A's `vt` (rows = right singular vectors). It returns V_Mᵀ column-major p×m — read row-major, an m×p
+    /// matrix whose (i, j) entry is V_M[i, j], i.e. A's `u`. So no transposition is needed either way.
+    public static func svd(_ a: Matrix) throws(LinearAlgebraError) -> (u: Matrix, s: [Double], vt: Matrix) {
+        let mA = a.rows, nA = a.cols, p = min(mA, nA)
+        if p == 0 { return (Matrix(rows: mA, cols: 0), [], Matrix(rows: 0, cols: nA)) }
+        var work = a.storage
+        var s = [Double](repeating: 0, count: p)
+        var um = [Double](repeating: 0, count: nA * p)      // U_M: column-major nA×p
+        var vmt = [Double](repeating: 0, count: p * mA)     // V_Mᵀ: column-major p×mA
+        var jobz = CChar(UInt8(ascii: "S"))
+        var mm = Int32(nA), nn = Int32(mA), lda = Int32(nA), ldu = Int32(nA), ldvt = Int32(p)
+        var info: Int32 = 0, lwork: Int32 = -1, wq = 0.0
+        var iwork = [Int32](repeating: 0, count: 8 * p)
+        dgesdd_(&jobz, &mm, &nn, &work, &lda, &s, &um, &ldu, &vmt, &ldvt, &wq, &lwork, &iwork, &info, 1)
+        guard info == 0 else { throw LinearAlgebraError(routine: "dgesdd", info: info, detail: "workspace query") }
+        lwork = Int32(wq)
+        var wk = [Double](repeating: 0, count: Int(lwork))
+        dgesdd_(&jobz, &mm, &nn, &work, &lda, &s, &um, &ldu, &vmt, &ldvt, &wk, &lwork, &iwork, &info, 1)
+        guard info == 0 else {
+            throw LinearAlgebraError(routine: "dgesdd", info: info,
+                                     detail: info < 0 ? "argument \(-info) invalid" : "did not converge")
+        }
+        return (Matrix(rows: mA, cols: p, storage: vmt), s, Matrix(rows: p, cols: nA, storage: um))
+    }
+}

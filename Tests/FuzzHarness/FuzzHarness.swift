@@ -30,11 +30,19 @@ public enum FuzzHarness {
             guard let env = try? StateEnvelope.decode(data, context: "fuzz"), env.columns <= 4096 else { return }
             let ctx = OperatorContext(shape: StreamShape(columns: env.columns, hasTarget: env.hasTarget), seed: 0, shard: 0, purpose: 0)
             for d in OperatorRegistry.standard.descriptors where d.kind == env.kind {
-                let params = ParamValues(d.parameters.map { ($0.name, $0.defaultValue ?? .null) })
+                let params = ParamValues(d.parameters.map { ($0.name, fuzzValue($0)) })
                 if var op = try? d.restore(params, ctx, env.payload, "fuzz") { _ = try? op.finish() }
             }
         default: preconditionFailure("unknown fuzz target \(target)")
         }
+    }
+
+    /// A parameter's default, or for a required integer (truncated-svd's rank) the value 2, so states of
+    /// operators with required parameters reach their decoders too.
+    static func fuzzValue(_ p: ParameterSpec) -> JSON {
+        if let v = p.defaultValue { return v }
+        if p.required, case let .int(lo, hi) = p.kind { return .int(min(max(2, lo), hi)) }
+        return .null
     }
 
     /// The first byte picks the source options, so one target covers csv and tsv, headers, targets,

@@ -1,0 +1,693 @@
+import EngineCore
+import LinearAlgebra
+
+/// The resolved parameters of `truncated-svd` (what `auto` became is recorded here and in summary.json).
+public struct TruncatedSVDConfig: Sendable, Equatable {
+    public enum Method: String, Sendable { case incremental, gram }
+    /// k: singular values and vectors returned.
+    public var rank: Int
+    public var oversample: Int
+    public var method: Method
+    /// Rows per internal block (fixed row positions).
+    public var blockRows: Int
+    public var center: Bool
+    /// Forgetting factor per row, 0 < decay ≤ 1.
+    public var decay: Double
+
+    public init(rank: Int, oversample: Int = 5, method: Method = .incremental, blockRows: Int, center: Bool = false, decay: Double = 1) {
+        self.rank = rank; self.oversample = oversample; self.method = method; self.blockRows = blockRows
+        self.center = center; self.decay = decay
+    }
+
+    /// Basis vectors the incremental sketch keeps: k′ = k + oversample, at most d.
+    public func sketchSize(columns d: Int) -> Int { min(rank + oversample, d) }
+
+    /// Default rows per block of the incremental method, a function of d only (so a manifest gives the same
+    /// blocks on every input of that width). Per row the step costs ≈ 8·k′·d (projections) + 4·d·b (QR) +
+    /// 2·k′·(k′+b)·d/b (rotation) + ~10·(k′+b)³/b (eigenproblem): small b pays the per-block eigenproblem and
+    /// rotation too often, large b grows the QR. Measured (release, one BLAS thread, 10⁵ rows): d = 256,
+    /// k = 16: b = 16 and 32 equal within noise, 8 is ≈ 20 % and 64 ≈ 30 % slower; d = 1000, k = 100: b = 64 is
+    /// ≈ 13 % faster than 32 — larger k favours larger blocks, but `auto` takes the Gram path there anyway.
+    /// Narrow inputs take fewer rows so a block stays a thin slice of the column space.
+    public static func incrementalBlockRows(columns d: Int) -> Int { max(4, min(32, d / 4)) }
+
+    /// Default rows per block of the Gram method (≈4 MiB of rows; only summation order and decay/centring
+    /// granularity depend on it).
+    public static func gramBlockRows(columns d: Int) -> Int { GramOperator.blockRows(columns: d) }
+
+    /// `method: auto`: the exact Gram path when it is also the faster one. Gram costs d² flops per row (dsyrk,
+    /// ≈ 45 GFLOP/s on one core) plus one d³-order eigenproblem at the end; the incremental step costs
+    /// ≈ 8·k′·d + 4·d·b + 2·k′·(k′+b)·d/b flops per row at a lower rate (small BLAS-3 calls and a small dense
+    /// eigenproblem per block, ≈ 15–20 GFLOP/s measured). Gram is chosen when d² ≤ 2.5 × that, i.e.
+    /// d ≤ 2.5·(8k′ + 4b + 2k′(k′+b)/b), and d ≤ 4096 (its matrix ≤ 128 MiB). Measured on the development
+    /// machine (2·10⁴ rows): d = 256, k = 16: gram 3.5× faster; d = 1000, k = 100: gram 3× faster; d = 2000,
+    /// k = 16: incremental 3× faster; d = 2000, k = 100: about equal.
+    public static func autoMethod(columns d: Int, sketch kp: Int, blockRows b: Int) -> Method {
+        let perColumn = 8.0 * Double(kp) + 4 * Double(b) + 2 * Double(kp) * Double(kp + b) / Double(b)
+        return d <= 4096 && Double(d) <= 2.5 * perColumn ? .gram : .incremental
+    }
+
+    /// From validated parameters (the descriptor's kinds already checked types and ranges).
+    public static func resolve(_ p: ParamValues, columns d: Int) throws(EngineError) -> TruncatedSVDConfig {
+        guard let k = p.int("rank") else { throw .usage("truncated-svd", "parameter 'rank' is required") }
+        let over = Int(p.int("oversample") ?? 5)
+        let kp = min(Int(k) + over, d)
+        let given = p.int("block_rows").map(Int.init)
+        let method: Method
+        switch p.string("method") ?? "auto" {
+        case "gram": method = .gram
+        case "incremental": method = .incremental
+        default: method = autoMethod(columns: d, sketch: kp, blockRows: given ?? incrementalBlockRows(columns: d))
+        }
+        let b = given ?? (method == .gram ? gramBlockRows(columns: d) : incrementalBlockRows(columns: d))
+        return TruncatedSVDConfig(rank: Int(k), oversample: over, method: method, blockRows: b,
+                                  center: p.bool("center") ?? false, decay: p.double("decay") ?? 1)
+    }
+}
+
+/// Rank-k truncated SVD of the row stream A (n×d) — right singular vectors and values — with a certified
+/// bound on the rank-k tail energy. Shamrai, "Concatenated Matrix SVD: Compression Bounds, Incremental
+/// Approximation, and Error-Constrained Clustering" (arXiv 2601.11626): the incremental estimator (§4) and
+/// its Weyl-type bound (§3). The error-constrained clustering of row groups (`group`) is
+/// `GroupedTruncatedSVDOperator`, built from one of these per group.
+///
+/// **Methods.** `incremental`: a `SubspaceSketch` of k′ = k + oversample vectors absorbs internal blocks of
+/// `blockRows` rows cut at fixed row positions (one projection, a second Gram–Schmidt pass, Householder QR of
+/// the residual, a (k′+b)² eigenproblem, truncation to k′); the basis is re-orthonormalised every
+/// `reorthEvery` blocks and before every output. `gram`: AᵀA accumulated exactly (dsyrk per block) and
+/// eigendecomposed at the end (dsyevd) — exact up to rounding, O(d²) memory. `auto` picks (see
+/// `TruncatedSVDConfig.autoMethod`). Float64 throughout; a weight is a multiplicity (rows scaled by √w).
+///
+/// **Guarantee.** `tail_energy_bound` ≥ ‖A − A_k‖_F² = Σ_{j>k} σ_j², always, where A is the (weighted,
+/// centred, decayed as configured) matrix. It is F² − Σ_{j≤k} σ̂_j² + `rounding_margin`:
+/// - exact arithmetic: the sketch E satisfies E ⪯ AᵀA in the PSD order after every step (no residual direction
+///   is ever dropped; eigen-truncation and the re-orthonormalisation only remove PSD mass or none), so σ̂_j² =
+///   λ_j(E) ≤ σ_j² and F² − Σ_{j≤k} λ_j(E) ≥ F² − Σ_{j≤k} σ_j²; it also bounds ‖A − A V̂V̂ᵀ‖_F² for the returned
+///   V̂. With `gram` the bound equals the true tail up to rounding.
+/// - rounding: each step perturbs E by a symmetric H_t; by Ky Fan, Σ_{j≤k} λ_j grows by at most k·‖H_t‖₂. The
+///   margin adds, per block (u = 2⁻⁵³, b rows, n = order of the small eigenproblem, λ₁ = ‖E‖₂ before the step):
+///   16·k·(n + b)·u·(λ₁ + ‖C‖_F²) for forming S, the eigensolver's backward error and eigenvector
+///   orthogonality, and the rotation [Q Qr]U (each ≲ n·u·‖S‖₂ in LAPACK's error model, times ‖[Q Qr]‖₂² ≤ 3);
+///   (2δ + δ²)·‖C‖_F² with δ = 8·u·(d·(b+2) + k′) for the part of the block its projection and QR do not
+///   represent (Higham, Thm 19.4: Householder QR backward error ≤ γ̃_{db} per column); 3·(negative
+///   eigenvalues set to 0); u·(b·d + 4)·‖C‖_F² for F²'s summation (blocks are added with Neumaier's
+///   compensation); centring adds the error of its shifted means (below). Each re-orthonormalisation adds
+///   u·(16·d·k′·tr E + 16·k·k′·λ₁). `gram` adds k·u·((b + 2)·‖C‖_F² + 2·(F² + ‖C‖_F²)) per block and
+///   16·k·d·u·λ₁ for the final eigensolver. The margin is therefore O(k·(k′+b)·u·Σ_t λ₁(E_t)) — linear in the
+///   number of blocks T, at worst ≈ 16·k·(k′+2b)·u·T·σ₁² (≈ 8e-8·σ₁² for k = 16, b = 32, 10⁶ rows); it is
+///   reported as `rounding_margin`. The property tests measure the actual rounding defect (where the truth
+///   is known to rounding) at ≥ 10× below it (≈ 40× at worst observed).
+/// - values: 0 ≤ σ_j² − σ̂_j² ≤ `dropped_energy` + margin, where `dropped_energy` = F² − tr E is the mass the
+///   sketch truncated (Weyl); the subspace angle follows by Davis–Kahan. `weyl_tail_bound` is the paper's
+///   Weyl-type bound F² − (Σ of the k largest row masses) — always valid, cheap, usually loose. The paper's
+///   residual bound needs a basis of the whole row space (O(d·rank A) memory), so it is not offered.
+///
+/// **Centring** (`center: true`, scikit-learn PCA semantics): rows are shifted by a fixed vector (the first
+/// row), each block is centred on its own weighted mean and one correction row √(W_A·W_B/(W_A+W_B))·(μ_B − μ_A)
+/// is appended — the exact scatter update (Chan et al.), so the sketch sees Σ w(a − μ)(a − μ)ᵀ for the running
+/// weighted mean μ. `explained_variance` = σ²/(W − 1) with W the (decayed) weight sum, numpy's ddof = 1 as in
+/// scikit-learn (NaN when W ≤ 1); `mean` is output. **Decay**: before each block of b rows, λ, F², the margin
+/// and the weights are scaled by decay^b — the bound then refers to the matrix whose row i is weighted by
+/// decay^(rows after its block began); merged shards are treated as concurrent (no decay between them).
+///
+/// **Output.** k values always, zero-padded: a value at or below the noise floor of a Gram-based method
+/// (λ ≤ 64·u·max(d, k′+b)·λ₁, i.e. σ ≤ 8·√(u·max(…))·σ₁ ≈ 1e-6·σ₁) counts as zero, and so does its vector's
+/// row; `numerical_rank` counts the values above it (incremental: among the k′ tracked, so at most k′).
+/// Vectors are rows of `right_vectors`, each with its largest-magnitude entry positive.
+///
+/// **Cost per row**: incremental ≈ 8·k′·d + 4·d·b + 2·k′·(k′+b)·d/b + O((k′+b)³/b) flops; gram d² flops.
+/// **Memory**: incremental 2·(k′ + max(b, k′))·d + b·d doubles plus O((k′+b)²); gram d² + b·d. Never the row
+/// count. **Mergeable**: the other state's Q·diag(λ)^{1/2} (plus its mean-correction row) enters as one block and
+/// F², weights and margins add; the bound stays valid, the result depends on merge order (not associative).
+/// **Not promised**: a-priori accuracy of the incremental values (they are certified one-sidedly, with the
+/// error bars above); identical bits across machines (BLAS kernels differ in the last bits).
+public struct TruncatedSVDOperator: MergeableOperator, Equatable {
+    public static func == (a: TruncatedSVDOperator, b: TruncatedSVDOperator) -> Bool {
+        a.config == b.config && a.columns == b.columns && a.encodeState() == b.encodeState()
+    }
+
+    public static let stateVersion: UInt16 = 1
+    /// Re-orthonormalise the basis every this many blocks (cost ≈ 6·d·k′² per time, ≈ 1–3 % of the blocks').
+    public static let reorthEvery: Int64 = 8
+    static let u = 0x1p-53
+
+    public let config: TruncatedSVDConfig
+    public let columns: Int
+    /// k′.
+    let sketchSize: Int
+
+    public private(set) var rows: Int64 = 0
+    var weightSum = 0.0
+    /// Σ w with decay applied: the weight of the matrix the results describe.
+    var effectiveWeight = 0.0
+    /// F² (decayed, centred as configured) with its Neumaier compensation term.
+    var frob = 0.0
+    var frobComp = 0.0
+    var margin = 0.0
+    var blocks: Int64 = 0
+    /// The k largest row masses seen (descending), for the Weyl bound.
+    var topMasses: [Double] = []
+    /// Centring: the fixed shift s, the running weighted mean of (a − s), and a bound on its rounding error.
+    var hasShift = false
+    var shift: [Double]
+    var mean: [Double]
+    var meanError = 0.0
+    var sketch: SubspaceSketch?
+    /// Upper triangle of the (decayed, centred) Gram matrix (method gram).
+    var gram: [Double]
+    /// The open block: raw rows and their weights.
+    var blockCount = 0
+    var blockX: [Double]
+    var blockW: [Double]
+    /// The block as the method sees it (√w-scaled, centred, plus a correction row).
+    var cbuf: [Double]
+
+    public init(config: TruncatedSVDConfig, columns d: Int) {
+        precondition(d >= 1 && config.rank >= 1 && config.blockRows >= 1)
+        self.config = config
+        self.columns = d
+        sketchSize = config.sketchSize(columns: d)
+        shift = [Double](repeating: 0, count: config.center ? d : 0)
+        mean = shift
+        let maxBlock = max(config.blockRows, sketchSize) + 1
+        sketch = config.method == .incremental ? SubspaceSketch(dimension: d, capacity: sketchSize, maxBlock: maxBlock) : nil
+        gram = [Double](repeating: 0, count: config.method == .gram ? d * d : 0)
+        blockX = [Double](repeating: 0, count: config.blockRows * d)
+        blockW = [Double](repeating: 0, count: config.blockRows)
+        cbuf = [Double](repeating: 0, count: maxBlock * d)
+    }
+
+    /// Bytes the operator will hold, to refuse impossible parameters before reading data.
+    public static func memoryEstimate(_ c: TruncatedSVDConfig, columns d: Int) -> Double {
+        let kp = Double(c.sketchSize(columns: d)), b = Double(c.blockRows), dd = Double(d)
+        // Block buffers, and the k × d outputs (twice: vectors and their copy for the .npy).
+        let common = 8 * (2 * b + kp + 2) * dd + 16 * Double(c.rank) * dd
+        switch c.method {
+        case .gram: return common + 8 * dd * dd * 2
+        case .incremental: return common + 8 * (3 * (kp + max(b, kp)) * dd + 4 * (kp + b) * (kp + b))
+        }
+    }
+
+    // MARK: stream
+
+    public mutating func update(_ batch: RowBatch) throws(EngineError) {
+        let d = columns, b = config.blockRows
+        var r = 0
+        while r < batch.count {
+            // A whole unweighted, uncentred block absorbed straight from the batch buffer: the same rows and
+            // the same BLAS calls as the copy path, so the state is the same bytes.
+            if blockCount == 0, batch.weights == nil, !config.center, batch.count - r >= b {
+                try batch.features.withUnsafeBufferPointer { (x) throws(EngineError) in
+                    try absorbRaw(x.baseAddress! + r * d, count: b)
+                }
+                rows += Int64(b)
+                weightSum += Double(b)
+                r += b
+                continue
+            }
+            let take = min(batch.count - r, b - blockCount)
+            for i in 0..<take {
+                let src = r + i, dst = blockCount + i
+                for j in 0..<d { blockX[dst * d + j] = batch.features[src * d + j] }
+                let w = batch.weight(src)
+                blockW[dst] = w
+                weightSum += w
+            }
+            blockCount += take
+            rows += Int64(take)
+            r += take
+            if blockCount == b { try closeBlock() }
+        }
+    }
+
+    /// An unweighted, uncentred block of `count` rows at x (fast path; also used by the copy path).
+    private mutating func absorbRaw(_ x: UnsafePointer<Double>, count n: Int) throws(EngineError) {
+        applyDecay(rows: n)
+        effectiveWeight += Double(n)
+        let normSq = noteRowMasses(x, rows: n)
+        try absorbBlock(x, rows: n, normSq: normSq, representationError: 0)
+    }
+
+    /// Folds the open block into the state.
+    mutating func closeBlock() throws(EngineError) {
+        guard blockCount > 0 else { return }
+        let n = blockCount, d = columns
+        defer { blockCount = 0 }
+        var unweighted = true
+        for i in 0..<n where blockW[i] != 1 { unweighted = false; break }
+        if !config.center && unweighted {
+            // A second reference to the buffer (not a copy: nothing writes it meanwhile) keeps the borrow off self.
+            let raw = blockX
+            try raw.withUnsafeBufferPointer { (x) throws(EngineError) in try absorbRaw(x.baseAddress!, count: n) }
+            return
+        }
+        applyDecay(rows: n)
+        var rowsOut = n
+        var repErr = 0.0   // a bound on ‖C_computed − C_exact‖_F
+        if config.center {
+            if !hasShift {
+                for j in 0..<d { shift[j] = blockX[j] }
+                hasShift = true
+            }
+            var wB = 0.0
+            var mB = [Double](repeating: 0, count: d)
+            var xNormSq = 0.0
+            for i in 0..<n {
+                let w = blockW[i]
+                wB += w
+                for j in 0..<d {
+                    let x = blockX[i * d + j] - shift[j]
+                    mB[j] += w * x
+                    xNormSq += w * x * x
+                }
+            }
+            if wB > 0 { for j in 0..<d { mB[j] /= wB } }
+            for i in 0..<n {
+                let s = blockW[i].squareRoot()
+                for j in 0..<d { cbuf[i * d + j] = s * ((blockX[i * d + j] - shift[j]) - mB[j]) }
+            }
+            let xNorm = xNormSq.squareRoot()
+            let u = TruncatedSVDOperator.u
+            repErr = Double(n + 6) * u * xNorm
+            let wA = effectiveWeight
+            if wA > 0 && wB > 0 {
+                let c = (wA * wB / (wA + wB)).squareRoot()
+                var corrSq = 0.0
+                for j in 0..<d {
+                    let v = c * (mB[j] - mean[j])
+                    cbuf[n * d + j] = v
+                    corrSq += v * v
+                }
+                rowsOut = n + 1
+                let meanBErr = Double(n + 2) * u * xNorm / wB.squareRoot()
+                repErr += c * (meanError + meanBErr) + 2 * u * corrSq.squareRoot()
+            }
+            updateMean(wA: wA, wB: wB, mB: mB, meanBErr: wB > 0 ? Double(n + 2) * u * xNorm / wB.squareRoot() : 0)
+            effectiveWeight = wA + wB
+        } else {
+            var wB = 0.0
+            for i in 0..<n {
+                let s = blockW[i].squareRoot()
+                wB += blockW[i]
+                for j in 0..<d { cbuf[i * d + j] = s * blockX[i * d + j] }
+            }
+            effectiveWeight += wB
+        }
+        let block = cbuf
+        let normSq = block.withUnsafeBufferPointer { noteRowMasses($0.baseAddress!, rows: rowsOut) }
+        if !config.center && !unweighted { repErr = 2 * TruncatedSVDOperator.u * normSq.squareRoot() }
+        try block.withUnsafeBufferPointer { (c) throws(EngineError) in
+            try absorbBlock(c.baseAddress!, rows: rowsOut, normSq: normSq, representationError: repErr)
+        }
+    }
+
+    /// m_A ← m_A + (W_B/W)(m_B − m_A), and the running bound on its rounding error.
+    private mutating func updateMean(wA: Double, wB: Double, mB: [Double], meanBErr: Double) {
+        guard wB > 0 else { return }
+        let f = wB / (wA + wB)
+        var na = 0.0, nb = 0.0
+        for j in 0..<columns {
+            na += mean[j] * mean[j]; nb += mB[j] * mB[j]
+            mean[j] += f * (mB[j] - mean[j])
+        }
+        meanError = (1 - f) * meanError + f * meanBErr + 4 * TruncatedSVDOperator.u * (na.squareRoot() + nb.squareRoot())
+    }
+
+    /// Scales everything accumulated by decay^rows (before a block of that many rows).
+    private mutating func applyDecay(rows n: Int) {
+        guard config.decay < 1 else { return }
+        let g = pow(config.decay, Double(n)), u = TruncatedSVDOperator.u, k = Double(config.rank)
+        // Old rounding errors shrink with the matrix they were made on.
+        margin = margin * g * (1 + 2 * u)
+        frob *= g; frobComp *= g
+        effectiveWeight *= g
+        for i in 0..<topMasses.count { topMasses[i] *= g }
+        // Scaling rounds every entry by u relative: F² by u·F², and E (or G) by a perturbation of norm ≤ u·tr,
+        // which moves the top-k sum by at most k·u·tr (Ky Fan).
+        margin += 2 * u * frob
+        switch config.method {
+        case .incremental:
+            sketch!.scale(by: g)
+            margin += k * u * sketch!.trace
+        case .gram:
+            for i in 0..<gram.count { gram[i] *= g }
+            margin += k * u * frob
+        }
+    }
+
+    /// Σ of the rows' squared norms; keeps the k largest for the Weyl bound.
+    private mutating func noteRowMasses(_ x: UnsafePointer<Double>, rows n: Int) -> Double {
+        let d = columns, k = config.rank
+        var total = 0.0
+        for i in 0..<n {
+            var s = 0.0
+            let row = x + i * d
+            for j in 0..<d { s += row[j] * row[j] }
+            total += s
+            if topMasses.count < k || s > topMasses[topMasses.count - 1] {
+                var pos = topMasses.count
+                while pos > 0 && topMasses[pos - 1] < s { pos -= 1 }
+                topMasses.insert(s, at: pos)
+                if topMasses.count > k { topMasses.removeLast() }
+            }
+        }
+        return total
+    }
+
+    /// Adds F² (compensated) and the rows to the method's state, and this block's rounding margin.
+    private mutating func absorbBlock(_ c: UnsafePointer<Double>, rows n: Int, normSq: Double, representationError e: Double) throws(EngineError) {
+        let u = TruncatedSVDOperator.u, d = columns, k = Double(config.rank)
+        guard normSq.isFinite else {
+            throw .data("truncated-svd", "non-finite values (or squares beyond the float64 range) in a block",
+                        hint: "the SVD needs finite rows; keep source.allow_nonfinite false or clean the input")
+        }
+        addFrob(normSq)
+        margin += u * Double(n * d + 4) * normSq
+        if e > 0 { margin += 2 * e * normSq.squareRoot() + e * e }
+        switch config.method {
+        case .gram:
+            gram.withUnsafeMutableBufferPointer { g in BlockKernels.syrkUpper(c, rows: n, n: d, into: g.baseAddress!) }
+            margin += k * u * (Double(n + 2) * normSq + 2 * (frob + normSq))
+        case .incremental:
+            let rep: SketchStepReport
+            do { rep = try sketch!.absorb(c, rows: n) } catch { throw .internal("truncated-svd", error.description) }
+            margin += stepMargin(rep, blockRows: n, normSq: normSq)
+            blocks += 1
+            if blocks % TruncatedSVDOperator.reorthEvery == 0 { try reorthonormalize() }
+        }
+    }
+
+    /// The rounding allowance for one incremental step (see the type's documentation).
+    func stepMargin(_ r: SketchStepReport, blockRows b: Int, normSq: Double) -> Double {
+        let u = TruncatedSVDOperator.u, k = Double(config.rank), d = Double(columns), kp = Double(sketchSize)
+        var m = 16 * k * Double(r.order + b) * u * (r.previousTop + normSq) + 3 * r.clamped
+        if !r.dense {
+            let delta = 8 * u * (d * Double(b + 2) + kp)
+            m += (2 * delta + delta * delta) * normSq
+        }
+        return m
+    }
+
+    mutating func reorthonormalize() throws(EngineError) {
+        guard sketch != nil else { return }
+        let rep: SketchStepReport
+        do { rep = try sketch!.reorthonormalize() } catch { throw .internal("truncated-svd", error.description) }
+        let u = TruncatedSVDOperator.u, k = Double(config.rank), d = Double(columns), kp = Double(sketchSize)
+        margin += u * (16 * d * kp * rep.previousTrace + 16 * k * kp * rep.previousTop) + 3 * rep.clamped
+    }
+
+    private mutating func addFrob(_ x: Double) {
+        // Neumaier: the sum of block masses keeps its low-order bits, so F²'s error does not grow with T.
+        let t = frob + x
+        if abs(frob) >= abs(x) { frobComp += (frob - t) + x } else { frobComp += (x - t) + frob }
+        frob = t
+    }
+
+    var frobeniusSq: Double { frob + frobComp }
+
+    // MARK: merge
+
+    public mutating func merge(_ other: TruncatedSVDOperator) throws(EngineError) {
+        guard other.columns == columns, other.config == config else {
+            throw .usage("merge", "truncated-svd states differ in shape or parameters (\(columns) vs \(other.columns) columns)")
+        }
+        var o = other
+        try o.closeBlock()
+        let d = columns, u = TruncatedSVDOperator.u
+        // The other's sketch as rows √λ_j q_j (or its Gram matrix), plus the mean-correction row.
+        var extra: [Double] = []
+        var corrSq = 0.0
+        var repErr = 0.0
+        if config.center && o.effectiveWeight > 0 {
+            if !hasShift { shift = o.shift; hasShift = true; mean = [Double](repeating: 0, count: d) }
+            var mB = [Double](repeating: 0, count: d)
+            for j in 0..<d { mB[j] = (o.shift[j] - shift[j]) + o.mean[j] }
+            let wA = effectiveWeight, wB = o.effectiveWeight
+            if wA > 0 {
+                let c = (wA * wB / (wA + wB)).squareRoot()
+                extra = (0..<d).map { c * (mB[$0] - mean[$0]) }
+                corrSq = extra.reduce(0) { $0 + $1 * $1 }
+                var sn = 0.0
+                for j in 0..<d { sn += o.shift[j] * o.shift[j] + shift[j] * shift[j] }
+                repErr = c * (meanError + o.meanError + 4 * u * sn.squareRoot()) + 2 * u * corrSq.squareRoot()
+            }
+            updateMean(wA: wA, wB: wB, mB: mB, meanBErr: o.meanError + 4 * u * (o.shift.reduce(0) { $0 + $1 * $1 }).squareRoot())
+            effectiveWeight = wA + wB
+        } else {
+            effectiveWeight += o.effectiveWeight
+        }
+        rows += o.rows
+        weightSum += o.weightSum
+        addFrob(o.frobeniusSq)
+        margin += o.margin
+        for m in o.topMasses { insertMass(m) }
+        if corrSq > 0 { insertMass(corrSq) }
+        switch config.method {
+        case .gram:
+            for i in 0..<gram.count { gram[i] += o.gram[i] }
+            margin += Double(config.rank) * u * 2 * (frob + o.frob)
+            if !extra.isEmpty {
+                extra.withUnsafeBufferPointer { x in
+                    gram.withUnsafeMutableBufferPointer { g in BlockKernels.syrkUpper(x.baseAddress!, rows: 1, n: d, into: g.baseAddress!) }
+                }
+                addFrob(corrSq)
+                margin += 2 * repErr * corrSq.squareRoot() + repErr * repErr
+            }
+        case .incremental:
+            let sk = o.sketch!
+            let kb = sk.count
+            let basis = sk.basis
+            for i in 0..<kb {
+                let s = sk.values[i].squareRoot()
+                for j in 0..<d { cbuf[i * d + j] = s * basis[i * d + j] }
+            }
+            var n = kb
+            if !extra.isEmpty {
+                for j in 0..<d { cbuf[kb * d + j] = extra[j] }
+                n += 1
+            }
+            guard n > 0 else { return }
+            var normSq = 0.0
+            for i in 0..<n * d { normSq += cbuf[i] * cbuf[i] }
+            addFrob(corrSq)
+            margin += u * Double(n * d + 4) * normSq
+            // Forming √λ·q rounds each entry by u relative; the correction row carries repErr.
+            let e = 2 * u * normSq.squareRoot() + repErr
+            margin += 2 * e * normSq.squareRoot() + e * e
+            let rep: SketchStepReport
+            let block = cbuf
+            do { rep = try block.withUnsafeBufferPointer { (c) throws(LinearAlgebraError) in try sketch!.absorb(c.baseAddress!, rows: n) } }
+            catch { throw .internal("truncated-svd", error.description) }
+            margin += stepMargin(rep, blockRows: n, normSq: normSq)
+            try reorthonormalize()
+        }
+    }
+
+    private mutating func insertMass(_ s: Double) {
+        let k = config.rank
+        guard topMasses.count < k || s > topMasses[topMasses.count - 1] else { return }
+        var pos = topMasses.count
+        while pos > 0 && topMasses[pos - 1] < s { pos -= 1 }
+        topMasses.insert(s, at: pos)
+        if topMasses.count > k { topMasses.removeLast() }
+    }
+
+    // MARK: results
+
+    /// The factorisation as it stands (the open block folded in, the basis re-orthonormalised), on a copy.
+    public struct Result: Sendable {
+        /// k values (zero-padded), descending.
+        public var singularValues: [Double]
+        /// k × d, row-major (zero rows where padded).
+        public var rightVectors: [Double]
+        public var numericalRank: Int
+        public var frobeniusSq: Double
+        public var tailBound: Double
+        public var relativeErrorBound: Double
+        public var weylTailBound: Double
+        public var roundingMargin: Double
+        public var droppedEnergy: Double
+        public var mean: [Double]?
+        public var effectiveWeight: Double
+    }
+
+    public func result() throws(EngineError) -> Result {
+        var c = self
+        try c.closeBlock()
+        let d = columns, k = config.rank, u = TruncatedSVDOperator.u
+        var values: [Double]
+        var vectors: [Double]
+        var order: Int
+        switch config.method {
+        case .incremental:
+            try c.reorthonormalize()
+            let sk = c.sketch!
+            values = sk.values
+            vectors = sk.basis
+            order = max(d, sketchSize + config.blockRows)
+        case .gram:
+            var g = Matrix(rows: d, cols: d, storage: c.gram)
+            g.symmetrizeFromUpper()
+            let e: (values: [Double], vectors: Matrix)
+            do { e = try LAPACK.symmetricEigen(g) } catch { throw .data("truncated-svd", "eigensolver failed: \(error.description)") }
+            values = e.values.map { max(0, $0) }
+            vectors = e.vectors.storage
+            c.margin += 16 * Double(k) * Double(d) * u * (values.first ?? 0)
+            for v in e.values where v < 0 { c.margin += 3 * -v }
+            order = d
+        }
+        let top = values.first ?? 0
+        let floor = 64 * u * Double(order) * top
+        let rank = values.prefix { $0 > floor }.count
+        var sv = [Double](repeating: 0, count: k)
+        var rv = [Double](repeating: 0, count: k * d)
+        var kept = 0.0
+        for j in 0..<min(k, rank) {
+            sv[j] = values[j].squareRoot()
+            kept += values[j]
+            // Sign: the largest-magnitude entry positive (the first one on ties).
+            var best = 0
+            for i in 0..<d where abs(vectors[j * d + i]) > abs(vectors[j * d + best]) { best = i }
+            let s: Double = vectors[j * d + best] < 0 ? -1 : 1
+            for i in 0..<d { rv[j * d + i] = s * vectors[j * d + i] }
+        }
+        let f = c.frobeniusSq
+        let bound = max(0, f - kept + c.margin)
+        let tracked = values.reduce(0, +)
+        let weyl = max(0, f - c.topMasses.reduce(0, +)) + c.margin
+        return Result(singularValues: sv, rightVectors: rv, numericalRank: rank, frobeniusSq: f, tailBound: bound,
+                      relativeErrorBound: f > 0 ? min(1, (bound / f).squareRoot()) : 0, weylTailBound: weyl,
+                      roundingMargin: c.margin, droppedEnergy: max(0, f - tracked),
+                      mean: config.center ? (0..<d).map { c.shift[$0] + c.mean[$0] } : nil,
+                      effectiveWeight: c.effectiveWeight)
+    }
+
+    /// tr(V E Vᵀ) for the rows of V (m × d, row-major): the energy the state holds in that subspace (the open
+    /// block folded in). E ⪯ AᵀA, so this is at most ‖A Vᵀ‖_F² up to rounding.
+    public func energy(in v: [Double], rows m: Int) throws(EngineError) -> Double {
+        var c = self
+        try c.closeBlock()
+        let d = columns
+        precondition(v.count == m * d)
+        var total = 0.0
+        switch config.method {
+        case .incremental:
+            let sk = c.sketch!, q = sk.basis
+            for i in 0..<sk.count {
+                for r in 0..<m {
+                    var s = 0.0
+                    for t in 0..<d { s += q[i * d + t] * v[r * d + t] }
+                    total += sk.values[i] * s * s
+                }
+            }
+        case .gram:
+            var g = Matrix(rows: d, cols: d, storage: c.gram)
+            g.symmetrizeFromUpper()
+            for r in 0..<m {
+                let x = Array(v[r * d..<(r + 1) * d])
+                let gx = g.multiplied(by: x)
+                for t in 0..<d { total += x[t] * gx[t] }
+            }
+        }
+        return total
+    }
+
+    func scalars(_ r: Result) -> [(String, JSON)] {
+        var s: [(String, JSON)] = [
+            ("rows", .int(rows)), ("weight_sum", .double(weightSum)),
+            ("rank", .int(Int64(config.rank))), ("numerical_rank", .int(Int64(r.numericalRank))),
+            ("frobenius_norm_sq", .double(r.frobeniusSq)), ("tail_energy_bound", .double(r.tailBound)),
+            ("relative_error_bound", .double(r.relativeErrorBound)), ("method", .string(config.method.rawValue)),
+            ("weyl_tail_bound", .double(r.weylTailBound)), ("rounding_margin", .double(r.roundingMargin)),
+            ("dropped_energy", .double(r.droppedEnergy)),
+            ("oversample", .int(Int64(config.oversample))), ("block_rows", .int(Int64(config.blockRows))),
+            ("columns", .int(Int64(columns))), ("center", .bool(config.center)),
+        ]
+        if config.decay < 1 { s.append(("effective_weight", .double(r.effectiveWeight))) }
+        return s
+    }
+
+    public func currentSummary() -> [(String, JSON)] {
+        guard let r = try? result() else { return [("rows", .int(rows)), ("weight_sum", .double(weightSum))] }
+        // The k values are small enough for an emit line; the vectors (k×d) are not.
+        return scalars(r) + [("singular_values", .array(r.singularValues.map { .double($0) }))]
+    }
+
+    public mutating func finish() throws(EngineError) -> OperatorOutput {
+        let r = try result()
+        let k = config.rank, d = columns
+        var arrays = [NamedArray("singular_values", shape: [k], float64: r.singularValues),
+                      NamedArray("right_vectors", shape: [k, d], float64: r.rightVectors)]
+        if let m = r.mean {
+            let w = r.effectiveWeight
+            let ev = r.singularValues.map { w > 1 ? $0 * $0 / (w - 1) : .nan }
+            let total = w > 1 ? r.frobeniusSq / (w - 1) : .nan
+            arrays.append(NamedArray("mean", shape: [d], float64: m))
+            arrays.append(NamedArray("explained_variance", shape: [k], float64: ev))
+            arrays.append(NamedArray("explained_variance_ratio", shape: [k], float64: ev.map { total > 0 ? $0 / total : .nan }))
+        }
+        return OperatorOutput(arrays: arrays, summary: scalars(r))
+    }
+
+    // MARK: state
+
+    public func encodeState() -> [UInt8] {
+        var w = BinaryWriter()
+        w.u64(UInt64(columns)); w.u64(UInt64(config.rank)); w.u64(UInt64(sketchSize))
+        w.u8(config.method == .gram ? 1 : 0); w.u64(UInt64(config.blockRows)); w.bool(config.center); w.f64(config.decay)
+        w.i64(rows); w.f64(weightSum); w.f64(effectiveWeight); w.f64(frob); w.f64(frobComp); w.f64(margin); w.i64(blocks)
+        w.f64s(topMasses)
+        w.bool(hasShift); w.f64s(shift); w.f64s(mean); w.f64(meanError)
+        if let sk = sketch { w.f64s(sk.values); w.f64s(sk.basis) } else { w.f64s(gram) }
+        w.u64(UInt64(blockCount))
+        w.f64s(Array(blockX[0..<blockCount * columns])); w.f64s(Array(blockW[0..<blockCount]))
+        return w.bytes
+    }
+
+    public init(config: TruncatedSVDConfig, columns d: Int, state: [UInt8], context: String) throws(EngineError) {
+        self.init(config: config, columns: d)
+        var r = BinaryReader(state, context: context)
+        let c = Int(exactly: try r.u64()) ?? -1, k = Int(exactly: try r.u64()) ?? -1, kp = Int(exactly: try r.u64()) ?? -1
+        let m = try r.u8(), b = Int(exactly: try r.u64()) ?? -1, center = try r.bool(), decay = try r.f64()
+        guard c == d, k == config.rank, kp == sketchSize, m == (config.method == .gram ? 1 : 0), b == config.blockRows,
+              center == config.center, decay == config.decay else {
+            throw .data(context, "truncated-svd state was written for \(c) columns, rank \(k), sketch \(kp), method \(m == 1 ? "gram" : "incremental"), block_rows \(b); expected \(d), \(config.rank), \(sketchSize), \(config.method.rawValue), \(config.blockRows)")
+        }
+        rows = try r.i64(); weightSum = try r.f64(); effectiveWeight = try r.f64()
+        frob = try r.f64(); frobComp = try r.f64(); margin = try r.f64(); blocks = try r.i64()
+        topMasses = try r.f64s()
+        hasShift = try r.bool(); shift = try r.f64s(); mean = try r.f64s(); meanError = try r.f64()
+        let cd = config.center ? d : 0
+        let scalarsOK = [weightSum, effectiveWeight, frob, margin, meanError].allSatisfy { $0.isFinite && $0 >= 0 } && frobComp.isFinite
+        guard topMasses.count <= k, shift.count == cd, mean.count == cd, rows >= 0, blocks >= 0, scalarsOK,
+              (topMasses + shift + mean).allSatisfy(\.isFinite) else {
+            throw .data(context, "truncated-svd state is inconsistent (negative or non-finite totals, or wrong lengths)")
+        }
+        if config.method == .incremental {
+            let values = try r.f64s(), basis = try r.f64s()
+            guard values.count <= kp, basis.count == values.count * d, values.allSatisfy({ $0 >= 0 && $0.isFinite }),
+                  basis.allSatisfy(\.isFinite) else {
+                throw .data(context, "truncated-svd state is inconsistent (sketch of \(values.count) values, \(basis.count) basis entries)")
+            }
+            let maxBlock = max(config.blockRows, sketchSize) + 1
+            sketch = SubspaceSketch(dimension: d, capacity: sketchSize, maxBlock: maxBlock, basis: basis, values: values)
+        } else {
+            gram = try r.f64s()
+            guard gram.count == d * d, gram.allSatisfy(\.isFinite) else {
+                throw .data(context, "truncated-svd state is inconsistent (Gram of \(gram.count) entries)")
+            }
+        }
+        blockCount = Int(exactly: try r.u64()) ?? -1
+        let bx = try r.f64s(), bw = try r.f64s()
+        guard blockCount >= 0, blockCount < config.blockRows, bx.count == blockCount * d, bw.count == blockCount else {
+            throw .data(context, "truncated-svd state is inconsistent (open block of \(blockCount) rows)")
+        }
+        for i in 0..<bx.count { blockX[i] = bx[i] }
+        for i in 0..<bw.count { blockW[i] = bw[i] }
+        guard r.remaining == 0 else { throw .data(context, "truncated-svd state has \(r.remaining) trailing bytes") }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
