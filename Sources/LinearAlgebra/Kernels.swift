@@ -62,6 +62,16 @@ public enum BlockKernels {
         cblas_dsymv(CblasRowMajor, CblasUpper, Int32(n), 1, c, Int32(n), x, 1, beta, y, 1)
     }
 
+    /// Scales every column of a row-major `rows × cols` matrix to unit norm (dnrm2 + dscal with stride
+    /// `cols`); a zero or non-finite column is left as it is.
+    public static func normalizeColumns(_ v: UnsafeMutablePointer<Double>, rows: Int, cols: Int) {
+        if rows == 0 { return }
+        for c in 0..<cols {
+            let norm = cblas_dnrm2(Int32(rows), v + c, Int32(cols))
+            if norm > 0 && norm.isFinite { cblas_dscal(Int32(rows), 1 / norm, v + c, Int32(cols)) }
+        }
+    }
+
     /// y (n) += Xᵀ v for a row-major `rows × n` block X (dgemv).
     public static func gemvTransposedAccumulate(_ x: UnsafePointer<Double>, rows: Int, n: Int,
                                                 v: UnsafePointer<Double>, into y: UnsafeMutablePointer<Double>) {

@@ -626,6 +626,9 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
     var chunk: [Double]
     var chunkW: [Double]
     var chunkCount = 0
+    /// Scratch (not state): P = A_c V.
+    var p = [Double](repeating: 0, count: OjaTopEigenvector.chunkRows * OjaTopEigenvector.copies)
+    let gammas = (0..<OjaTopEigenvector.copies).map { OjaTopEigenvector.gamma($0) }
 
     public init(columns: Int, rowsKnown: Int64?, seed: UInt64, shard: Int64, purpose: UInt32) {
         let d = columns, k = OjaTopEigenvector.copies
@@ -676,37 +679,33 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
     /// One chunk of `count` rows (weights in `chunkW`): scores, then the Oja update of every copy.
     mutating func process(_ a: UnsafePointer<Double>, count: Int) {
         let d = columns, k = OjaTopEigenvector.copies
-        var q = [Double](repeating: 0, count: count)
+        var qmax = 0.0
         for i in 0..<count {
-            q[i] = chunkW[i] * BlockKernels.dot(a + i * d, a + i * d, n: d)
-            massSum += q[i]
+            let q = chunkW[i] * BlockKernels.dot(a + i * d, a + i * d, n: d)
+            massSum += q
+            qmax = max(qmax, q)
         }
         processed += Int64(count)
         let mu = massSum / Double(processed)
-        var p = [Double](repeating: 0, count: count * k)
-        v.withUnsafeBufferPointer { vp in
-            p.withUnsafeMutableBufferPointer { pp in BlockKernels.gemm(a, rows: count, n: d, vp.baseAddress!, cols: k, into: pp.baseAddress!) }
-        }
-        for i in 0..<count {
-            let w = chunkW[i]
-            for c in 0..<k { scoreCur[c] += w * p[i * k + c] * p[i * k + c] }
-            weightCur += w
-        }
-        if mu > 0 && mu.isFinite {
-            for i in 0..<count {
-                rhoMax = max(rhoMax, q[i] / mu)
-                for c in 0..<k { p[i * k + c] *= chunkW[i] * OjaTopEigenvector.gamma(c) / mu }
-            }
-            p.withUnsafeBufferPointer { pp in
-                v.withUnsafeMutableBufferPointer { vp in
-                    BlockKernels.gemmTransposedAccumulate(a, rows: count, n: d, pp.baseAddress!, cols: k, into: vp.baseAddress!)
+        let w = chunkW
+        v.withUnsafeMutableBufferPointer { vp in
+            p.withUnsafeMutableBufferPointer { pp in
+                BlockKernels.gemm(a, rows: count, n: d, UnsafePointer(vp.baseAddress!), cols: k, into: pp.baseAddress!)
+                scoreCur.withUnsafeMutableBufferPointer { sc in
+                    for i in 0..<count {
+                        for c in 0..<k { let x = pp[i * k + c]; sc[c] += w[i] * x * x }
+                    }
                 }
+                guard mu > 0 && mu.isFinite else { return }
+                for i in 0..<count {
+                    for c in 0..<k { pp[i * k + c] *= w[i] * gammas[c] / mu }
+                }
+                BlockKernels.gemmTransposedAccumulate(a, rows: count, n: d, UnsafePointer(pp.baseAddress!), cols: k, into: vp.baseAddress!)
+                BlockKernels.normalizeColumns(vp.baseAddress!, rows: d, cols: k)
             }
-            var norms = [Double](repeating: 0, count: k)
-            for j in 0..<d { for c in 0..<k { norms[c] += v[j * k + c] * v[j * k + c] } }
-            for c in 0..<k { norms[c] = norms[c] > 0 && norms[c].isFinite ? 1 / norms[c].squareRoot() : 1 }
-            for j in 0..<d { for c in 0..<k { v[j * k + c] *= norms[c] } }
         }
+        for i in 0..<count { weightCur += w[i] }
+        if mu > 0 && mu.isFinite { rhoMax = max(rhoMax, qmax / mu) }
         if OjaTopEigenvector.isEpochEnd(processed) {
             scorePrev = scoreCur
             weightPrev = weightCur
