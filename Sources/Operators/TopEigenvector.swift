@@ -90,13 +90,15 @@ public enum TopEigenvector {
 /// paper's T·y when blocks are equal and all rows were light, scaled to the prefix in earlier blocks so that
 /// the light estimate and the heavy rows seen so far describe the same prefix of the stream.
 /// Block sizes need n: `rowsKnown` when the input gives it (npy shape, raw file size, zstd content size);
-/// otherwise, and for rows beyond a wrong n, doubling epochs: epoch j has E₀·2ʲ rows (E₀ = T·max(64, d)) cut
-/// into T equal blocks; the vector carries over, so each epoch adds T power steps with blocks twice as large
-/// as the last. At the end of the stream an unfinished block is used for a last step when it holds at least
-/// half its planned rows (or no step was taken yet); otherwise the vector of the last complete block is the
-/// answer (it was computed from the largest blocks so far). When every row was heavy (n ≤ d·ℓ² or a heavy
-/// stream) the kept rows are the whole matrix and the answer is LAPACK's (dsyevd), exact.
-///
+/// otherwise, and for rows beyond a wrong n, doubling epochs: epoch j has E₀·2ʲ rows (E₀ = 64·T) cut into T
+/// equal blocks, the vector carries over (so every epoch adds T power steps, with blocks twice as large as
+/// the last epoch's), and the heavy threshold is fixed per epoch with N = the epoch's end — 0 in the first
+/// epoch, which keeps every row — and kept rows that fall below a new epoch's threshold are demoted to the
+/// light rows (see `startEpoch`). At the end of the stream an unfinished block is used for a last step when
+/// it holds at least half its planned rows (or no step was taken yet); otherwise the vector of the last
+/// complete block — computed from the largest blocks so far — is the answer. When every row was kept (short
+/// streams: with n known, every w‖a‖² ≥ (n/(d·ℓ²))·mean, e.g. n ≪ d·ℓ² and rows of similar norm; n unknown,
+/// inside the first epoch) the kept rows are the whole matrix and the answer is LAPACK's (dsyevd): exact.
 /// Guarantee (random order, gap R = σ₁²/σ₂² = Ω(1)): correlation ⟨v, v₁⟩² ≥ 1 − O(1/√R) with constant
 /// probability (Theorem 1.1). On Gaussian spectrum data the error 1 − ⟨v, v₁⟩² measured ≈ 5·10⁻⁴·(10⁵/n)/R
 /// (the last block's sampling noise), i.e. it falls like 1/R. `eigenvalue` is the Rayleigh quotient of the
@@ -107,8 +109,8 @@ public enum TopEigenvector {
 /// a check, not a proof), nor a certified error bound. Not mergeable (Price & Xun: a mergeable summary needs
 /// R = Ω̃(√d) at Õ(d) space).
 /// Cost per row: O(d) (a norm, and the row's share of two dgemv per fixed chunk); O(h·d) per block end.
-/// Memory: O(min(h, d)·d + d) — heavy rows as rows until there are d of them, then as HᵀH (d×d); capped at
-/// `heavy_memory_mb`, beyond which further heavy rows are treated as light and counted in `heavy_overflow`.
+/// Memory: O(h·d + d) — kept rows as rows while they fit `heavy_memory_mb`, then as HᵀH (d×d) when that fits;
+/// beyond, further heavy rows are treated as light and counted in `heavy_overflow`.
 public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     public static func == (a: RandomOrderTopEigenvector, b: RandomOrderTopEigenvector) -> Bool {
         a.encodeState() == b.encodeState()
@@ -120,8 +122,9 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     /// N, when the input says how many rows it has.
     public let rowsKnown: Int64?
     let heavyDenominator: Double
-    /// Rows kept as rows before switching to HᵀH (d), or the memory cap when HᵀH would not fit.
-    let heavyCapRows: Int
+    /// Kept rows the memory budget holds (d numbers, q and w each).
+    let budgetRows: Int
+    /// HᵀH (d×d) fits the budget.
     let gramAllowed: Bool
     /// Rows per fixed chunk: the unit of the two dgemv calls (≈ 512 KiB of rows).
     let chunkRows: Int
@@ -160,12 +163,19 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     var lastLightWeight = 0.0
     var lastChange = Double.nan
 
-    // Heavy rows: √w-scaled rows (row-major), or the upper triangle of HᵀH.
+    // Heavy rows: √w-scaled rows (row-major) with each row's w‖a‖² and w, or the upper triangle of HᵀH.
     var heavyCount: Int64 = 0
     var heavyOverflow: Int64 = 0
+    var heavyDemoted: Int64 = 0
     var heavyAsGram = false
     var heavyRows: [Double] = []
+    var heavyQ: [Double] = []
+    var heavyW: [Double] = []
     var heavyGram: [Double] = []
+    /// The threshold of the current doubling epoch (fixed for the epoch, never decreasing), and the block whose
+    /// first row set it (epochs start when their first row arrives, not when the previous block closes).
+    var epochTau = 0.0
+    var epochBlock = -1
 
     // The open chunk: rows copied when a chunk spans batches, and each row's coefficient (w, 0 if heavy).
     var chunk: [Double]
@@ -180,6 +190,8 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         var mass2: Double
         var lightDot: Double
         var lightWeight: Double
+        /// A power step was taken with this block (an unfinished last block may not be).
+        var stepped: Bool
     }
     var stats: [BlockStat] = []
 
@@ -191,9 +203,9 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         heavyDenominator = TopEigenvector.heavyDenominator(columns: d)
         let budget = max(1, heavyMemoryMB) << 20
         gramAllowed = d * d * 8 <= budget
-        heavyCapRows = gramAllowed ? d : max(1, budget / (8 * max(1, d)))
+        budgetRows = max(1, budget / (8 * (d + 2)))
         chunkRows = max(16, min(1024, 65536 / max(1, d)))
-        epochBase = Int64(self.blocks) * Int64(max(64, d))
+        epochBase = Int64(self.blocks) * 64
         self.seed = seed
         self.shard = shard
         self.purpose = purpose
@@ -208,6 +220,9 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     }
 
     // MARK: schedule
+
+    /// Whether block k belongs to the doubling schedule (n unknown, or rows beyond a known n).
+    func isDoubling(_ k: Int) -> Bool { rowsKnown == nil || k >= blocks }
 
     /// Block k's rows and the stream length N the heavy threshold assumes while it is open.
     func blockRange(_ k: Int) -> (start: Int64, end: Int64, nref: Int64) {
@@ -226,12 +241,41 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         return (start + (i * len) / t, start + ((i + 1) * len) / t, start + len)
     }
 
-    /// Moves to the next non-empty block.
+    /// Moves to the next non-empty block; a doubling epoch's first block fixes the epoch's threshold.
     mutating func advanceBlock() {
         repeat {
             block += 1
             (blockStart, blockEnd, blockNref) = blockRange(block)
         } while blockEnd <= blockStart
+    }
+
+    /// Whether block k opens a doubling epoch.
+    func opensEpoch(_ k: Int) -> Bool { isDoubling(k) && (rowsKnown == nil ? k : k - blocks) % blocks == 0 }
+
+    /// A doubling epoch's threshold, F̂²/(d·ℓ²) with N = the epoch's end, fixed for the whole epoch (0 for
+    /// the first, which then keeps every row) and never lower than the last. Kept rows now below it are
+    /// *demoted*: dropped from H and counted with the light rows, so that the light rows of the prefix are
+    /// exactly its rows with w‖a‖² below the current threshold — the population the block's light rows
+    /// sample. (Without this, rows kept under an earlier, lower threshold would count twice: exactly, and
+    /// through the light estimate; that biased σ₁² by ~10% at n = 2·10⁴.) In the HᵀH form rows cannot be
+    /// taken out, so from the switch on that bias returns (limited to rows kept after the switch).
+    mutating func startEpoch() {
+        guard rows > 0 else { return }
+        let rate = winsorMass / Double(rows)
+        epochTau = max(epochTau, (Double(blockNref) * rate + excessMass) / heavyDenominator)
+        guard !heavyAsGram, heavyQ.contains(where: { $0 < epochTau }) else { return }
+        let d = columns
+        var rowsOut: [Double] = [], qOut: [Double] = [], wOut: [Double] = []
+        for i in 0..<heavyQ.count {
+            if heavyQ[i] < epochTau {
+                lightWeight += heavyW[i]
+                heavyCount -= 1
+                heavyDemoted += 1
+            } else {
+                rowsOut.append(contentsOf: heavyRows[i * d..<(i + 1) * d]); qOut.append(heavyQ[i]); wOut.append(heavyW[i])
+            }
+        }
+        heavyRows = rowsOut; heavyQ = qOut; heavyW = wOut
     }
 
     // MARK: update
@@ -240,6 +284,10 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         let d = columns
         var r = 0
         while r < batch.count {
+            if epochBlock != block && opensEpoch(block) {
+                startEpoch()
+                epochBlock = block
+            }
             let pos = rows
             let segStart = max(blockStart, (pos / Int64(chunkRows)) * Int64(chunkRows))
             let segEnd = min(blockEnd, (pos / Int64(chunkRows) + 1) * Int64(chunkRows))
@@ -286,12 +334,16 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
             // n × (mean w‖a‖² so far), the mean winsorised at 8× itself: a huge early row scaled by n/rows
             // would otherwise raise the threshold above itself and hide; its excess counts once, exactly.
             let rate = winsorMass / Double(before)
-            heavy = q >= (Double(blockNref) * rate + excessMass) / heavyDenominator
+            if isDoubling(block) {
+                heavy = q >= epochTau
+            } else {
+                heavy = q >= (Double(blockNref) * rate + excessMass) / heavyDenominator
+            }
             let kept = min(q, TopEigenvector.winsorFactor * rate)
             winsorMass += kept
             excessMass += q - kept
         }
-        if heavy && keepHeavy(a, weight: w) {
+        if heavy && keepHeavy(a, weight: w, q: q) {
             heavyCount += 1
             return 0
         }
@@ -301,28 +353,30 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         return w
     }
 
-    /// Stores √w·a; false when the memory cap is reached (the row is then treated as light).
-    mutating func keepHeavy(_ a: UnsafePointer<Double>, weight w: Double) -> Bool {
+    /// Stores √w·a; false when the memory budget is full (the row is then treated as light).
+    /// As rows (with w‖a‖² and w, so they can be demoted) while they fit the budget, then as HᵀH if it fits.
+    mutating func keepHeavy(_ a: UnsafePointer<Double>, weight w: Double, q: Double) -> Bool {
         let d = columns
         if heavyAsGram {
             heavyGram.withUnsafeMutableBufferPointer { g in BlockKernels.syrUpper(w, a, n: d, into: g.baseAddress!) }
             return true
         }
-        if heavyRows.count / max(1, d) >= heavyCapRows {
+        if heavyQ.count >= budgetRows {
             guard gramAllowed else { return false }
-            // d rows kept: HᵀH (d×d) is now no larger, and Hᵀ(Hx) costs the same, so switch.
             heavyGram = [Double](repeating: 0, count: d * d)
-            let h = heavyRows.count / d
+            let h = heavyQ.count
             heavyRows.withUnsafeBufferPointer { hr in
                 heavyGram.withUnsafeMutableBufferPointer { g in BlockKernels.syrkUpper(hr.baseAddress!, rows: h, n: d, into: g.baseAddress!) }
             }
-            heavyRows = []
+            heavyRows = []; heavyQ = []; heavyW = []
             heavyAsGram = true
             heavyGram.withUnsafeMutableBufferPointer { g in BlockKernels.syrUpper(w, a, n: d, into: g.baseAddress!) }
             return true
         }
         let s = w.squareRoot()
         for j in 0..<d { heavyRows.append(s * a[j]) }
+        heavyQ.append(q)
+        heavyW.append(w)
         return true
     }
 
@@ -400,7 +454,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
 
     mutating func recordStats(stepped: Bool) {
         stats.append(BlockStat(rows: rows - blockStart, mass: blockMass, mass2: blockMass2,
-                               lightDot: stepped ? lastLightDot : 0, lightWeight: stepped ? lastLightWeight : 0))
+                               lightDot: stepped ? lastLightDot : 0, lightWeight: stepped ? lastLightWeight : 0, stepped: stepped))
         for j in 0..<columns { y[j] = 0 }
         blockLightWeight = 0; blockMass = 0; blockMass2 = 0
     }
@@ -417,7 +471,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     func eigenvalueEstimate() -> Double {
         guard steps > 0 else { return 0 }
         var dot = 0.0, lw = 0.0
-        for s in stats.suffix(eigenSteps) where s.lightWeight > 0 { dot += s.lightDot; lw += s.lightWeight }
+        for s in stats.filter(\.stepped).suffix(eigenSteps) where s.lightWeight > 0 { dot += s.lightDot; lw += s.lightWeight }
         let light = lw > 0 ? dot / lw * lightWeight : 0
         return light + TopEigenvector.dot(xPrev, heavyTimes(xPrev))
     }
@@ -457,7 +511,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
             ("rows_known", rowsKnown.map { .int($0) } ?? .null),
             ("blocks", .int(Int64(blocks))), ("schedule", .string(schedule)), ("steps", .int(Int64(steps))),
             ("heavy_rows", .int(heavyCount)), ("heavy_storage", .string(heavyAsGram ? "gram" : "rows")),
-            ("heavy_overflow", .int(heavyOverflow)),
+            ("heavy_overflow", .int(heavyOverflow)), ("heavy_demoted", .int(heavyDemoted)),
             ("exact", .bool(exact)),
             ("last_step_change", lastChange.isNaN ? .null : .double(lastChange)),
             ("order_z", .double(z)), ("order_suspect", .bool(z > TopEigenvector.orderZLimit)),
@@ -466,7 +520,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     }
 
     func openStat() -> BlockStat? {
-        rows > blockStart ? BlockStat(rows: rows - blockStart, mass: blockMass, mass2: blockMass2, lightDot: 0, lightWeight: 0) : nil
+        rows > blockStart ? BlockStat(rows: rows - blockStart, mass: blockMass, mass2: blockMass2, lightDot: 0, lightWeight: 0, stepped: false) : nil
     }
 
     public func currentSummary() -> [(String, JSON)] {
@@ -531,11 +585,12 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         w.f64s(x); w.f64s(y)
         w.f64(blockLightWeight); w.f64(blockMass); w.f64(blockMass2)
         w.u64(UInt64(steps)); w.f64s(xPrev); w.f64(lastLightDot); w.f64(lastLightWeight); w.f64(lastChange)
-        w.i64(heavyCount); w.i64(heavyOverflow); w.bool(heavyAsGram); w.f64s(heavyRows); w.f64s(heavyGram)
+        w.i64(heavyCount); w.i64(heavyOverflow); w.i64(heavyDemoted); w.bool(heavyAsGram)
+        w.f64s(heavyRows); w.f64s(heavyQ); w.f64s(heavyW); w.f64s(heavyGram); w.f64(epochTau); w.i64(Int64(epochBlock))
         w.u64(UInt64(chunkCount))
         w.f64s(Array(chunk[0..<chunkCount * columns])); w.f64s(Array(coef[0..<chunkCount]))
         w.u64(UInt64(stats.count))
-        for s in stats { w.i64(s.rows); w.f64(s.mass); w.f64(s.mass2); w.f64(s.lightDot); w.f64(s.lightWeight) }
+        for s in stats { w.i64(s.rows); w.f64(s.mass); w.f64(s.mass2); w.f64(s.lightDot); w.f64(s.lightWeight); w.bool(s.stepped) }
         return w.bytes
     }
 
@@ -558,16 +613,18 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         x = try r.f64s(); y = try r.f64s()
         blockLightWeight = try r.f64(); blockMass = try r.f64(); blockMass2 = try r.f64()
         steps = Int(try r.u64()); xPrev = try r.f64s(); lastLightDot = try r.f64(); lastLightWeight = try r.f64(); lastChange = try r.f64()
-        heavyCount = try r.i64(); heavyOverflow = try r.i64(); heavyAsGram = try r.bool()
-        heavyRows = try r.f64s(); heavyGram = try r.f64s()
+        heavyCount = try r.i64(); heavyOverflow = try r.i64(); heavyDemoted = try r.i64(); heavyAsGram = try r.bool()
+        heavyRows = try r.f64s(); heavyQ = try r.f64s(); heavyW = try r.f64s(); heavyGram = try r.f64s(); epochTau = try r.f64(); epochBlock = Int(try r.i64())
         chunkCount = Int(try r.u64())
         let ch = try r.f64s(), co = try r.f64s()
-        let ns = try r.count(elementSize: 40)
+        let ns = try r.count(elementSize: 41)
         stats = []
         for _ in 0..<ns {
-            stats.append(BlockStat(rows: try r.i64(), mass: try r.f64(), mass2: try r.f64(), lightDot: try r.f64(), lightWeight: try r.f64()))
+            stats.append(BlockStat(rows: try r.i64(), mass: try r.f64(), mass2: try r.f64(), lightDot: try r.f64(), lightWeight: try r.f64(),
+                                   stepped: try r.bool()))
         }
-        guard x.count == d, y.count == d, xPrev.count == d, heavyRows.count % max(1, d) == 0,
+        guard x.count == d, y.count == d, xPrev.count == d, heavyRows.count == heavyQ.count * d, heavyW.count == heavyQ.count,
+              heavyAsGram || heavyCount == Int64(heavyQ.count),
               heavyGram.count == (heavyAsGram ? d * d : 0), !(heavyAsGram && !heavyRows.isEmpty),
               chunkCount < chunkRows, ch.count == chunkCount * d, co.count == chunkCount,
               rows >= blockStart, rows < blockEnd, r.remaining == 0 else {

@@ -87,37 +87,61 @@ struct SpectrumData {
         b = bm
     }
 
-    /// The rows in `order` (default: as generated) as batches of `batchRows`.
+    /// The rows in `order` (default: as generated) as batches of `batchRows`. Row values do not depend on
+    /// the batching (a dgemm's rounding depends on its shape): in generation order they come from fixed
+    /// 4096-row dgemm chunks, in any other order from one dgemv per row.
     func batches(batchRows: Int, order: [Int]? = nil, weights: [Double]? = nil) -> [RowBatch] {
         var out: [RowBatch] = []
         var start = 0
-        var zb = [Double](repeating: 0, count: batchRows * m)
+        let genChunk = 4096
+        var cache = [Double](repeating: 0, count: genChunk * d)
+        var cached = -1
+        var zb = [Double](repeating: 0, count: genChunk * m)
         while start < n {
             let cnt = min(batchRows, n - start)
             var batch = RowBatch(columns: d, capacity: cnt, hasTarget: false, hasWeight: weights != nil)
             for i in 0..<cnt {
                 let r = order?[start + i] ?? start + i
-                _ = batch.appendSlot(index: Int64(r))
-                if let w = weights { batch.weights![i] = w[r] }
-            }
-            z.withUnsafeBufferPointer { zp in
-                zb.withUnsafeMutableBufferPointer { zbp in
-                    for i in 0..<cnt {
-                        let r = order?[start + i] ?? start + i
-                        (zbp.baseAddress! + i * m).update(from: zp.baseAddress! + r * m, count: m)
-                    }
+                let slot = batch.appendSlot(index: Int64(r))
+                if let w = weights { batch.weights![slot] = w[r] }
+                if let h = heavy[r] {
+                    for j in 0..<d { batch.features[slot * d + j] = h[j] }
+                    continue
                 }
-            }
-            zb.withUnsafeBufferPointer { zbp in
-                b.storage.withUnsafeBufferPointer { bp in
-                    batch.features.withUnsafeMutableBufferPointer { f in
-                        BlockKernels.gemm(zbp.baseAddress!, rows: cnt, n: m, bp.baseAddress!, cols: d, into: f.baseAddress!)
+                if order == nil {
+                    let c = r / genChunk
+                    if c != cached {
+                        let rowsIn = min(genChunk, n - c * genChunk)
+                        z.withUnsafeBufferPointer { zp in
+                            zb.withUnsafeMutableBufferPointer { zbp in
+                                zbp.baseAddress!.update(from: zp.baseAddress! + c * genChunk * m, count: rowsIn * m)
+                            }
+                        }
+                        zb.withUnsafeBufferPointer { zbp in
+                            b.storage.withUnsafeBufferPointer { bp in
+                                cache.withUnsafeMutableBufferPointer { cp in
+                                    BlockKernels.gemm(zbp.baseAddress!, rows: rowsIn, n: m, bp.baseAddress!, cols: d, into: cp.baseAddress!)
+                                }
+                            }
+                        }
+                        cached = c
                     }
-                }
-            }
-            if !heavy.isEmpty {
-                for i in 0..<cnt {
-                    if let h = heavy[Int(batch.indices[i])] { for j in 0..<d { batch.features[i * d + j] = h[j] } }
+                    let off = (r - c * genChunk) * d
+                    cache.withUnsafeBufferPointer { cp in
+                        batch.features.withUnsafeMutableBufferPointer { f in
+                            (f.baseAddress! + slot * d).update(from: cp.baseAddress! + off, count: d)
+                        }
+                    }
+                } else {
+                    z.withUnsafeBufferPointer { zp in
+                        b.storage.withUnsafeBufferPointer { bp in
+                            batch.features.withUnsafeMutableBufferPointer { f in
+                                let dst = f.baseAddress! + slot * d
+                                for j in 0..<d { dst[j] = 0 }
+                                BlockKernels.gemvTransposedAccumulate(bp.baseAddress!, rows: m, n: d, v: zp.baseAddress! + r * m, into: dst)
+                            }
+                        }
+                    }
                 }
             }
             out.append(batch)
