@@ -54,7 +54,8 @@ import Testing
 @Suite(.serialized) struct CheckpointTests {
     let dir = temporaryDirectory("ckpt")
     let files = ["m/mean.npy", "m/variance.npy", "m/summary.json", "m/state.bin",
-                 "g/gram.npy", "g/xty.npy", "g/solution.npy", "g/summary.json", "g/state.bin", "quarantine.txt"]
+                 "g/gram.npy", "g/xty.npy", "g/solution.npy", "g/summary.json", "g/state.bin", "quarantine.txt",
+                 "t/vector.npy", "t/summary.json", "o/vector.npy", "o/summary.json"]
 
     /// A pipeline with every operator present in this build, bad rows quarantined, checkpoints every 3000
     /// rows (batches of 1000), on 150,000 rows of CSV.
@@ -75,6 +76,8 @@ import Testing
         operators:
           - { id: m, op: moments }
           - { id: g, op: gram, params: { solve: ridge, lambda: 0.5 } }
+          - { id: t, op: top-eigenvector }
+          - { id: o, op: top-eigenvector, params: { variant: oja } }
         checkpoint: { every_rows: 3000, keep: 2 }
         """)
         let reference = dir + "/reference"
