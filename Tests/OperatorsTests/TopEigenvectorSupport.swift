@@ -92,6 +92,13 @@ struct SpectrumData {
     /// 4096-row dgemm chunks, in any other order from one dgemv per row.
     func batches(batchRows: Int, order: [Int]? = nil, weights: [Double]? = nil) -> [RowBatch] {
         var out: [RowBatch] = []
+        forEachBatch(batchRows: batchRows, order: order, weights: weights) { out.append($0) }
+        return out
+    }
+
+    /// The same batches, one at a time (so a test holds one batch, not the whole matrix: the test process's
+    /// peak RSS is inherited by the binaries other tests spawn, and RobustnessTests bounds theirs).
+    func forEachBatch(batchRows: Int, order: [Int]? = nil, weights: [Double]? = nil, _ body: (RowBatch) throws -> Void) rethrows {
         var start = 0
         let genChunk = 4096
         var cache = [Double](repeating: 0, count: genChunk * d)
@@ -144,10 +151,9 @@ struct SpectrumData {
                     }
                 }
             }
-            out.append(batch)
+            try body(batch)
             start += cnt
         }
-        return out
     }
 
     /// AᵀA in float64: Bᵀ(ZᵀZ)B over the non-planted rows, plus Σ planted h hᵀ.

@@ -41,9 +41,9 @@ import Testing
             let r = Double(1 << k)
             let data = SpectrumData(copying: base, gap: r)
             let ref = topEigen(data.gram())
-            let bs = data.batches(batchRows: 8192)
-            let (_, out) = try runOp(randomOrder(columns: d, rowsKnown: Int64(n), seed: 1), bs)
-            let (_, oo) = try runOp(oja(columns: d, seed: 1), bs)
+            var ro = randomOrder(columns: d, rowsKnown: Int64(n), seed: 1), oj = oja(columns: d, seed: 1)
+            try data.forEachBatch(batchRows: 8192) { b in try ro.update(b); try oj.update(b) }
+            let out = try ro.finish(), oo = try oj.finish()
             let e = eigError(vectorOf(out), ref.v1), eo = eigError(vectorOf(oo), ref.v1)
             errs.append((r, e, eo))
             #expect(e <= Self.bound(d: d, oja: false) / r.squareRoot(), "random-order d=\(d) R=\(r): err \(e)")
