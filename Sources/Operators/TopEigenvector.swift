@@ -181,6 +181,8 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     var chunk: [Double]
     var coef: [Double]
     var chunkCount = 0
+    /// ⟨a, x⟩ per chunk row (scratch, not state).
+    var scratch: [Double]
 
     /// Closed blocks' statistics: rows, Σ w‖a‖² and Σ (w‖a‖²)² over all their rows (the order check), and
     /// the step's light Rayleigh part ⟨x, y⟩ with its light weight (the eigenvalue estimate).
@@ -214,6 +216,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         y = [Double](repeating: 0, count: d)
         chunk = [Double](repeating: 0, count: chunkRows * d)
         coef = [Double](repeating: 0, count: chunkRows)
+        scratch = coef
         (blockStart, blockEnd, blockNref) = (0, 0, 0)
         block = -1
         advanceBlock()
@@ -383,14 +386,13 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     /// y += Σ coef_i ⟨a_i, x⟩ a_i over `count` rows at `a` (coefficients in `coef[0..<count]`): two dgemv.
     mutating func accumulate(_ a: UnsafePointer<Double>, count: Int) {
         let d = columns
-        var p = [Double](repeating: 0, count: count)
         x.withUnsafeBufferPointer { xp in
-            p.withUnsafeMutableBufferPointer { pp in BlockKernels.gemvRows(a, rows: count, n: d, v: xp.baseAddress!, into: pp.baseAddress!) }
-        }
-        for i in 0..<count { p[i] *= coef[i] }
-        p.withUnsafeBufferPointer { pp in
-            y.withUnsafeMutableBufferPointer { yp in
-                BlockKernels.gemvTransposedAccumulate(a, rows: count, n: d, v: pp.baseAddress!, into: yp.baseAddress!)
+            scratch.withUnsafeMutableBufferPointer { pp in
+                BlockKernels.gemvRows(a, rows: count, n: d, v: xp.baseAddress!, into: pp.baseAddress!)
+                for i in 0..<count { pp[i] *= coef[i] }
+                y.withUnsafeMutableBufferPointer { yp in
+                    BlockKernels.gemvTransposedAccumulate(a, rows: count, n: d, v: UnsafePointer(pp.baseAddress!), into: yp.baseAddress!)
+                }
             }
         }
     }
