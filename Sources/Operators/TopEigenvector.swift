@@ -77,14 +77,14 @@ public enum TopEigenvector {
 }
 
 /// The top eigenvector v₁ of AᵀA over a stream in uniformly random order: Kacham & Woodruff, "Approximating
-/// the Top Eigenvector in Random Order Streams" (NeurIPS 2024, arXiv 2412.11963), the block power method of
-/// their §3 with heavy rows kept exactly.
+/// the Top Eigenvector in Random Order Streams" (NeurIPS 2024, arXiv 2412.11963): their block power method
+/// over a random-order stream, heavy rows kept exactly (without the optional row-norm sampling of light rows).
 ///
 /// Algorithm. A row is *heavy* when w‖a‖² ≥ F̂²/(d·ℓ²), ℓ = max(1, log₂ d), with F̂² a running estimate of
 /// ‖A‖_F²: N × (mean w‖a‖² of the rows before it), each row's share of the mean capped at 8× the mean so far
 /// and the excess above the cap added once (so one huge early row cannot lift the threshold above itself);
 /// N is the expected stream length. The first row is always kept.
-/// Heavy rows are kept exactly (as rows, or as HᵀH once there are d of them); light rows fill `blocks`
+/// Heavy rows are kept exactly (as rows while they fit the memory budget, then as HᵀH); light rows fill `blocks`
 /// consecutive blocks (T), cut at fixed row positions; inside a block y += w⟨a, x⟩a with x fixed, and at the
 /// block's end x ← normalize(s·y + Hᵀ(Hx)), s = (light weight so far)/(light weight of the block) — the
 /// paper's T·y when blocks are equal and all rows were light, scaled to the prefix in earlier blocks so that
@@ -100,13 +100,13 @@ public enum TopEigenvector {
 /// streams: with n known, every w‖a‖² ≥ (n/(d·ℓ²))·mean, e.g. n ≪ d·ℓ² and rows of similar norm; n unknown,
 /// inside the first epoch) the kept rows are the whole matrix and the answer is LAPACK's (dsyevd): exact.
 /// Guarantee (random order, gap R = σ₁²/σ₂² = Ω(1)): correlation ⟨v, v₁⟩² ≥ 1 − O(1/√R) with constant
-/// probability (Theorem 1.1). On Gaussian spectrum data the error 1 − ⟨v, v₁⟩² measured ≈ 5·10⁻⁴·(10⁵/n)/R
-/// (the last block's sampling noise), i.e. it falls like 1/R. `eigenvalue` is the Rayleigh quotient of the
-/// vector entering the last step under that step's estimate of AᵀA (light part scaled to the whole stream,
-/// heavy part exact): an estimate of σ₁², low by ≈ σ₁²·(1 − ⟨x, v₁⟩²).
+/// probability (the paper's main result). On Gaussian spectrum data the error 1 − ⟨v, v₁⟩² measured
+/// ≈ 5·10⁻⁴·(10⁵/n)/R (the last block's sampling noise), i.e. it falls like 1/R. `eigenvalue`: the light
+/// Rayleigh quotients ⟨x_t, y_t⟩ of the last ⌈T/3⌉ steps per unit light weight, times the stream's light
+/// weight, plus x_prevᵀHᵀHx_prev exactly — an estimate of σ₁² (sampling error ~√(6/n) relative).
 /// Not promised: anything when the order is not random (adversarial orders can give an arbitrary vector;
-/// `order_suspect` flags block means of ‖a‖² or heavy-row counts that a random order would not produce —
-/// a check, not a proof), nor a certified error bound. Not mergeable (Price & Xun: a mergeable summary needs
+/// `order_suspect` flags groups of consecutive rows whose mean ‖a‖² a random order would not produce — a
+/// check, not a proof), nor a certified error bound (`last_step_change`, 1 − ⟨x_prev, x⟩², tracks convergence). Not mergeable (Price & Xun: a mergeable summary needs
 /// R = Ω̃(√d) at Õ(d) space).
 /// Cost per row: O(d) (a norm, and the row's share of two dgemv per fixed chunk); O(h·d) per block end.
 /// Memory: O(h·d + d) — kept rows as rows while they fit `heavy_memory_mb`, then as HᵀH (d×d) when that fits;
@@ -637,9 +637,9 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     }
 }
 
-/// Oja's rule with a fixed learning rate (Price & Xun, "Spectral Guarantees for Adversarial Streaming PCA",
-/// FOCS 2024), run as `copies` = 12 copies on a geometric grid of learning rates, because the right rate
-/// depends on the unknown spectrum and n.
+/// Oja's rule with a fixed learning rate as analysed by Price & Xun (FOCS 2024) for arbitrary-order streams,
+/// run as `copies` = 12 copies on a geometric grid of learning rates, because the right rate depends on the
+/// unknown spectrum and n.
 ///
 /// Algorithm. Copy k keeps a unit vector v_k and a rate γ_k = 2^(−4−2k) relative to the mean squared row
 /// norm μ (running: Σ w‖a‖² / rows so far), η_k = γ_k/μ — so γ from 1/16 down to 2^(−26) covers streams
@@ -655,7 +655,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
 /// R = σ₁²/σ₂² = Ω(log² d) and every row satisfies η‖a‖² ≤ O(1) for the chosen η. `step_warning` is set
 /// when the winner's largest η‖a‖² exceeded 1/4 — a heavy row can then rotate the vector arbitrarily.
 /// Not promised: anything at small gaps — Kacham & Woodruff give random-order instances with
-/// R = Θ(log d / log log d) where every fixed η fails; the tests include such an instance.
+/// R = Θ(log d / log log d) where every fixed η fails; the tests include an instance in that regime (ours).
 /// Cost per row: O(K·d) at BLAS-3 speed (two dgemm per chunk). Memory: O(K·d + 16·d).
 public struct OjaTopEigenvector: StreamOperator, Equatable {
     public static func == (a: OjaTopEigenvector, b: OjaTopEigenvector) -> Bool { a.encodeState() == b.encodeState() }
