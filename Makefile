@@ -32,9 +32,11 @@ demo: build
 	@grep '"beta"' Fixtures/quickstart/truth.json
 	@echo "Outputs are plain .npy files: python3 -c \"import numpy; print(numpy.load('/tmp/rowflow-demo/ridge/solution.npy'))\""
 
-# Builds the debug binary the end-to-end tests drive, then runs every test.
+# Builds the debug binary the end-to-end tests drive, then runs every test. OpenBLAS single-threaded, as the
+# binary runs it: tests run in parallel and share one BLAS thread pool, and a thread count changing under a
+# test would change the last bits that its byte-identity checks compare.
 test: debug
-	$(SWIFT) test
+	OPENBLAS_NUM_THREADS=1 $(SWIFT) test
 
 bench: build
 	$(MAKE) -C Benchmarks run
@@ -51,7 +53,7 @@ fuzz: deps
 record-fixtures: debug
 	@for p in Pipelines/*.yaml; do n=$$(basename $$p .yaml); in=$$(ls Fixtures/$$n/input.* | head -1); \
 	  rm -rf Fixtures/$$n/expected; .build/debug/rowflow run $$p --input $$in --out Fixtures/$$n/expected --progress never || exit 1; \
-	  rm -f Fixtures/$$n/expected/run.json Fixtures/$$n/expected/*/state.bin; done; git status --short Fixtures
+	  rm -rf Fixtures/$$n/expected/run.json Fixtures/$$n/expected/*/state.bin Fixtures/$$n/expected/checkpoints Fixtures/$$n/expected/rowstore; done; git status --short Fixtures
 
 clean:
 	rm -rf .build

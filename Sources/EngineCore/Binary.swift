@@ -17,7 +17,15 @@ public struct BinaryWriter: Sendable {
     /// A length-prefixed (u64) blob.
     public mutating func blob(_ b: [UInt8]) { u64(UInt64(b.count)); raw(b) }
     /// A length-prefixed (u64 count) float64 array.
-    public mutating func f64s(_ a: [Double]) { u64(UInt64(a.count)); for v in a { f64(v) } }
+    public mutating func f64s(_ a: [Double]) {
+        u64(UInt64(a.count))
+        #if _endian(little)
+        // The in-memory bytes already are the little-endian encoding: one copy, not 8 appends per value.
+        a.withUnsafeBytes { bytes.append(contentsOf: $0) }
+        #else
+        for v in a { f64(v) }
+        #endif
+    }
     public mutating func i64s(_ a: [Int64]) { u64(UInt64(a.count)); for v in a { i64(v) } }
 }
 
@@ -75,9 +83,16 @@ public struct BinaryReader: Sendable {
     public mutating func blob() throws(EngineError) -> [UInt8] { Array(try take(try count(elementSize: 1))) }
     public mutating func f64s() throws(EngineError) -> [Double] {
         let n = try count(elementSize: 8)
+        #if _endian(little)
+        let raw = try take(n * 8)
+        var a = [Double](repeating: 0, count: n)
+        a.withUnsafeMutableBytes { dst in raw.withUnsafeBytes { dst.copyMemory(from: $0) } }
+        return a
+        #else
         var a = [Double](repeating: 0, count: n)
         for i in 0..<n { a[i] = try f64() }
         return a
+        #endif
     }
     public mutating func i64s() throws(EngineError) -> [Int64] {
         let n = try count(elementSize: 8)

@@ -14,13 +14,16 @@
 ///    119     4  row stores (u32), each: input id (u32 len + UTF-8), rows (u64), spill file bytes (u64)
 ///      …     4  operators (u32), each: id, kind (u32 len + UTF-8 each), state version (u16),
 ///               state (u64 len + bytes)
+///      …     8  (version ≥ 2) the source shuffle buffer's state (u64 len + bytes; empty without shuffle)
 ///      …     4  CRC-32C of every byte before it
 /// ```
+/// Version 1 files (no shuffle section) are still read.
 /// Decoding checks, in order: length, magic, format version, checksum — each failure its own message — and
 /// only then parses fields, every one bounds-checked.
 public struct Checkpoint: Sendable, Equatable {
     public static let magic: [UInt8] = Array("RFCKPT01".utf8)
-    public static let formatVersion: UInt16 = 1
+    public static let formatVersion: UInt16 = 2
+    public static let readableVersions: ClosedRange<UInt16> = 1...2
 
     public struct Store: Sendable, Equatable {
         public var input: String
@@ -50,14 +53,17 @@ public struct Checkpoint: Sendable, Equatable {
     public var finishIndex: UInt32
     public var stores: [Store]
     public var operators: [OperatorState]
+    /// The `source.shuffle` buffer (rows taken from the source but not yet passed on); empty when off.
+    public var shuffle: [UInt8]
 
     public init(manifestSHA256: [UInt8], seed: UInt64, shard: Int64, finishing: Bool, rowsFed: UInt64, rowsConsumed: UInt64,
                 rowsSkipped: UInt64, rowsQuarantined: UInt64, quarantineBytes: UInt64, fingerprint: UInt64, bytesIn: UInt64,
-                finishIndex: UInt32, stores: [Store], operators: [OperatorState]) {
+                finishIndex: UInt32, stores: [Store], operators: [OperatorState], shuffle: [UInt8] = []) {
         self.manifestSHA256 = manifestSHA256; self.seed = seed; self.shard = shard; self.finishing = finishing
         self.rowsFed = rowsFed; self.rowsConsumed = rowsConsumed; self.rowsSkipped = rowsSkipped
         self.rowsQuarantined = rowsQuarantined; self.quarantineBytes = quarantineBytes; self.fingerprint = fingerprint
         self.bytesIn = bytesIn; self.finishIndex = finishIndex; self.stores = stores; self.operators = operators
+        self.shuffle = shuffle
     }
 
     public func encoded() -> [UInt8] {
@@ -73,6 +79,7 @@ public struct Checkpoint: Sendable, Equatable {
         for s in stores { w.string(s.input); w.u64(s.rows); w.u64(s.fileBytes) }
         w.u32(UInt32(operators.count))
         for o in operators { w.string(o.id); w.string(o.kind); w.u16(o.version); w.blob(o.state) }
+        w.blob(shuffle)
         w.u32(CRC32C.checksum(w.bytes))
         return w.bytes
     }
@@ -85,8 +92,8 @@ public struct Checkpoint: Sendable, Equatable {
         guard Array(bytes[0..<8]) == magic else { throw .data("\(context): byte 0", "not a rowflow checkpoint (bad magic)") }
         var r = BinaryReader(bytes, context: context, offset: 8)
         let version = try r.u16()
-        guard version == formatVersion else {
-            throw .data("\(context): byte 8", "checkpoint format version \(version); this rowflow reads version \(formatVersion)",
+        guard readableVersions.contains(version) else {
+            throw .data("\(context): byte 8", "checkpoint format version \(version); this rowflow reads versions \(readableVersions.lowerBound)–\(readableVersions.upperBound)",
                         hint: "written by a different rowflow release; start without --resume")
         }
         let stored = bytes.suffix(4).enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
@@ -107,10 +114,11 @@ public struct Checkpoint: Sendable, Equatable {
         for _ in 0..<nOps {
             ops.append(OperatorState(id: try r.string(), kind: try r.string(), version: try r.u16(), state: try r.blob()))
         }
+        let shuffle = version >= 2 ? try r.blob() : []
         guard r.remaining == 4 else { throw .data(context, "checkpoint has \(r.remaining - 4) unexpected trailing bytes") }
         return Checkpoint(manifestSHA256: sha, seed: seed, shard: shard, finishing: finishing, rowsFed: fed, rowsConsumed: consumed,
                           rowsSkipped: skipped, rowsQuarantined: quarantined, quarantineBytes: qbytes, fingerprint: fp,
-                          bytesIn: bytesIn, finishIndex: finishIndex, stores: stores, operators: ops)
+                          bytesIn: bytesIn, finishIndex: finishIndex, stores: stores, operators: ops, shuffle: shuffle)
     }
 }
 

@@ -17,6 +17,62 @@ public enum BlockKernels {
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(rows), 1, x, Int32(n), 1, c, Int32(n))
     }
 
+    /// xᵀy over n entries (ddot).
+    @inline(__always)
+    public static func dot(_ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, n: Int) -> Double {
+        n == 0 ? 0 : cblas_ddot(Int32(n), x, 1, y, 1)
+    }
+
+    /// y (rows) = X v for a row-major `rows × n` block X (dgemv, no transpose).
+    public static func gemvRows(_ x: UnsafePointer<Double>, rows: Int, n: Int,
+                                v: UnsafePointer<Double>, into y: UnsafeMutablePointer<Double>) {
+        if rows == 0 { return }
+        if n == 0 { for i in 0..<rows { y[i] = 0 }; return }
+        cblas_dgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(n), 1, x, Int32(n), v, 1, 0, y, 1)
+    }
+
+    /// C (m×k) = X (m×n) · B (n×k), all row-major (dgemm).
+    public static func gemm(_ x: UnsafePointer<Double>, rows m: Int, n: Int, _ b: UnsafePointer<Double>, cols k: Int,
+                            into c: UnsafeMutablePointer<Double>) {
+        if m == 0 || k == 0 { return }
+        if n == 0 { for i in 0..<(m * k) { c[i] = 0 }; return }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(k), Int32(n), 1, x, Int32(n),
+                    b, Int32(k), 0, c, Int32(k))
+    }
+
+    /// C (n×k) += Xᵀ (n×m) · P (m×k) for a row-major `m × n` block X and row-major P, C (dgemm).
+    public static func gemmTransposedAccumulate(_ x: UnsafePointer<Double>, rows m: Int, n: Int,
+                                                _ p: UnsafePointer<Double>, cols k: Int,
+                                                into c: UnsafeMutablePointer<Double>) {
+        if m == 0 || n == 0 || k == 0 { return }
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(n), Int32(k), Int32(m), 1, x, Int32(n),
+                    p, Int32(k), 1, c, Int32(k))
+    }
+
+    /// C (n×n, upper triangle only) += α x xᵀ (dsyr).
+    public static func syrUpper(_ alpha: Double, _ x: UnsafePointer<Double>, n: Int, into c: UnsafeMutablePointer<Double>) {
+        if n == 0 { return }
+        cblas_dsyr(CblasRowMajor, CblasUpper, Int32(n), alpha, x, 1, c, Int32(n))
+    }
+
+    /// y = C x for a symmetric n×n C of which only the upper triangle is read (dsymv), plus β y.
+    public static func symvUpper(_ c: UnsafePointer<Double>, n: Int, x: UnsafePointer<Double>, beta: Double,
+                                 into y: UnsafeMutablePointer<Double>) {
+        if n == 0 { return }
+        cblas_dsymv(CblasRowMajor, CblasUpper, Int32(n), 1, c, Int32(n), x, 1, beta, y, 1)
+    }
+
+    /// Scales every column of a row-major `rows × cols` matrix to unit norm (ddot + dscal with stride `cols`;
+    /// not dnrm2, whose overflow-safe scaling costs 3× more and is not needed for vectors of norm ~1);
+    /// a zero or non-finite column is left as it is.
+    public static func normalizeColumns(_ v: UnsafeMutablePointer<Double>, rows: Int, cols: Int) {
+        if rows == 0 { return }
+        for c in 0..<cols {
+            let norm = cblas_ddot(Int32(rows), v + c, Int32(cols), v + c, Int32(cols)).squareRoot()
+            if norm > 0 && norm.isFinite { cblas_dscal(Int32(rows), 1 / norm, v + c, Int32(cols)) }
+        }
+    }
+
     /// y (n) += Xᵀ v for a row-major `rows × n` block X (dgemv).
     public static func gemvTransposedAccumulate(_ x: UnsafePointer<Double>, rows: Int, n: Int,
                                                 v: UnsafePointer<Double>, into y: UnsafeMutablePointer<Double>) {

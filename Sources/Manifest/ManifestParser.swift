@@ -208,9 +208,6 @@ public struct ManifestParser {
         if let v = e["allow_nonfinite"] { s.allowNonfinite = try bool(v.1, "source.allow_nonfinite") }
         if let v = e["shuffle"] {
             s.shuffle = Int(try int(v, "source.shuffle", min: 0, max: 1 << 26))
-            if s.shuffle > 0 {
-                throw .usage(at(v.1), "source.shuffle is not implemented yet in this build", hint: "remove it or set shuffle: 0")
-            }
         }
         if let v = e["batch_rows"] { s.batchRows = Int(try int(v, "source.batch_rows", min: 1, max: 1 << 22)) }
         if let w = s.weight, case let .column(t) = s.target, w == t {

@@ -40,6 +40,7 @@ public struct PipelineSpec: Sendable {
         var src = "source: format \(source.format.rawValue)"
         if let c = source.columns { src += ", \(c) columns" }
         if source.target != .none { src += ", target \(source.target)" }
+        if source.shuffle > 0 { src += ", shuffle buffer \(source.shuffle) rows" }
         src += ", batch_rows \(source.batchRows)"
         lines.append(src)
         func walk(_ id: String, depth: Int) {

@@ -69,6 +69,8 @@ public struct OperatorDescriptor: Sendable {
     public let multiPass: Bool
     public let emitsRows: Bool
     public let stateVersion: UInt16
+    /// For operators that are not mergeable: what `rowflow merge` suggests instead.
+    public let mergeHint: String?
     /// Checks that need the stream's shape (e.g. a target); returns the problem, or nil.
     public let check: @Sendable (ParamValues, _ hasTarget: Bool) -> String?
     public let make: @Sendable (ParamValues, OperatorContext) throws(EngineError) -> any StreamOperator
@@ -77,14 +79,14 @@ public struct OperatorDescriptor: Sendable {
     public let merge: (@Sendable (inout any StreamOperator, any StreamOperator) throws(EngineError) -> Void)?
 
     public init(kind: String, summary: String, parameters: [ParameterSpec], outputs: [String], mergeable: Bool,
-                multiPass: Bool = false, emitsRows: Bool = false, stateVersion: UInt16,
+                multiPass: Bool = false, emitsRows: Bool = false, stateVersion: UInt16, mergeHint: String? = nil,
                 check: @escaping @Sendable (ParamValues, Bool) -> String? = { _, _ in nil },
                 make: @escaping @Sendable (ParamValues, OperatorContext) throws(EngineError) -> any StreamOperator,
                 restore: @escaping @Sendable (ParamValues, OperatorContext, [UInt8], String) throws(EngineError) -> any StreamOperator,
                 merge: (@Sendable (inout any StreamOperator, any StreamOperator) throws(EngineError) -> Void)?) {
         self.kind = kind; self.summary = summary; self.parameters = parameters; self.outputs = outputs
         self.mergeable = mergeable; self.multiPass = multiPass; self.emitsRows = emitsRows
-        self.stateVersion = stateVersion; self.check = check; self.make = make; self.restore = restore; self.merge = merge
+        self.stateVersion = stateVersion; self.mergeHint = mergeHint; self.check = check; self.make = make; self.restore = restore; self.merge = merge
     }
 
     /// A type-checked merge for a `MergeableOperator` type.
@@ -106,7 +108,7 @@ public struct OperatorRegistry: Sendable {
     public mutating func add(_ d: OperatorDescriptor) { descriptors.append(d) }
 
     /// Every operator shipped with rowflow.
-    public static let standard = OperatorRegistry([momentsDescriptor, gramDescriptor, truncatedSVDDescriptor])
+    public static let standard = OperatorRegistry([momentsDescriptor, gramDescriptor, truncatedSVDDescriptor, topEigenvectorDescriptor])
 }
 
 let momentsDescriptor = OperatorDescriptor(
@@ -212,3 +214,35 @@ func checkMemory(_ c: TruncatedSVDConfig, columns d: Int) throws(EngineError) {
                      hint: c.method == .gram ? "use method: incremental for wide inputs" : "lower rank, oversample or block_rows")
     }
 }
+let topEigenvectorDescriptor = OperatorDescriptor(
+    kind: "top-eigenvector",
+    summary: "Top eigenvector of AᵀA in one pass: random-order block power method with heavy rows kept exactly (Kacham & Woodruff 2024), or Oja with a grid of fixed learning rates (Price & Xun 2024). Not mergeable.",
+    parameters: [
+        ParameterSpec("variant", .choice(TopEigenvector.Variant.allCases.map(\.rawValue)), default: .string("random-order"),
+                      doc: "random-order: assumes rows in uniformly random order; oja: any order, needs a large gap"),
+        ParameterSpec("blocks", .intOrAuto(min: 1, max: 1000), default: .string("auto"),
+                      doc: "random-order: power steps per schedule (auto: ⌈log₂ d⌉ + 2)"),
+        ParameterSpec("heavy_memory_mb", .int(min: 1, max: 1 << 20), default: .int(Int64(TopEigenvector.defaultHeavyMemoryMB)),
+                      doc: "random-order: memory for heavy rows kept exactly; beyond it they are treated as light (heavy_overflow)"),
+    ],
+    outputs: ["vector"], mergeable: false, stateVersion: TopEigenvector.stateVersion,
+    mergeHint: "top-eigenvector has no mergeable form with a guarantee (Price & Xun); run gram (exact AᵀA) or truncated-svd on the shards, merge those, and take the top eigenvector of the merged result",
+    make: { p, ctx in
+        if p.string("variant") == "oja" {
+            return OjaTopEigenvector(columns: ctx.shape.columns, rowsKnown: ctx.shape.rowsKnown, seed: ctx.seed,
+                                     shard: ctx.shard, purpose: ctx.purpose)
+        }
+        return RandomOrderTopEigenvector(columns: ctx.shape.columns, blocks: p.int("blocks").map { Int($0) },
+                                         rowsKnown: ctx.shape.rowsKnown, heavyMemoryMB: Int(p.int("heavy_memory_mb") ?? 256),
+                                         seed: ctx.seed, shard: ctx.shard, purpose: ctx.purpose)
+    },
+    restore: { p, ctx, bytes, where_ throws(EngineError) in
+        if p.string("variant") == "oja" {
+            return try OjaTopEigenvector(columns: ctx.shape.columns, rowsKnown: ctx.shape.rowsKnown, seed: ctx.seed,
+                                         shard: ctx.shard, purpose: ctx.purpose, state: bytes, context: where_)
+        }
+        return try RandomOrderTopEigenvector(columns: ctx.shape.columns, blocks: p.int("blocks").map { Int($0) },
+                                             rowsKnown: ctx.shape.rowsKnown, heavyMemoryMB: Int(p.int("heavy_memory_mb") ?? 256),
+                                             seed: ctx.seed, shard: ctx.shard, purpose: ctx.purpose, state: bytes, context: where_)
+    },
+    merge: nil)

@@ -27,7 +27,7 @@ public struct Merger: Sendable {
         guard !inputs.isEmpty else { throw .usage("merge", "no shard runs given") }
         for s in spec.consumers(of: "source") where !s.descriptor.mergeable {
             throw .usage(s.location, "operator '\(s.id)' (\(s.kind)) is not mergeable, so shard runs cannot be combined",
-                         hint: "run it on the whole input, or use a mergeable operator (gram, moments, truncated-svd, sensitivity-sample) on the source")
+                         hint: s.descriptor.mergeHint ?? "run it on the whole input, or use a mergeable operator (gram, moments, truncated-svd, sensitivity-sample) on the source")
         }
         // Every source operator's state from every shard, checked against this manifest.
         var merged: [String: any StreamOperator] = [:]

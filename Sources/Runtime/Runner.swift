@@ -76,8 +76,12 @@ public final class Runner: @unchecked Sendable {
     var resumeFrom: Checkpoint?
     var quarantine: QuarantineFile?
 
-    // Stream position.
+    // Stream position: rows taken from the source (rowsFed) and rows passed to the operators (rowsDelivered;
+    // fewer while a `source.shuffle` buffer holds some).
     var rowsFed: Int64 = 0
+    var rowsDelivered: Int64 = 0
+    var shuffler: ShuffleBuffer?
+    var shuffled: RowBatch?
     var fingerprint = RowFingerprint()
     var lastCheckpointRows: Int64 = 0
     var lastCheckpointTime = 0.0
@@ -172,12 +176,33 @@ public final class Runner: @unchecked Sendable {
         let shape = try streamShape(src)
         graph = try Graph(spec: spec, shape: shape, seed: seed, shard: shard, rowStoreDir: options.out + "/rowstore",
                           durableStores: checkpoints != nil)
-        if let c = resumeFrom { try graph.restore(c, context: options.out + "/checkpoints") }
+        if spec.source.shuffle > 0 {
+            let b = spec.source.shuffle
+            if checkpoints != nil && ShuffleBuffer.stateBytes(capacity: b, columns: shape.columns) > ShuffleBuffer.checkpointLimit {
+                throw .usage(options.manifestPath, "source.shuffle: \(b) rows × \(shape.columns) columns would put \(ShuffleBuffer.stateBytes(capacity: b, columns: shape.columns) >> 20) MiB into every checkpoint (limit \(ShuffleBuffer.checkpointLimit >> 20) MiB)",
+                             hint: "lower source.shuffle, or run without checkpoints (no checkpoint section, no --checkpoint-every or --resume)")
+            }
+            shuffler = ShuffleBuffer(capacity: b, columns: shape.columns, hasTarget: shape.hasTarget,
+                                     hasWeight: src.layout?.hasWeight ?? (spec.source.weight != nil), seed: seed, shard: shard)
+        }
+        if let c = resumeFrom {
+            try graph.restore(c, context: options.out + "/checkpoints")
+            if let sh = shuffler {
+                try sh.restore(c.shuffle, context: options.out + "/checkpoints")
+            } else if !c.shuffle.isEmpty {
+                throw .usage(options.out + "/checkpoints", "resume refused: the checkpoint holds a shuffle buffer, this manifest has no source.shuffle")
+            }
+            rowsDelivered = Int64(c.rowsFed) - Int64(shuffler?.count ?? 0)
+        }
         let progress = ProgressReporter(mode: options.progress, totalBytes: src.totalBytes, stderr: stderr)
         BLASThreads.set(1)
         Signals.install()
         lastCheckpointTime = monotonicSeconds()
         try stream(src, shape: shape, progress: progress)
+        if let sh = shuffler, sh.count > 0 {
+            // The stream has ended: pass on what the buffer still holds, in a random order.
+            for b in sh.flush(batchRows: spec.source.batchRows, position: lastPosition) { try deliver(b) }
+        }
         progress.finish(rows: rowsFed, bytes: src.bytesIn)
         if let c = resumeFrom, rowsFed < Int64(c.rowsFed) {
             throw .usage(src.displayName, "resume refused: the input has \(rowsFed) rows, the checkpoint was taken after \(c.rowsFed)",
@@ -296,25 +321,41 @@ public final class Runner: @unchecked Sendable {
                 throw .usage(src.displayName, "resume refused: the input has more rows than the \(c.rowsFed) the checkpoint's run had read in full",
                              hint: "resume with the same input, or start without --resume")
             }
-            if let n = options.emitEvery {
-                var r = 0
-                while r < batch.count {
-                    let take = min(Int(n - rowsFed % n), batch.count - r)
-                    try graph.feed(r == 0 && take == batch.count ? batch : batch.slice(r, take), from: "source")
-                    r += take
-                    rowsFed += Int64(take)
-                    if rowsFed % n == 0 { emitLines() }
+            if let sh = shuffler {
+                if shuffled == nil || shuffled!.capacity < batch.count {
+                    shuffled = RowBatch(columns: batch.columns, capacity: batch.capacity, hasTarget: batch.targets != nil,
+                                        hasWeight: batch.weights != nil)
                 }
+                sh.push(batch, into: &shuffled!)
+                if shuffled!.count > 0 { try deliver(shuffled!) }
             } else {
-                try graph.feed(batch, from: "source")
-                rowsFed += Int64(batch.count)
+                try deliver(batch)
             }
+            rowsFed += Int64(batch.count)
             progress.tick(rows: rowsFed, bytes: src.bytesIn)
             if let every = options.checkpointEvery ?? spec.checkpoint?.everyRows, rowsFed - lastCheckpointRows >= every {
                 try writeCheckpoint(finishing: false, finishIndex: 0)
             }
         }
         try checkSignals(finishing: false, finishIndex: 0)
+    }
+
+    /// Feeds rows to the operators, cutting the batch at `--emit-every` boundaries so emitted lines fall at
+    /// exact row counts (rows passed on, after any shuffle buffer).
+    func deliver(_ batch: RowBatch) throws(EngineError) {
+        guard let n = options.emitEvery else {
+            try graph.feed(batch, from: "source")
+            rowsDelivered += Int64(batch.count)
+            return
+        }
+        var r = 0
+        while r < batch.count {
+            let take = min(Int(n - rowsDelivered % n), batch.count - r)
+            try graph.feed(r == 0 && take == batch.count ? batch : batch.slice(r, take), from: "source")
+            r += take
+            rowsDelivered += Int64(take)
+            if rowsDelivered % n == 0 { emitLines() }
+        }
     }
 
     /// At the checkpoint's row: the skipped rows must be the rows the checkpoint saw.
@@ -368,7 +409,8 @@ public final class Runner: @unchecked Sendable {
                            rowsFed: UInt64(rowsFed), rowsConsumed: UInt64(p.rowsConsumed),
                            rowsSkipped: UInt64(p.rowsSkipped), rowsQuarantined: UInt64(p.rowsQuarantined),
                            quarantineBytes: p.quarantineBytes, fingerprint: fingerprint.value,
-                           bytesIn: UInt64(p.bytesIn), finishIndex: UInt32(finishIndex), stores: stores, operators: states)
+                           bytesIn: UInt64(p.bytesIn), finishIndex: UInt32(finishIndex), stores: stores, operators: states,
+                           shuffle: shuffler?.encoded() ?? [])
         try store.write(c)
         lastCheckpointRows = rowsFed
         lastCheckpointTime = monotonicSeconds()
@@ -376,7 +418,7 @@ public final class Runner: @unchecked Sendable {
 
     func emitLines() {
         for s in spec.operators {
-            let line = JSON.object([("id", .string(s.id)), ("rows", .int(rowsFed)),
+            let line = JSON.object([("id", .string(s.id)), ("rows", .int(rowsDelivered)),
                                     ("summary", .object(graph.ops[s.id]!.currentSummary()))])
             stdout(line.encoded() + "\n")
         }

@@ -56,7 +56,8 @@ import Testing
     let files = ["m/mean.npy", "m/variance.npy", "m/summary.json", "m/state.bin",
                  "g/gram.npy", "g/xty.npy", "g/solution.npy", "g/summary.json", "g/state.bin", "quarantine.txt",
                  "s/singular_values.npy", "s/right_vectors.npy", "s/mean.npy", "s/explained_variance.npy", "s/summary.json", "s/state.bin",
-                 "t/singular_values.npy", "t/right_vectors.npy", "t/summary.json", "t/state.bin"]
+                 "t/singular_values.npy", "t/right_vectors.npy", "t/summary.json", "t/state.bin",
+                 "e/vector.npy", "e/summary.json", "o/vector.npy", "o/summary.json"]
 
     /// A pipeline with every operator present in this build, bad rows quarantined, checkpoints every 3000
     /// rows (batches of 1000), on 150,000 rows of CSV.
@@ -79,6 +80,8 @@ import Testing
           - { id: g, op: gram, params: { solve: ridge, lambda: 0.5 } }
           - { id: s, op: truncated-svd, params: { rank: 2, oversample: 1, method: incremental, block_rows: 5, center: true } }
           - { id: t, op: truncated-svd, params: { rank: 3, decay: 0.99999 } }
+          - { id: e, op: top-eigenvector }
+          - { id: o, op: top-eigenvector, params: { variant: oja } }
         checkpoint: { every_rows: 3000, keep: 2 }
         """)
         let reference = dir + "/reference"
@@ -140,11 +143,13 @@ import Testing
     @Test func damagedCheckpointsFallBack() throws {
         let (manifest, input, reference) = setUp()
         let out = dir + "/damaged"
-        let r = runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", out], killAfter: 0.4)
-        guard r.signal != 0 else { return }
+        // A complete run leaves its newest two checkpoints behind: damage those and resume (deterministic —
+        // no race with a kill on a loaded machine).
+        try? FileManager.default.removeItem(atPath: out)
+        try FileManager.default.copyItem(atPath: reference, toPath: out)
         let ck = out + "/checkpoints"
         let names = try FileManager.default.contentsOfDirectory(atPath: ck).sorted()
-        guard names.count == 2 else { return }   // killed before the second checkpoint
+        try #require(names.count == 2, "the reference run should leave keep = 2 checkpoints: \(names)")
         let newest = ck + "/" + names[1], older = ck + "/" + names[0]
         let good = FileManager.default.contents(atPath: newest)!, oldGood = FileManager.default.contents(atPath: older)!
         func resume() -> MeasuredResult { runMeasured(rowflowBinary, ["run", manifest, "--input", input, "--out", out, "--resume"]) }

@@ -1,0 +1,853 @@
+import EngineCore
+import LinearAlgebra
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Shared pieces of the two `top-eigenvector` variants.
+public enum TopEigenvector {
+    public enum Variant: String, Sendable, CaseIterable { case randomOrder = "random-order", oja }
+
+    public static let stateVersion: UInt16 = 1
+    public static let defaultHeavyMemoryMB = 256
+    /// `order_suspect` when the order statistic exceeds this: P(|N(0,1)| > 5) ≈ 6·10⁻⁷ per group.
+    public static let orderZLimit = 5.0
+    static let winsorFactor = 8.0
+
+    /// Power steps per schedule (the `blocks` parameter's `auto`): ⌈log₂ d⌉ + 2, as Kacham & Woodruff's
+    /// analysis asks (log d steps take a random start, correlation ~1/d, to a constant; two more give room).
+    /// Measured on spectrum data (d = 50, 500; n = 10⁵; R = 1.5 … 16; six seeds each, see the README): the
+    /// error is flat from T = 8 to T = 20 for R ≥ 2 — the last block's sampling noise grows only slowly with
+    /// T — while fewer steps let a poor random start show at R < 2. Larger values are safe when n is large.
+    public static func autoBlocks(columns d: Int) -> Int {
+        var l = 0
+        while (1 << l) < d { l += 1 }
+        return l + 2
+    }
+
+    /// The heavy-row factor ℓ² of the threshold ‖a‖² ≥ ‖A‖_F² / (d·ℓ²), ℓ = max(1, log₂ d): the paper's
+    /// ‖A‖_F/√(d·polylog d) with polylog = log₂² d.
+    static func heavyDenominator(columns d: Int) -> Double {
+        let l = max(1.0, log2(Double(d)))
+        return Double(d) * l * l
+    }
+
+    static let assumptionRandomOrder =
+        "rows arrive in uniformly random order (every run of consecutive rows is a uniform sample of the "
+        + "matrix); the guarantee, correlation 1 − O(1/√R) for the gap R = σ₁²/σ₂², holds only then. Sorted, "
+        + "grouped or drifting input can give a wrong vector (see order_suspect); source.shuffle only mixes "
+        + "rows within its buffer"
+    static let assumptionOja =
+        "none on the order (Oja's rule with a fixed learning rate, Price & Xun), but a gap R = σ₁²/σ₂² well "
+        + "above log² d and no row with η‖a‖² large (see step_warning); the best of the learning-rate grid is "
+        + "chosen by its Rayleigh quotient on the last half of the stream"
+
+    /// The seeded Gaussian start, the same for every variant and copy: x_j = N(0,1) addressed by
+    /// (seed, shard, purpose, j), normalised.
+    static func initialVector(columns d: Int, seed: UInt64, shard: Int64, purpose: UInt32) -> [Double] {
+        let rng = CounterRandom(seed: seed, shard: UInt64(bitPattern: shard), purpose: purpose ^ 0x70E1_6E01)
+        var x = (0..<d).map { rng.normal(index: UInt64($0)) }
+        var s = 0.0
+        for v in x { s += v * v }
+        let n = s.squareRoot()
+        if n > 0 { for j in 0..<d { x[j] /= n } } else if d > 0 { x[0] = 1 }
+        return x
+    }
+
+    /// DESIGN.md §4 sign convention: the largest-magnitude entry is positive (the first one on ties).
+    static func signFixed(_ v: [Double]) -> [Double] {
+        var k = 0
+        for j in 0..<v.count where abs(v[j]) > abs(v[k]) { k = j }
+        return v.isEmpty || v[k] >= 0 ? v : v.map { -$0 }
+    }
+
+    static func normalized(_ v: [Double]) -> [Double]? {
+        var s = 0.0
+        for x in v { s += x * x }
+        let n = s.squareRoot()
+        guard n > 0, n.isFinite else { return nil }
+        return v.map { $0 / n }
+    }
+
+    static func dot(_ a: [Double], _ b: [Double]) -> Double {
+        var s = 0.0
+        for i in 0..<a.count { s += a[i] * b[i] }
+        return s
+    }
+}
+
+/// The top eigenvector v₁ of AᵀA over a stream in uniformly random order: Kacham & Woodruff, "Approximating
+/// the Top Eigenvector in Random Order Streams" (NeurIPS 2024, arXiv 2412.11963): their block power method
+/// over a random-order stream, heavy rows kept exactly (without the optional row-norm sampling of light rows).
+///
+/// Algorithm. A row is *heavy* when w‖a‖² ≥ F̂²/(d·ℓ²), ℓ = max(1, log₂ d), with F̂² a running estimate of
+/// ‖A‖_F²: N × (mean w‖a‖² of the rows before it), each row's share of the mean capped at 8× the mean so far
+/// and the excess above the cap added once (so one huge early row cannot lift the threshold above itself);
+/// N is the expected stream length. The first row is always kept.
+/// Heavy rows are kept exactly (as rows while they fit the memory budget, then as HᵀH); light rows fill `blocks`
+/// consecutive blocks (T), cut at fixed row positions; inside a block y += w⟨a, x⟩a with x fixed, and at the
+/// block's end x ← normalize(s·y + Hᵀ(Hx)), s = (light weight so far)/(light weight of the block) — the
+/// paper's T·y when blocks are equal and all rows were light, scaled to the prefix in earlier blocks so that
+/// the light estimate and the heavy rows seen so far describe the same prefix of the stream.
+/// Block sizes need n: `rowsKnown` when the input gives it (npy shape, raw file size, zstd content size);
+/// otherwise, and for rows beyond a wrong n, doubling epochs: epoch j has E₀·2ʲ rows (E₀ = 64·T) cut into T
+/// equal blocks, the vector carries over (so every epoch adds T power steps, with blocks twice as large as
+/// the last epoch's), and the heavy threshold is fixed per epoch with N = the epoch's end — 0 in the first
+/// epoch, which keeps every row — and kept rows that fall below a new epoch's threshold are demoted to the
+/// light rows (see `startEpoch`). At the end of the stream an unfinished block is used for a last step when
+/// it holds at least half its planned rows (or no step was taken yet); otherwise the vector of the last
+/// complete block — computed from the largest blocks so far — is the answer. When every row was kept (short
+/// streams: with n known, every w‖a‖² ≥ (n/(d·ℓ²))·mean, e.g. n ≪ d·ℓ² and rows of similar norm; n unknown,
+/// inside the first epoch) the kept rows are the whole matrix and the answer is LAPACK's (dsyevd): exact.
+/// Guarantee (random order, gap R = σ₁²/σ₂² = Ω(1)): correlation ⟨v, v₁⟩² ≥ 1 − O(1/√R) with constant
+/// probability (the paper's main result). On Gaussian spectrum data the error 1 − ⟨v, v₁⟩² measured
+/// ≈ 5·10⁻⁴·(10⁵/n)/R (the last block's sampling noise), i.e. it falls like 1/R. `eigenvalue`: the light
+/// Rayleigh quotients ⟨x_t, y_t⟩ of the last ⌈T/3⌉ steps per unit light weight, times the stream's light
+/// weight, plus x_prevᵀHᵀHx_prev exactly — an estimate of σ₁² (sampling error ~√(6/n) relative).
+/// Not promised: anything when the order is not random (adversarial orders can give an arbitrary vector;
+/// `order_suspect` flags groups of consecutive rows whose mean ‖a‖² a random order would not produce — a
+/// check, not a proof), nor a certified error bound (`last_step_change`, 1 − ⟨x_prev, x⟩², tracks convergence). Not mergeable (Price & Xun: a mergeable summary needs
+/// R = Ω̃(√d) at Õ(d) space).
+/// Cost per row: O(d) (a norm, and the row's share of two dgemv per fixed chunk); O(h·d) per block end.
+/// Memory: O(h·d + d) — kept rows as rows while they fit `heavy_memory_mb`, then as HᵀH (d×d) when that fits;
+/// beyond, further heavy rows are treated as light and counted in `heavy_overflow`.
+public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
+    public static func == (a: RandomOrderTopEigenvector, b: RandomOrderTopEigenvector) -> Bool {
+        a.encodeState() == b.encodeState()
+    }
+
+    public let columns: Int
+    /// T, the power steps per schedule.
+    public let blocks: Int
+    /// N, when the input says how many rows it has.
+    public let rowsKnown: Int64?
+    let heavyDenominator: Double
+    /// Kept rows the memory budget holds (d numbers, q and w each).
+    let budgetRows: Int
+    /// HᵀH (d×d) fits the budget.
+    let gramAllowed: Bool
+    /// Rows per fixed chunk: the unit of the two dgemv calls (≈ 512 KiB of rows).
+    let chunkRows: Int
+    /// E₀, rows of the first doubling epoch.
+    let epochBase: Int64
+    let seed: UInt64
+    let shard: Int64
+    let purpose: UInt32
+
+    // Totals.
+    public private(set) var rows: Int64 = 0
+    var weightSum = 0.0
+    /// Σ min(w‖a‖², 8·rate) and the excess above it: the running ‖A‖_F² estimate is
+    /// N·(winsorised mass)/(rows) + (excess seen).
+    var winsorMass = 0.0
+    var excessMass = 0.0
+    var lightWeight = 0.0
+
+    // The schedule: block k covers rows [blockStart, blockEnd).
+    var block = 0
+    var blockStart: Int64 = 0
+    var blockEnd: Int64 = 0
+    var blockNref: Int64 = 0
+
+    // The open block.
+    var x: [Double]
+    var y: [Double]
+    var blockLightWeight = 0.0
+    var blockMass = 0.0
+    var blockMass2 = 0.0
+
+    // The last power step: the vector it started from and its light Rayleigh part ⟨x_prev, y⟩ and weight.
+    var steps = 0
+    var xPrev: [Double]
+    var lastLightDot = 0.0
+    var lastLightWeight = 0.0
+    var lastChange = Double.nan
+
+    // Heavy rows: √w-scaled rows (row-major) with each row's w‖a‖² and w, or the upper triangle of HᵀH.
+    var heavyCount: Int64 = 0
+    var heavyOverflow: Int64 = 0
+    var heavyDemoted: Int64 = 0
+    var heavyAsGram = false
+    var heavyRows: [Double] = []
+    var heavyQ: [Double] = []
+    var heavyW: [Double] = []
+    var heavyGram: [Double] = []
+    /// The threshold of the current doubling epoch (fixed for the epoch, never decreasing), and the block whose
+    /// first row set it (epochs start when their first row arrives, not when the previous block closes).
+    var epochTau = 0.0
+    var epochBlock = -1
+
+    // The open chunk: rows copied when a chunk spans batches, and each row's coefficient (w, 0 if heavy).
+    var chunk: [Double]
+    var coef: [Double]
+    var chunkCount = 0
+    /// ⟨a, x⟩ per chunk row (scratch, not state).
+    var scratch: [Double]
+
+    /// Closed blocks' statistics: rows, Σ w‖a‖² and Σ (w‖a‖²)² over all their rows (the order check), and
+    /// the step's light Rayleigh part ⟨x, y⟩ with its light weight (the eigenvalue estimate).
+    struct BlockStat: Equatable {
+        var rows: Int64
+        var mass: Double
+        var mass2: Double
+        var lightDot: Double
+        var lightWeight: Double
+        /// A power step was taken with this block (an unfinished last block may not be).
+        var stepped: Bool
+    }
+    var stats: [BlockStat] = []
+
+    public init(columns: Int, blocks: Int?, rowsKnown: Int64?, heavyMemoryMB: Int, seed: UInt64, shard: Int64, purpose: UInt32) {
+        let d = columns
+        self.columns = d
+        self.blocks = max(1, blocks ?? TopEigenvector.autoBlocks(columns: d))
+        self.rowsKnown = (rowsKnown ?? 0) > 0 ? rowsKnown : nil
+        heavyDenominator = TopEigenvector.heavyDenominator(columns: d)
+        let budget = max(1, heavyMemoryMB) << 20
+        gramAllowed = d * d * 8 <= budget
+        budgetRows = max(1, budget / (8 * (d + 2)))
+        chunkRows = max(16, min(1024, 65536 / max(1, d)))
+        epochBase = Int64(self.blocks) * 64
+        self.seed = seed
+        self.shard = shard
+        self.purpose = purpose
+        x = TopEigenvector.initialVector(columns: d, seed: seed, shard: shard, purpose: purpose)
+        xPrev = x
+        y = [Double](repeating: 0, count: d)
+        chunk = [Double](repeating: 0, count: chunkRows * d)
+        coef = [Double](repeating: 0, count: chunkRows)
+        scratch = coef
+        (blockStart, blockEnd, blockNref) = (0, 0, 0)
+        block = -1
+        advanceBlock()
+    }
+
+    // MARK: schedule
+
+    /// Whether block k belongs to the doubling schedule (n unknown, or rows beyond a known n).
+    func isDoubling(_ k: Int) -> Bool { rowsKnown == nil || k >= blocks }
+
+    /// Block k's rows and the stream length N the heavy threshold assumes while it is open.
+    func blockRange(_ k: Int) -> (start: Int64, end: Int64, nref: Int64) {
+        let t = Int64(blocks)
+        var k = Int64(k)
+        var offset: Int64 = 0
+        if let n = rowsKnown {
+            if k < t { return ((k * n) / t, ((k + 1) * n) / t, n) }
+            k -= t
+            offset = n
+        }
+        // Doubling epochs after `offset`: epoch j starts at E₀(2ʲ − 1) and has E₀·2ʲ rows in T blocks.
+        let j = k / t, i = k % t
+        let len = epochBase << j
+        let start = offset + epochBase * ((1 << j) - 1)
+        return (start + (i * len) / t, start + ((i + 1) * len) / t, start + len)
+    }
+
+    /// Moves to the next non-empty block; a doubling epoch's first block fixes the epoch's threshold.
+    mutating func advanceBlock() {
+        repeat {
+            block += 1
+            (blockStart, blockEnd, blockNref) = blockRange(block)
+        } while blockEnd <= blockStart
+    }
+
+    /// Whether block k opens a doubling epoch.
+    func opensEpoch(_ k: Int) -> Bool { isDoubling(k) && (rowsKnown == nil ? k : k - blocks) % blocks == 0 }
+
+    /// A doubling epoch's threshold, F̂²/(d·ℓ²) with N = the epoch's end, fixed for the whole epoch (0 for
+    /// the first, which then keeps every row) and never lower than the last. Kept rows now below it are
+    /// *demoted*: dropped from H and counted with the light rows, so that the light rows of the prefix are
+    /// exactly its rows with w‖a‖² below the current threshold — the population the block's light rows
+    /// sample. (Without this, rows kept under an earlier, lower threshold would count twice: exactly, and
+    /// through the light estimate; that biased σ₁² by ~10% at n = 2·10⁴.) In the HᵀH form rows cannot be
+    /// taken out, so from the switch on that bias returns (limited to rows kept after the switch).
+    mutating func startEpoch() {
+        guard rows > 0 else { return }
+        let rate = winsorMass / Double(rows)
+        epochTau = max(epochTau, (Double(blockNref) * rate + excessMass) / heavyDenominator)
+        guard !heavyAsGram, heavyQ.contains(where: { $0 < epochTau }) else { return }
+        let d = columns
+        var rowsOut: [Double] = [], qOut: [Double] = [], wOut: [Double] = []
+        for i in 0..<heavyQ.count {
+            if heavyQ[i] < epochTau {
+                lightWeight += heavyW[i]
+                heavyCount -= 1
+                heavyDemoted += 1
+            } else {
+                rowsOut.append(contentsOf: heavyRows[i * d..<(i + 1) * d]); qOut.append(heavyQ[i]); wOut.append(heavyW[i])
+            }
+        }
+        heavyRows = rowsOut; heavyQ = qOut; heavyW = wOut
+    }
+
+    // MARK: update
+
+    public mutating func update(_ batch: RowBatch) throws(EngineError) {
+        let d = columns
+        var r = 0
+        while r < batch.count {
+            if epochBlock != block && opensEpoch(block) {
+                startEpoch()
+                epochBlock = block
+            }
+            let pos = rows
+            let segStart = max(blockStart, (pos / Int64(chunkRows)) * Int64(chunkRows))
+            let segEnd = min(blockEnd, (pos / Int64(chunkRows) + 1) * Int64(chunkRows))
+            let take = min(batch.count - r, Int(segEnd - pos))
+            let direct = pos == segStart && take == Int(segEnd - pos)
+            batch.features.withUnsafeBufferPointer { f in
+                let base = f.baseAddress! + r * d
+                for i in 0..<take {
+                    let w = batch.weight(r + i)
+                    let c = classify(base + i * d, weight: w, before: pos + Int64(i))
+                    coef[chunkCount + i] = c
+                    if !direct {
+                        chunk.withUnsafeMutableBufferPointer { dst in
+                            (dst.baseAddress! + (chunkCount + i) * d).update(from: base + i * d, count: d)
+                        }
+                    }
+                }
+                rows += Int64(take)
+                if direct {
+                    accumulate(base, count: take)
+                } else {
+                    chunkCount += take
+                    if rows == segEnd { flushChunk() }
+                }
+            }
+            r += take
+            if rows == blockEnd { closeBlock() }
+        }
+        for i in 0..<batch.count { weightSum += batch.weight(i) }
+    }
+
+    /// Decides heavy or light for one row (in stream order), keeps a heavy row, returns its coefficient
+    /// in the block sum: its weight when light, 0 when heavy.
+    mutating func classify(_ a: UnsafePointer<Double>, weight w: Double, before: Int64) -> Double {
+        let d = columns
+        let q = w * BlockKernels.dot(a, a, n: d)
+        blockMass += q
+        blockMass2 += q * q
+        let heavy: Bool
+        if before == 0 {
+            heavy = true   // nothing to compare with yet: keeping the first row costs d numbers
+            winsorMass = q
+        } else {
+            // n × (mean w‖a‖² so far), the mean winsorised at 8× itself: a huge early row scaled by n/rows
+            // would otherwise raise the threshold above itself and hide; its excess counts once, exactly.
+            let rate = winsorMass / Double(before)
+            if isDoubling(block) {
+                heavy = q >= epochTau
+            } else {
+                heavy = q >= (Double(blockNref) * rate + excessMass) / heavyDenominator
+            }
+            let kept = min(q, TopEigenvector.winsorFactor * rate)
+            winsorMass += kept
+            excessMass += q - kept
+        }
+        if heavy && keepHeavy(a, weight: w, q: q) {
+            heavyCount += 1
+            return 0
+        }
+        if heavy { heavyOverflow += 1 }
+        lightWeight += w
+        blockLightWeight += w
+        return w
+    }
+
+    /// Stores √w·a; false when the memory budget is full (the row is then treated as light).
+    /// As rows (with w‖a‖² and w, so they can be demoted) while they fit the budget, then as HᵀH if it fits.
+    mutating func keepHeavy(_ a: UnsafePointer<Double>, weight w: Double, q: Double) -> Bool {
+        let d = columns
+        if heavyAsGram {
+            heavyGram.withUnsafeMutableBufferPointer { g in BlockKernels.syrUpper(w, a, n: d, into: g.baseAddress!) }
+            return true
+        }
+        if heavyQ.count >= budgetRows {
+            guard gramAllowed else { return false }
+            heavyGram = [Double](repeating: 0, count: d * d)
+            let h = heavyQ.count
+            heavyRows.withUnsafeBufferPointer { hr in
+                heavyGram.withUnsafeMutableBufferPointer { g in BlockKernels.syrkUpper(hr.baseAddress!, rows: h, n: d, into: g.baseAddress!) }
+            }
+            heavyRows = []; heavyQ = []; heavyW = []
+            heavyAsGram = true
+            heavyGram.withUnsafeMutableBufferPointer { g in BlockKernels.syrUpper(w, a, n: d, into: g.baseAddress!) }
+            return true
+        }
+        let s = w.squareRoot()
+        for j in 0..<d { heavyRows.append(s * a[j]) }
+        heavyQ.append(q)
+        heavyW.append(w)
+        return true
+    }
+
+    /// y += Σ coef_i ⟨a_i, x⟩ a_i over `count` rows at `a` (coefficients in `coef[0..<count]`): two dgemv.
+    mutating func accumulate(_ a: UnsafePointer<Double>, count: Int) {
+        let d = columns
+        x.withUnsafeBufferPointer { xp in
+            scratch.withUnsafeMutableBufferPointer { pp in
+                BlockKernels.gemvRows(a, rows: count, n: d, v: xp.baseAddress!, into: pp.baseAddress!)
+                for i in 0..<count { pp[i] *= coef[i] }
+                y.withUnsafeMutableBufferPointer { yp in
+                    BlockKernels.gemvTransposedAccumulate(a, rows: count, n: d, v: UnsafePointer(pp.baseAddress!), into: yp.baseAddress!)
+                }
+            }
+        }
+    }
+
+    mutating func flushChunk() {
+        guard chunkCount > 0 else { return }
+        let n = chunkCount
+        let c = chunk
+        c.withUnsafeBufferPointer { accumulate($0.baseAddress!, count: n) }
+        chunkCount = 0
+    }
+
+    /// Hᵀ(Hx) (or HᵀH x) for the heavy rows kept so far.
+    func heavyTimes(_ v: [Double]) -> [Double] {
+        let d = columns
+        var out = [Double](repeating: 0, count: d)
+        if heavyAsGram {
+            heavyGram.withUnsafeBufferPointer { g in
+                v.withUnsafeBufferPointer { vp in
+                    out.withUnsafeMutableBufferPointer { o in BlockKernels.symvUpper(g.baseAddress!, n: d, x: vp.baseAddress!, beta: 0, into: o.baseAddress!) }
+                }
+            }
+        } else if !heavyRows.isEmpty {
+            let h = heavyRows.count / d
+            var t = [Double](repeating: 0, count: h)
+            heavyRows.withUnsafeBufferPointer { hr in
+                v.withUnsafeBufferPointer { vp in
+                    t.withUnsafeMutableBufferPointer { tp in BlockKernels.gemvRows(hr.baseAddress!, rows: h, n: d, v: vp.baseAddress!, into: tp.baseAddress!) }
+                }
+                t.withUnsafeBufferPointer { tp in
+                    out.withUnsafeMutableBufferPointer { o in BlockKernels.gemvTransposedAccumulate(hr.baseAddress!, rows: h, n: d, v: tp.baseAddress!, into: o.baseAddress!) }
+                }
+            }
+        }
+        return out
+    }
+
+    /// One power step with the open block: x ← normalize(s·y + Hᵀ(Hx)).
+    mutating func step() {
+        let scale = blockLightWeight > 0 ? lightWeight / blockLightWeight : 0
+        var z = heavyTimes(x)
+        for j in 0..<columns { z[j] += scale * y[j] }
+        lastLightDot = TopEigenvector.dot(x, y)
+        lastLightWeight = blockLightWeight
+        xPrev = x
+        if let nx = TopEigenvector.normalized(z) {
+            let c = TopEigenvector.dot(xPrev, nx)
+            lastChange = max(0, 1 - c * c)
+            x = nx
+        }
+        steps += 1
+    }
+
+    /// Ends the open block: a power step, its statistics, and the next block.
+    mutating func closeBlock() {
+        flushChunk()
+        step()
+        recordStats(stepped: true)
+        advanceBlock()
+    }
+
+    mutating func recordStats(stepped: Bool) {
+        stats.append(BlockStat(rows: rows - blockStart, mass: blockMass, mass2: blockMass2,
+                               lightDot: stepped ? lastLightDot : 0, lightWeight: stepped ? lastLightWeight : 0, stepped: stepped))
+        for j in 0..<columns { y[j] = 0 }
+        blockLightWeight = 0; blockMass = 0; blockMass2 = 0
+    }
+
+    // MARK: results
+
+    /// Steps whose light Rayleigh parts are averaged in `eigenvalue`: the last ⌈T/3⌉ (after most of the
+    /// convergence, and ⌈T/3⌉ times the rows of one block, which cuts the sampling noise).
+    var eigenSteps: Int { (blocks + 2) / 3 }
+
+    /// The estimate of σ₁²: the light Rayleigh quotient per unit light weight over the last ⌈T/3⌉ steps,
+    /// times the light weight of the whole stream, plus x_prevᵀHᵀHx_prev for the vector entering the last
+    /// step with every heavy row kept so far.
+    func eigenvalueEstimate() -> Double {
+        guard steps > 0 else { return 0 }
+        var dot = 0.0, lw = 0.0
+        for s in stats.filter(\.stepped).suffix(eigenSteps) where s.lightWeight > 0 { dot += s.lightDot; lw += s.lightWeight }
+        let light = lw > 0 ? dot / lw * lightWeight : 0
+        return light + TopEigenvector.dot(xPrev, heavyTimes(xPrev))
+    }
+
+    /// The order check: consecutive blocks pooled into ~8 groups of ≥ n/8 rows each; per group
+    /// z = (mean w‖a‖² − pooled mean) / √(pooled variance / rows · (1 − rows/n)), ≈ N(0, 1) in random order.
+    /// Returns max |z|. One extreme row alone moves its group's z to at most √7 ≈ 2.6.
+    func orderStatistic(extra: BlockStat?) -> Double {
+        let all = stats + (extra.map { [$0] } ?? [])
+        var n = 0.0, s1 = 0.0, s2 = 0.0
+        for b in all { n += Double(b.rows); s1 += b.mass; s2 += b.mass2 }
+        guard n >= 64 else { return 0 }
+        let mu = s1 / n, v = max(0, s2 / n - mu * mu)
+        guard v > 0 else { return 0 }
+        var z = 0.0
+        var gRows = 0.0, gMass = 0.0
+        for (i, b) in all.enumerated() {
+            gRows += Double(b.rows); gMass += b.mass
+            if gRows >= n / 8 || i == all.count - 1 {
+                if gRows >= 32 && gRows < n {
+                    z = max(z, abs((gMass / gRows - mu) / (v / gRows * (1 - gRows / n)).squareRoot()))
+                }
+                gRows = 0; gMass = 0
+            }
+        }
+        return z
+    }
+
+    func summaryPairs(eigenvalue: Double, exact: Bool, extra: BlockStat?) -> [(String, JSON)] {
+        let z = orderStatistic(extra: extra)
+        let schedule: String
+        if let n = rowsKnown { schedule = rows > n ? "fixed+doubling" : "fixed" } else { schedule = "doubling" }
+        return [
+            ("rows", .int(rows)), ("weight_sum", .double(weightSum)),
+            ("eigenvalue", .double(eigenvalue)),
+            ("variant", .string(TopEigenvector.Variant.randomOrder.rawValue)),
+            ("rows_known", rowsKnown.map { .int($0) } ?? .null),
+            ("blocks", .int(Int64(blocks))), ("schedule", .string(schedule)), ("steps", .int(Int64(steps))),
+            ("heavy_rows", .int(heavyCount)), ("heavy_storage", .string(heavyAsGram ? "gram" : "rows")),
+            ("heavy_overflow", .int(heavyOverflow)), ("heavy_demoted", .int(heavyDemoted)),
+            ("exact", .bool(exact)),
+            ("last_step_change", lastChange.isNaN ? .null : .double(lastChange)),
+            ("order_z", .double(z)), ("order_suspect", .bool(z > TopEigenvector.orderZLimit)),
+            ("assumption", .string(TopEigenvector.assumptionRandomOrder)),
+        ]
+    }
+
+    func openStat() -> BlockStat? {
+        rows > blockStart ? BlockStat(rows: rows - blockStart, mass: blockMass, mass2: blockMass2, lightDot: 0, lightWeight: 0, stepped: false) : nil
+    }
+
+    public func currentSummary() -> [(String, JSON)] {
+        summaryPairs(eigenvalue: eigenvalueEstimate(), exact: false, extra: openStat())
+    }
+
+    public mutating func finish() throws(EngineError) -> OperatorOutput {
+        flushChunk()
+        if rows > blockStart {
+            // An unfinished block: a last step when it is at least half its planned size (or nothing else ran).
+            let extra = openStat()
+            if 2 * (rows - blockStart) >= blockEnd - blockStart || steps == 0 {
+                step()
+                recordStats(stepped: true)
+            } else if let e = extra {
+                stats.append(e)
+            }
+        }
+        var vector = x
+        var eigenvalue = eigenvalueEstimate()
+        var exact = false
+        if lightWeight == 0 && heavyCount > 0 {
+            // Every row was kept: the exact answer from the kept rows.
+            let (value, v) = try exactTop()
+            vector = v
+            eigenvalue = value
+            exact = true
+        }
+        return OperatorOutput(arrays: [NamedArray("vector", shape: [columns], float64: TopEigenvector.signFixed(vector))],
+                              summary: summaryPairs(eigenvalue: eigenvalue, exact: exact, extra: nil))
+    }
+
+    /// Top eigenpair of HᵀH from the kept rows: dsyevd of HHᵀ (h×h) when h < d, else of HᵀH.
+    func exactTop() throws(EngineError) -> (Double, [Double]) {
+        let d = columns
+        do {
+            if heavyAsGram {
+                var g = Matrix(rows: d, cols: d, storage: heavyGram)
+                g.symmetrizeFromUpper()
+                let e = try LAPACK.symmetricEigen(g)
+                return (max(0, e.values[0]), (0..<d).map { e.vectors[0, $0] })
+            }
+            let h = heavyRows.count / d
+            let hm = Matrix(rows: h, cols: d, storage: heavyRows)
+            let e = try LAPACK.symmetricEigen(hm.multiplied(by: hm.transposed))
+            let u = (0..<h).map { e.vectors[0, $0] }
+            let v = hm.transposed.multiplied(by: u)
+            return (max(0, e.values[0]), TopEigenvector.normalized(v) ?? x)
+        } catch {
+            throw .internal("top-eigenvector", error.description)
+        }
+    }
+
+    // MARK: state
+
+    public func encodeState() -> [UInt8] {
+        var w = BinaryWriter()
+        w.u8(0)   // variant tag: random-order
+        w.u64(UInt64(columns)); w.u64(UInt64(blocks)); w.i64(rowsKnown ?? 0)
+        w.i64(rows); w.f64(weightSum); w.f64(winsorMass); w.f64(excessMass); w.f64(lightWeight)
+        w.u64(UInt64(block))
+        w.f64s(x); w.f64s(y)
+        w.f64(blockLightWeight); w.f64(blockMass); w.f64(blockMass2)
+        w.u64(UInt64(steps)); w.f64s(xPrev); w.f64(lastLightDot); w.f64(lastLightWeight); w.f64(lastChange)
+        w.i64(heavyCount); w.i64(heavyOverflow); w.i64(heavyDemoted); w.bool(heavyAsGram)
+        w.f64s(heavyRows); w.f64s(heavyQ); w.f64s(heavyW); w.f64s(heavyGram); w.f64(epochTau); w.i64(Int64(epochBlock))
+        w.u64(UInt64(chunkCount))
+        w.f64s(Array(chunk[0..<chunkCount * columns])); w.f64s(Array(coef[0..<chunkCount]))
+        w.u64(UInt64(stats.count))
+        for s in stats { w.i64(s.rows); w.f64(s.mass); w.f64(s.mass2); w.f64(s.lightDot); w.f64(s.lightWeight); w.bool(s.stepped) }
+        return w.bytes
+    }
+
+    public init(columns: Int, blocks: Int?, rowsKnown: Int64?, heavyMemoryMB: Int, seed: UInt64, shard: Int64,
+                purpose: UInt32, state: [UInt8], context: String) throws(EngineError) {
+        self.init(columns: columns, blocks: blocks, rowsKnown: rowsKnown, heavyMemoryMB: heavyMemoryMB, seed: seed,
+                  shard: shard, purpose: purpose)
+        let d = columns
+        var r = BinaryReader(state, context: context)
+        let tag = try r.u8()
+        let c = Int(try r.u64()), t = Int(try r.u64()), n = try r.i64()
+        guard tag == 0, c == d, t == self.blocks, n == (self.rowsKnown ?? 0) else {
+            throw .data(context, "top-eigenvector state is for variant \(tag), \(c) columns, \(t) blocks, \(n) known rows; expected random-order, \(d), \(self.blocks), \(self.rowsKnown ?? 0)")
+        }
+        rows = try r.i64(); weightSum = try r.f64(); winsorMass = try r.f64(); excessMass = try r.f64(); lightWeight = try r.f64()
+        let k = Int(try r.u64())
+        guard k < 1 << 20 else { throw .data(context, "top-eigenvector state names block \(k)") }
+        block = k
+        (blockStart, blockEnd, blockNref) = blockRange(k)
+        x = try r.f64s(); y = try r.f64s()
+        blockLightWeight = try r.f64(); blockMass = try r.f64(); blockMass2 = try r.f64()
+        steps = Int(try r.u64()); xPrev = try r.f64s(); lastLightDot = try r.f64(); lastLightWeight = try r.f64(); lastChange = try r.f64()
+        heavyCount = try r.i64(); heavyOverflow = try r.i64(); heavyDemoted = try r.i64(); heavyAsGram = try r.bool()
+        heavyRows = try r.f64s(); heavyQ = try r.f64s(); heavyW = try r.f64s(); heavyGram = try r.f64s(); epochTau = try r.f64(); epochBlock = Int(try r.i64())
+        chunkCount = Int(try r.u64())
+        let ch = try r.f64s(), co = try r.f64s()
+        let ns = try r.count(elementSize: 41)
+        stats = []
+        for _ in 0..<ns {
+            stats.append(BlockStat(rows: try r.i64(), mass: try r.f64(), mass2: try r.f64(), lightDot: try r.f64(), lightWeight: try r.f64(),
+                                   stepped: try r.bool()))
+        }
+        guard x.count == d, y.count == d, xPrev.count == d, heavyRows.count == heavyQ.count * d, heavyW.count == heavyQ.count,
+              heavyAsGram || heavyCount == Int64(heavyQ.count),
+              heavyGram.count == (heavyAsGram ? d * d : 0), !(heavyAsGram && !heavyRows.isEmpty),
+              chunkCount < chunkRows, ch.count == chunkCount * d, co.count == chunkCount,
+              rows >= blockStart, rows < blockEnd, r.remaining == 0 else {
+            throw .data(context, "top-eigenvector state is inconsistent (array lengths, block or chunk position)")
+        }
+        for i in 0..<ch.count { chunk[i] = ch[i] }
+        for i in 0..<co.count { coef[i] = co[i] }
+    }
+}
+
+/// Oja's rule with a fixed learning rate as analysed by Price & Xun (FOCS 2024) for arbitrary-order streams,
+/// run as `copies` = 12 copies on a geometric grid of learning rates, because the right rate depends on the
+/// unknown spectrum and n.
+///
+/// Algorithm. Copy k keeps a unit vector v_k and a rate γ_k = 2^(−4−2k) relative to the mean squared row
+/// norm μ (running: Σ w‖a‖² / rows so far), η_k = γ_k/μ — so γ from 1/16 down to 2^(−26) covers streams
+/// from ~10² to ~10⁹ rows. Rows are taken in fixed chunks of 16 (at fixed row positions): P = A_c V (one
+/// c×d by d×K product), v_k ← normalize(v_k + η_k A_cᵀ(W P)_k) — the sequential rule up to second-order
+/// terms in η‖a‖², renormalised every 16 rows. Before the update each copy scores Σ w⟨a, v_k⟩² on the
+/// chunk (its Rayleigh quotient on rows it has not yet seen); scores are summed over the last two doubling
+/// epochs (epoch j = rows [1024(2ʲ − 1), 1024(2ʲ⁺¹ − 1))), i.e. between the last half and the last three
+/// quarters of the stream, and the copy with the largest score wins. `eigenvalue` = its score per unit
+/// weight × the total weight.
+///
+/// Guarantee (Price & Xun; Kacham & Woodruff's sharpening): in any order, correlation 1 − o(1) when
+/// R = σ₁²/σ₂² = Ω(log² d) and every row satisfies η‖a‖² ≤ O(1) for the chosen η. `step_warning` is set
+/// when the winner's largest η‖a‖² exceeded 1/4 — a heavy row can then rotate the vector arbitrarily.
+/// Not promised: anything at small gaps — Kacham & Woodruff give random-order instances with
+/// R = Θ(log d / log log d) where every fixed η fails; the tests include an instance in that regime (ours).
+/// Cost per row: O(K·d) at BLAS-3 speed (two dgemm per chunk). Memory: O(K·d + 16·d).
+public struct OjaTopEigenvector: StreamOperator, Equatable {
+    public static func == (a: OjaTopEigenvector, b: OjaTopEigenvector) -> Bool { a.encodeState() == b.encodeState() }
+
+    public static let copies = 12
+    public static let chunkRows = 16
+    public static let epochBase: Int64 = 1024
+    public static let stepLimit = 0.25
+    public static func gamma(_ k: Int) -> Double { 1.0 / Double(UInt64(1) << UInt64(4 + 2 * k)) }
+
+    public let columns: Int
+    public let rowsKnown: Int64?
+
+    public private(set) var rows: Int64 = 0
+    /// Rows through the update (rows minus the open chunk): μ and the epochs count these.
+    var processed: Int64 = 0
+    var weightSum = 0.0
+    var massSum = 0.0
+    /// max over rows of w‖a‖²/μ (μ as of the row's chunk): the winner's largest step is γ·rhoMax.
+    var rhoMax = 0.0
+    /// V (d×K, row-major): column k is copy k.
+    var v: [Double]
+    var scorePrev: [Double]
+    var scoreCur: [Double]
+    var weightPrev = 0.0
+    var weightCur = 0.0
+    var chunk: [Double]
+    var chunkW: [Double]
+    var chunkCount = 0
+    /// Scratch (not state): P = A_c V.
+    var p = [Double](repeating: 0, count: OjaTopEigenvector.chunkRows * OjaTopEigenvector.copies)
+    let gammas = (0..<OjaTopEigenvector.copies).map { OjaTopEigenvector.gamma($0) }
+
+    public init(columns: Int, rowsKnown: Int64?, seed: UInt64, shard: Int64, purpose: UInt32) {
+        let d = columns, k = OjaTopEigenvector.copies
+        self.columns = d
+        self.rowsKnown = (rowsKnown ?? 0) > 0 ? rowsKnown : nil
+        let x = TopEigenvector.initialVector(columns: d, seed: seed, shard: shard, purpose: purpose)
+        v = [Double](repeating: 0, count: d * k)
+        for j in 0..<d { for c in 0..<k { v[j * k + c] = x[j] } }
+        scorePrev = [Double](repeating: 0, count: k)
+        scoreCur = scorePrev
+        chunk = [Double](repeating: 0, count: OjaTopEigenvector.chunkRows * d)
+        chunkW = [Double](repeating: 0, count: OjaTopEigenvector.chunkRows)
+    }
+
+    public mutating func update(_ batch: RowBatch) throws(EngineError) {
+        let d = columns, cr = OjaTopEigenvector.chunkRows
+        var r = 0
+        while r < batch.count {
+            if chunkCount == 0 && batch.count - r >= cr {
+                // Whole chunks straight from the batch buffer: the same products the copy path makes.
+                for i in 0..<cr { chunkW[i] = batch.weight(r + i); weightSum += chunkW[i] }
+                batch.features.withUnsafeBufferPointer { f in process(f.baseAddress! + r * d, count: cr) }
+                r += cr
+                rows += Int64(cr)
+                continue
+            }
+            let take = min(batch.count - r, cr - chunkCount)
+            for i in 0..<take {
+                for j in 0..<d { chunk[(chunkCount + i) * d + j] = batch.features[(r + i) * d + j] }
+                chunkW[chunkCount + i] = batch.weight(r + i)
+                weightSum += chunkW[chunkCount + i]
+            }
+            chunkCount += take
+            r += take
+            rows += Int64(take)
+            if chunkCount == cr { flushChunk() }
+        }
+    }
+
+    mutating func flushChunk() {
+        guard chunkCount > 0 else { return }
+        let n = chunkCount
+        let c = chunk
+        c.withUnsafeBufferPointer { process($0.baseAddress!, count: n) }
+        chunkCount = 0
+    }
+
+    /// One chunk of `count` rows (weights in `chunkW`): scores, then the Oja update of every copy.
+    mutating func process(_ a: UnsafePointer<Double>, count: Int) {
+        let d = columns, k = OjaTopEigenvector.copies
+        var qmax = 0.0
+        for i in 0..<count {
+            let q = chunkW[i] * BlockKernels.dot(a + i * d, a + i * d, n: d)
+            massSum += q
+            qmax = max(qmax, q)
+        }
+        processed += Int64(count)
+        let mu = massSum / Double(processed)
+        let w = chunkW
+        v.withUnsafeMutableBufferPointer { vp in
+            p.withUnsafeMutableBufferPointer { pp in
+                BlockKernels.gemm(a, rows: count, n: d, UnsafePointer(vp.baseAddress!), cols: k, into: pp.baseAddress!)
+                scoreCur.withUnsafeMutableBufferPointer { sc in
+                    for i in 0..<count {
+                        for c in 0..<k { let x = pp[i * k + c]; sc[c] += w[i] * x * x }
+                    }
+                }
+                guard mu > 0 && mu.isFinite else { return }
+                for i in 0..<count {
+                    for c in 0..<k { pp[i * k + c] *= w[i] * gammas[c] / mu }
+                }
+                BlockKernels.gemmTransposedAccumulate(a, rows: count, n: d, UnsafePointer(pp.baseAddress!), cols: k, into: vp.baseAddress!)
+                BlockKernels.normalizeColumns(vp.baseAddress!, rows: d, cols: k)
+            }
+        }
+        for i in 0..<count { weightCur += w[i] }
+        if mu > 0 && mu.isFinite { rhoMax = max(rhoMax, qmax / mu) }
+        if OjaTopEigenvector.isEpochEnd(processed) {
+            scorePrev = scoreCur
+            weightPrev = weightCur
+            for c in 0..<k { scoreCur[c] = 0 }
+            weightCur = 0
+        }
+    }
+
+    /// Epoch ends: 1024·(2ʲ⁺¹ − 1), i.e. rows + 1024 a power of two (and a multiple of 1024).
+    static func isEpochEnd(_ rows: Int64) -> Bool {
+        let m = rows + epochBase
+        return rows > 0 && m % epochBase == 0 && (m / epochBase) & (m / epochBase - 1) == 0
+    }
+
+    func winner() -> (index: Int, score: Double, weight: Double) {
+        var best = 0, bestScore = -Double.infinity
+        for c in 0..<OjaTopEigenvector.copies {
+            let s = scorePrev[c] + scoreCur[c]
+            if s > bestScore { best = c; bestScore = s }
+        }
+        return (best, bestScore, weightPrev + weightCur)
+    }
+
+    func summaryPairs() -> [(String, JSON)] {
+        let (k, score, w) = winner()
+        let mu = processed > 0 ? massSum / Double(processed) : 0
+        let step = OjaTopEigenvector.gamma(k) * rhoMax
+        return [
+            ("rows", .int(rows)), ("weight_sum", .double(weightSum)),
+            ("eigenvalue", .double(w > 0 ? score / w * weightSum : 0)),
+            ("variant", .string(TopEigenvector.Variant.oja.rawValue)),
+            ("rows_known", rowsKnown.map { .int($0) } ?? .null),
+            ("heavy_rows", .int(0)),
+            ("copies", .int(Int64(OjaTopEigenvector.copies))), ("winner", .int(Int64(k))),
+            ("gamma", .double(OjaTopEigenvector.gamma(k))),
+            ("eta", .double(mu > 0 ? OjaTopEigenvector.gamma(k) / mu : 0)),
+            ("step_max", .double(step)), ("step_warning", .bool(step > OjaTopEigenvector.stepLimit)),
+            ("assumption", .string(TopEigenvector.assumptionOja)),
+        ]
+    }
+
+    public func currentSummary() -> [(String, JSON)] { summaryPairs() }
+
+    public mutating func finish() throws(EngineError) -> OperatorOutput {
+        flushChunk()
+        let (k, _, _) = winner()
+        let d = columns, kk = OjaTopEigenvector.copies
+        let vec = (0..<d).map { v[$0 * kk + k] }
+        return OperatorOutput(arrays: [NamedArray("vector", shape: [d], float64: TopEigenvector.signFixed(vec))],
+                              summary: summaryPairs())
+    }
+
+    public func encodeState() -> [UInt8] {
+        var w = BinaryWriter()
+        w.u8(1)   // variant tag: oja
+        w.u64(UInt64(columns)); w.i64(rowsKnown ?? 0)
+        w.i64(rows); w.i64(processed); w.f64(weightSum); w.f64(massSum); w.f64(rhoMax)
+        w.f64s(v); w.f64s(scorePrev); w.f64s(scoreCur); w.f64(weightPrev); w.f64(weightCur)
+        w.u64(UInt64(chunkCount))
+        w.f64s(Array(chunk[0..<chunkCount * columns])); w.f64s(Array(chunkW[0..<chunkCount]))
+        return w.bytes
+    }
+
+    public init(columns: Int, rowsKnown: Int64?, seed: UInt64, shard: Int64, purpose: UInt32, state: [UInt8],
+                context: String) throws(EngineError) {
+        self.init(columns: columns, rowsKnown: rowsKnown, seed: seed, shard: shard, purpose: purpose)
+        let d = columns, k = OjaTopEigenvector.copies
+        var r = BinaryReader(state, context: context)
+        let tag = try r.u8(), c = Int(try r.u64()), n = try r.i64()
+        guard tag == 1, c == d, n == (self.rowsKnown ?? 0) else {
+            throw .data(context, "top-eigenvector state is for variant \(tag), \(c) columns, \(n) known rows; expected oja, \(d), \(self.rowsKnown ?? 0)")
+        }
+        rows = try r.i64(); processed = try r.i64(); weightSum = try r.f64(); massSum = try r.f64(); rhoMax = try r.f64()
+        v = try r.f64s(); scorePrev = try r.f64s(); scoreCur = try r.f64s(); weightPrev = try r.f64(); weightCur = try r.f64()
+        chunkCount = Int(try r.u64())
+        let ch = try r.f64s(), cw = try r.f64s()
+        guard v.count == d * k, scorePrev.count == k, scoreCur.count == k, chunkCount < OjaTopEigenvector.chunkRows,
+              ch.count == chunkCount * d, cw.count == chunkCount, processed % Int64(OjaTopEigenvector.chunkRows) == 0,
+              rows == processed + Int64(chunkCount),
+              r.remaining == 0 else {
+            throw .data(context, "top-eigenvector state is inconsistent (array lengths or chunk position)")
+        }
+        for i in 0..<ch.count { chunk[i] = ch[i] }
+        for i in 0..<cw.count { chunkW[i] = cw[i] }
+    }
+}
