@@ -156,6 +156,7 @@ public final class Runner: @unchecked Sendable {
         if let f = source?.formatUsed { pairs.append(("format", .string(f.rawValue))) }
         if let l = source?.layout { pairs.append(("columns", .int(Int64(l.features)))) }
         pairs.append(("operators", .array(spec?.operators.map { .string($0.id) } ?? [])))
+        if let kib = peakRSSKiB() { pairs.append(("peak_rss_kib", .int(kib))) }
         return .object(pairs)
     }
 
@@ -446,6 +447,15 @@ final class QuarantineFile: @unchecked Sendable {
     func close() throws(EngineError) {
         if fd >= 0 { _ = Glibc.close(fd); fd = -1 }
     }
+}
+
+/// This process's peak resident set size (VmHWM), for run.json: memory is part of what a run reports.
+func peakRSSKiB() -> Int64? {
+    guard let bytes = try? FileBytes.read("/proc/self/status", what: "status") else { return nil }
+    for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        return Int64(line.dropFirst(6).filter { $0.isNumber })
+    }
+    return nil
 }
 
 public enum RowflowVersion {

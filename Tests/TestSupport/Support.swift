@@ -148,12 +148,11 @@ public struct MeasuredResult: Sendable {
     public var signal: Int32
     public var stdout: String
     public var stderr: String
-    /// Peak resident set size in KiB (wait4's ru_maxrss).
-    public var maxRSSKiB: Int
 }
 
-/// Runs a command with posix_spawn (stdout/stderr to temporary files) and waits with wait4, so the peak
-/// RSS and whether it died by a signal are known.
+/// Runs a command with posix_spawn (stdout/stderr to temporary files) and waits with wait4, so whether it
+/// died by a signal is known. (Not its peak RSS: a child inherits the spawning process's high-water mark at
+/// exec; rowflow reports its own as run.json's `peak_rss_kib`.)
 public func runMeasured(_ executable: String, _ args: [String], environment: [String: String]? = nil,
                         killAfter seconds: Double? = nil, signal sig: Int32 = SIGKILL) -> MeasuredResult {
     let dir = temporaryDirectory("spawn")
@@ -180,5 +179,5 @@ public func runMeasured(_ executable: String, _ args: [String], environment: [St
     let exited = (status & 0x7F) == 0
     let read = { (p: String) in (try? String(contentsOfFile: p, encoding: .utf8)) ?? "" }
     return MeasuredResult(status: exited ? (status >> 8) & 0xFF : -1, signal: exited ? 0 : status & 0x7F,
-                          stdout: read(outPath), stderr: read(errPath), maxRSSKiB: Int(usage.ru_maxrss))
+                          stdout: read(outPath), stderr: read(errPath))
 }
