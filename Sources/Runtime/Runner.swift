@@ -170,7 +170,8 @@ public final class Runner: @unchecked Sendable {
         let src = try SourceReader(path: options.input, config: spec.source, bad: bad)
         source = src
         let shape = try streamShape(src)
-        graph = try Graph(spec: spec, shape: shape, seed: seed, shard: shard, rowStoreDir: options.out + "/rowstore",
+        graph = try Graph(spec: spec, shape: shape, seed: seed, shard: shard, sharded: options.shard != nil,
+                          rowStoreDir: options.out + "/rowstore",
                           durableStores: checkpoints != nil)
         if let c = resumeFrom { try graph.restore(c, context: options.out + "/checkpoints") }
         let progress = ProgressReporter(mode: options.progress, totalBytes: src.totalBytes, stderr: stderr)

@@ -1,0 +1,163 @@
+import COpenBLAS
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Leverage scores, ridge quadratic forms and ℓp Lewis weights of blocks of rows — the scores
+/// `sensitivity-sample` samples by. Every routine works on a row-major block (m rows × n columns) with BLAS
+/// level 3 (one dsyrk for the Gram matrix, one dtrsm for all rows), never row by row.
+///
+/// Numerics: scores come from the Gram matrix and its Cholesky factor, so a block whose columns are
+/// nearly dependent (condition number κ after equilibrating the columns) loses about κ²·1e-16 relative
+/// accuracy. Column scales do not matter: the ridge added before factoring is relative to each column's
+/// own energy (λ·diag(G)), and Cholesky's error bound depends on the equilibrated matrix only (van der
+/// Sluis). Directions holding less than ~`relativeRidge` of a column's energy are treated as absent.
+public enum RowScores {
+    /// The default relative ridge for plain leverage scores: 1e-12 of each column's energy, a few orders
+    /// above float64 rounding of a Gram matrix entry.
+    public static let defaultRelativeRidge = 1e-12
+
+    /// In-place Cholesky factor S = RᵀR of a symmetric positive definite n×n matrix (row-major; only the
+    /// upper triangle is read). On return the upper triangle holds R; the strict lower triangle is left as
+    /// it was. (dpotrf with uplo = 'L' on the column-major view, which is the same buffer transposed.)
+    public static func choleskyUpper(_ s: inout [Double], n: Int) throws(LinearAlgebraError) {
+        precondition(s.count >= n * n)
+        if n == 0 { return }
+        var uplo = CChar(UInt8(ascii: "L")), nn = Int32(n), lda = Int32(n), info: Int32 = 0
+        dpotrf_(&uplo, &nn, &s, &lda, &info, 1)
+        guard info == 0 else {
+            throw LinearAlgebraError(routine: "dpotrf", info: info,
+                                     detail: info > 0 ? "matrix is not positive definite (minor \(info))" : "argument \(-info) invalid")
+        }
+    }
+
+    /// out[i] = x_iᵀ S⁻¹ x_i for the rows of a row-major m×n block X, given the factor R of S = RᵀR from
+    /// `choleskyUpper`: Z = X R⁻¹ (one dtrsm), then the squared row norms of Z. `z` is scratch (≥ m·n).
+    public static func quadraticForms(factor r: UnsafePointer<Double>, n: Int, x: UnsafePointer<Double>, rows m: Int,
+                                      scratch z: UnsafeMutablePointer<Double>, into out: UnsafeMutablePointer<Double>) {
+        if m == 0 { return }
+        if n == 0 { for i in 0..<m { out[i] = 0 }; return }
+        z.update(from: x, count: m * n)
+        cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, Int32(m), Int32(n), 1,
+                    r, Int32(n), z, Int32(n))
+        for i in 0..<m {
+            var s = 0.0
+            let row = z + i * n
+            for j in 0..<n { s += row[j] * row[j] }
+            out[i] = s
+        }
+    }
+
+    /// h_i = x_iᵀ (Xᵀ diag(c) X + Λ)⁻¹ x_i for the rows of X (row-major m×n), with row coefficients c
+    /// (nil = all 1; rows with c = 0 do not enter the Gram matrix but still get their h) and the ridge
+    /// Λ = λ·diag(Xᵀ diag(c) X), floored so that a column that is zero in this block stays positive definite.
+    /// The leverage score of row i in the matrix diag(c)^{1/2} X is c_i·h_i.
+    public static func ridgeQuadraticForms(_ x: [Double], rows m: Int, cols n: Int, coefficients c: [Double]? = nil,
+                                           relativeRidge: Double = defaultRelativeRidge) throws(LinearAlgebraError) -> [Double] {
+        precondition(x.count >= m * n)
+        var h = [Double](repeating: 0, count: m)
+        if m == 0 || n == 0 { return h }
+        var g = [Double](repeating: 0, count: n * n)
+        if let c {
+            var y = [Double](repeating: 0, count: m * n)
+            for i in 0..<m {
+                let s = c[i].squareRoot()
+                for j in 0..<n { y[i * n + j] = s * x[i * n + j] }
+            }
+            y.withUnsafeBufferPointer { yp in
+                g.withUnsafeMutableBufferPointer { gp in
+                    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(m), 1, yp.baseAddress, Int32(n), 0, gp.baseAddress, Int32(n))
+                }
+            }
+        } else {
+            x.withUnsafeBufferPointer { xp in
+                g.withUnsafeMutableBufferPointer { gp in
+                    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(m), 1, xp.baseAddress, Int32(n), 0, gp.baseAddress, Int32(n))
+                }
+            }
+        }
+        addRelativeRidge(&g, n: n, relative: relativeRidge)
+        try choleskyUpper(&g, n: n)
+        var z = [Double](repeating: 0, count: m * n)
+        g.withUnsafeBufferPointer { gp in
+            x.withUnsafeBufferPointer { xp in
+                z.withUnsafeMutableBufferPointer { zp in
+                    h.withUnsafeMutableBufferPointer { hp in
+                        quadraticForms(factor: gp.baseAddress!, n: n, x: xp.baseAddress!, rows: m, scratch: zp.baseAddress!, into: hp.baseAddress!)
+                    }
+                }
+            }
+        }
+        return h
+    }
+
+    /// Adds λ·G_jj to each diagonal entry; a column with no energy at all gets 1 (it is zero in every row,
+    /// so its ridge cannot change any score, but the factor must exist).
+    public static func addRelativeRidge(_ g: inout [Double], n: Int, relative: Double) {
+        for j in 0..<n {
+            let d = g[j * n + j]
+            g[j * n + j] += d > 0 ? max(relative * d, Double.leastNormalMagnitude) : 1
+        }
+    }
+
+    /// ℓ2 leverage scores τ_i of the rows of X (row-major m×n): τ_i = x_iᵀ(XᵀX)⁻¹x_i, Σ τ_i = rank.
+    public static func leverage(_ x: [Double], rows m: Int, cols n: Int) throws(LinearAlgebraError) -> [Double] {
+        try ridgeQuadraticForms(x, rows: m, cols: n)
+    }
+
+    /// The result of `lewisWeights`.
+    public struct Lewis: Sendable {
+        /// The weights w_i (Σ w_i ≈ rank for a converged fixed point; 0 for zero rows).
+        public var weights: [Double]
+        /// Fixed-point iterations run.
+        public var iterations: Int
+        /// max_i |log T(w)_i − log w_i| at the end: w is within a factor e^residual of its own update.
+        public var residual: Double
+        public var converged: Bool
+    }
+
+    /// ℓp Lewis weights of the rows of A (row-major m×n; Cohen & Peng, "ℓp Row Sampling by Lewis Weights",
+    /// STOC 2015): the fixed point w_i = (a_iᵀ (Aᵀ W^{1−2/p} A)⁻¹ a_i)^{p/2}.
+    ///
+    /// Iteration: the damped geometric update log w ← (1 − η)·log w + η·log T(w) with η = 4/(p + 2). The
+    /// Jacobian of log T at the fixed point is (1 − p/2)·Φ, with Φ = diag(P)⁻¹(P∘P) row-stochastic with real
+    /// eigenvalues in [0, 1] (P the projection onto the columns of W^{1/2−1/p}A), so the damped map
+    /// contracts with factor |p − 2|/(p + 2) for every p ≥ 1 (1/3 at p = 1, 1/3 at p = 4) — the undamped
+    /// update (η = 1), Cohen–Peng's, contracts only for p < 4. Stops when the residual is below `tolerance`
+    /// or after `maxIterations`. Rows that are exactly zero get weight 0 and stay out of every Gram matrix.
+    public static func lewisWeights(_ a: [Double], rows m: Int, cols n: Int, p: Double, tolerance: Double = 1e-6,
+                                    maxIterations: Int = 100) throws(LinearAlgebraError) -> Lewis {
+        var zero = [Bool](repeating: false, count: m)
+        for i in 0..<m {
+            var s = 0.0
+            for j in 0..<n { s += a[i * n + j] * a[i * n + j] }
+            zero[i] = s == 0
+        }
+        var w = try leverage(a, rows: m, cols: n)
+        if p == 2 { return Lewis(weights: w, iterations: 0, residual: 0, converged: true) }
+        // A floor keeps w^{1−2/p} finite for p < 2; rows at the floor have negligible leverage anyway.
+        var maxW = 0.0
+        for i in 0..<m where !zero[i] { maxW = max(maxW, w[i]) }
+        let floor = max(maxW, 1e-300) * 1e-15
+        for i in 0..<m { w[i] = zero[i] ? 0 : max(w[i], floor) }
+        let eta = 4 / (p + 2), e = 1 - 2 / p
+        var coeff = [Double](repeating: 0, count: m)
+        var residual = Double.infinity
+        var it = 0
+        while it < maxIterations {
+            for i in 0..<m { coeff[i] = zero[i] ? 0 : pow(w[i], e) }
+            let h = try ridgeQuadraticForms(a, rows: m, cols: n, coefficients: coeff, relativeRidge: 1e-14)
+            residual = 0
+            for i in 0..<m where !zero[i] {
+                let t = max(pow(h[i], p / 2), floor)
+                let lw = log(w[i]), lt = log(t)
+                residual = max(residual, abs(lt - lw))
+                w[i] = exp((1 - eta) * lw + eta * lt)
+            }
+            it += 1
+            if residual < tolerance { break }
+        }
+        return Lewis(weights: w, iterations: it, residual: residual, converged: residual < tolerance)
+    }
+}
