@@ -800,7 +800,8 @@ struct MergeReduceEngine: Equatable, Sendable {
 /// Output: `rows` (raw rows, features only), `targets`, `weights` (multiplicities w/q: Σ weights is an
 /// unbiased estimate of the source's weight sum over its nonzero rows), `indices` (source positions,
 /// local to the shard) and, in shard mode, `shard`; rows in (shard, index) order. Rows that are exactly zero
-/// in [A | y] are never kept (they carry no ℓp mass). Mergeable: shard coresets are unioned, then reduced
+/// in [A | y] score 0 and are dropped whenever a row is sampled (they carry no ℓp mass); a stream that fits
+/// in the sample comes out whole, weights 1. Mergeable: shard coresets are unioned, then reduced
 /// (online: by exact thinning when `samples` is set; merge-reduce: bucket by bucket).
 /// Not promised: a fixed output size (it is random around the target), or accuracy beyond the ridge in
 /// directions carrying less than δ of energy.
@@ -877,6 +878,7 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
                 ("failure_probability", .double(SensitivityConfig.failureProbability)),
                 ("c", o.c.isFinite ? .double(o.c) : .null),
                 ("ridge", .double(o.ridgeBound)),
+                ("ridge_diagonal", .array(o.ridgeMax.map { .double($0) })),
                 ("ridge_mode", .string(config.ridge == nil ? "auto: \(JSON.format(SensitivityConfig.autoRidge)) × running column mean of a_j² (diagonal)" : "fixed δI")),
                 ("expected_size", .double(o.expectedSize)),
                 ("size_bound", .double(o.sizeBound())),
