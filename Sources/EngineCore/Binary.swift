@@ -16,9 +16,24 @@ public struct BinaryWriter: Sendable {
     public mutating func string(_ s: String) { let u = Array(s.utf8); u32(UInt32(u.count)); raw(u) }
     /// A length-prefixed (u64) blob.
     public mutating func blob(_ b: [UInt8]) { u64(UInt64(b.count)); raw(b) }
-    /// A length-prefixed (u64 count) float64 array.
-    public mutating func f64s(_ a: [Double]) { u64(UInt64(a.count)); for v in a { f64(v) } }
-    public mutating func i64s(_ a: [Int64]) { u64(UInt64(a.count)); for v in a { i64(v) } }
+    /// A length-prefixed (u64 count) float64 array. On little-endian hosts the array's memory already is the
+    /// encoding, so it is appended in one copy (states of samplers hold whole samples).
+    public mutating func f64s(_ a: [Double]) {
+        u64(UInt64(a.count))
+        #if _endian(little)
+        a.withUnsafeBytes { bytes.append(contentsOf: $0) }
+        #else
+        for v in a { f64(v) }
+        #endif
+    }
+    public mutating func i64s(_ a: [Int64]) {
+        u64(UInt64(a.count))
+        #if _endian(little)
+        a.withUnsafeBytes { bytes.append(contentsOf: $0) }
+        #else
+        for v in a { i64(v) }
+        #endif
+    }
 }
 
 /// Reads what `BinaryWriter` wrote; every read is bounds-checked and reports the byte offset it failed at.
@@ -76,13 +91,23 @@ public struct BinaryReader: Sendable {
     public mutating func f64s() throws(EngineError) -> [Double] {
         let n = try count(elementSize: 8)
         var a = [Double](repeating: 0, count: n)
+        #if _endian(little)
+        let s = try take(n * 8)
+        a.withUnsafeMutableBytes { dst in s.withUnsafeBytes { dst.copyMemory(from: $0) } }
+        #else
         for i in 0..<n { a[i] = try f64() }
+        #endif
         return a
     }
     public mutating func i64s() throws(EngineError) -> [Int64] {
         let n = try count(elementSize: 8)
         var a = [Int64](repeating: 0, count: n)
+        #if _endian(little)
+        let s = try take(n * 8)
+        a.withUnsafeMutableBytes { dst in s.withUnsafeBytes { dst.copyMemory(from: $0) } }
+        #else
         for i in 0..<n { a[i] = try i64() }
+        #endif
         return a
     }
 }
