@@ -32,6 +32,34 @@ public enum RowScores {
         }
     }
 
+    /// Replaces the upper-triangular R (from `choleskyUpper`, row-major upper triangle) by R⁻¹ in full
+    /// row-major storage (strict lower triangle zeroed), for `quadraticForms(inverseFactor:…)`. (dtrtri with
+    /// uplo = 'L' on the column-major view.) O(n³/3), once per block of rows.
+    public static func invertUpper(_ r: inout [Double], n: Int) throws(LinearAlgebraError) {
+        if n == 0 { return }
+        var uplo = CChar(UInt8(ascii: "L")), diag = CChar(UInt8(ascii: "N")), nn = Int32(n), lda = Int32(n), info: Int32 = 0
+        dtrtri_(&uplo, &diag, &nn, &r, &lda, &info, 1, 1)
+        guard info == 0 else {
+            throw LinearAlgebraError(routine: "dtrtri", info: info, detail: info > 0 ? "factor is singular (diagonal \(info))" : "argument \(-info) invalid")
+        }
+        for i in 0..<n { for j in 0..<i { r[i * n + j] = 0 } }
+    }
+
+    /// out[i] = x_iᵀ S⁻¹ x_i = ‖x_iᵀR⁻¹‖² given R⁻¹ (full row-major, from `invertUpper`): one dgemm for the
+    /// block — at gemm speed, about 4× a right-sided dtrsm on tall-skinny blocks here, for 2× the flops.
+    public static func quadraticForms(inverseFactor ri: UnsafePointer<Double>, n: Int, x: UnsafePointer<Double>, rows m: Int,
+                                      scratch z: UnsafeMutablePointer<Double>, into out: UnsafeMutablePointer<Double>) {
+        if m == 0 { return }
+        if n == 0 { for i in 0..<m { out[i] = 0 }; return }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(n), 1, x, Int32(n), ri, Int32(n), 0, z, Int32(n))
+        for i in 0..<m {
+            var s = 0.0
+            let row = z + i * n
+            for j in 0..<n { s += row[j] * row[j] }
+            out[i] = s
+        }
+    }
+
     /// out[i] = x_iᵀ S⁻¹ x_i for the rows of a row-major m×n block X, given the factor R of S = RᵀR from
     /// `choleskyUpper`: Z = X R⁻¹ (one dtrsm), then the squared row norms of Z. `z` is scratch (≥ m·n).
     public static func quadraticForms(factor r: UnsafePointer<Double>, n: Int, x: UnsafePointer<Double>, rows m: Int,

@@ -31,6 +31,8 @@ public struct SensitivityConfig: Sendable, Equatable {
     public static let onlineBlockRows = 1024
     /// Leaf buffers are capped at this many bytes (auto sizes only).
     public static let maxLeafBytes = 256 << 20
+    /// An explicit `block_rows` may ask for at most this much buffer.
+    public static let maxBlockBytes = 4 << 30
 
     public init(p: Double = 2, epsilon: Double? = nil, samples: Int? = nil, ridge: Double? = nil,
                 method: Method = .online, blockRows: Int = SensitivityConfig.onlineBlockRows) {
@@ -83,6 +85,12 @@ public struct SensitivityConfig: Sendable, Equatable {
         }
         if let b = v.int("block_rows") {
             c.blockRows = Int(b)
+            // Online keeps the block and three scratch copies; merge-reduce one leaf.
+            let bytes = Double(b) * Double(width + 3) * 8 * (c.method == .online ? 4 : 1)
+            if bytes > Double(maxBlockBytes) {
+                throw .usage("sensitivity-sample", "block_rows \(b) with \(width) columns needs \(Int(bytes / Double(1 << 20))) MiB of buffers (limit \(maxBlockBytes >> 20) MiB)",
+                             hint: "lower block_rows, or leave it at auto")
+            }
         } else if c.method == .online {
             c.blockRows = onlineBlockRows
         } else {
@@ -175,6 +183,8 @@ struct SampleSet: Equatable, Sendable {
 
     /// Rows in (shard, index) order: a canonical order for outputs, whatever the merge order.
     func sorted() -> SampleSet {
+        // Online samples of one shard are already in stream order: no copy.
+        if (1..<max(1, count)).allSatisfy({ (shard[$0 - 1], index[$0 - 1]) < (shard[$0], index[$0]) }) { return self }
         let order = (0..<count).sorted { (shard[$0], index[$0], $0) < (shard[$1], index[$1], $1) }
         var s = SampleSet(width: width)
         s.reserve(count)
@@ -250,6 +260,10 @@ struct OnlineEngine: Equatable, Sendable {
     var block: [Double]
     var blockWeight: [Double]
     var blockIndex: [Int64]
+    // Scratch for closeBlock (not state): allocated once, so blocks never touch the allocator.
+    var scratchScaled: [Double]
+    var scratchZ: [Double]
+    var scratchH: [Double]
     // Statistics of the keep decisions (at decision time; see `thinned`).
     var blocks: Int64 = 0
     var expectedSize = 0.0
@@ -271,6 +285,9 @@ struct OnlineEngine: Equatable, Sendable {
         block = [Double](repeating: 0, count: blockRows * width)
         blockWeight = [Double](repeating: 0, count: blockRows)
         blockIndex = [Int64](repeating: 0, count: blockRows)
+        scratchScaled = block
+        scratchZ = block
+        scratchH = blockWeight
     }
 
     /// Rows in the block that starts at row `start`: the ramp 32, 32, 64, 128, … then `blockRows`.
@@ -323,22 +340,25 @@ struct OnlineEngine: Equatable, Sendable {
         for j in 0..<n { ridgeMax[j] = max(ridgeMax[j], delta[j]) }
         var factor = k
         for j in 0..<n { factor[j * n + j] += delta[j] }
-        do { try RowScores.choleskyUpper(&factor, n: n) } catch {
+        do {
+            try RowScores.choleskyUpper(&factor, n: n)
+            try RowScores.invertUpper(&factor, n: n)
+        } catch {
             throw .data("sensitivity-sample", "online ridge matrix is not positive definite (\(error.description)); non-finite or huge values in the rows?")
         }
-        // √w-scaled rows → h_i = w_i·a_iᵀM⁻¹a_i, all rows of the block in one dtrsm.
-        var scaled = [Double](repeating: 0, count: m * n)
+        // √w-scaled rows → h_i = w_i·a_iᵀM⁻¹a_i, all rows of the block in one dgemm.
+        var scaled = scratchScaled, z = scratchZ, h = scratchH
+        scratchScaled = []; scratchZ = []; scratchH = []   // keep the buffers uniquely referenced (no copy)
+        defer { scratchScaled = scaled; scratchZ = z; scratchH = h }
         for i in 0..<m {
             let s = blockWeight[i].squareRoot()
             for j in 0..<n { scaled[i * n + j] = s * block[i * n + j] }
         }
-        var h = [Double](repeating: 0, count: m)
-        var z = [Double](repeating: 0, count: m * n)
         factor.withUnsafeBufferPointer { fp in
             scaled.withUnsafeBufferPointer { sp in
                 z.withUnsafeMutableBufferPointer { zp in
                     h.withUnsafeMutableBufferPointer { hp in
-                        RowScores.quadraticForms(factor: fp.baseAddress!, n: n, x: sp.baseAddress!, rows: m, scratch: zp.baseAddress!, into: hp.baseAddress!)
+                        RowScores.quadraticForms(inverseFactor: fp.baseAddress!, n: n, x: sp.baseAddress!, rows: m, scratch: zp.baseAddress!, into: hp.baseAddress!)
                     }
                 }
             }
