@@ -890,7 +890,8 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
             oo.kept = sorted
             weights = (0..<sorted.count).map { oo.outputWeight($0) }
             set = sorted
-            let epsBound = SensitivityConfig.epsilon(forFactor: o.c / 2, width: n)
+            // ε itself while c is the one ε set; the ε the current c stands for after thinning (samples).
+            let epsBound = config.epsilon != nil && o.thinned == 0 ? config.epsilon! : SensitivityConfig.epsilon(forFactor: o.c / 2, width: n)
             extra = [
                 ("bound", .string("online ridge leverage (Cohen–Musco–Pachocki, blocks): with probability ≥ 1 − ρ, (1−ε)AᵀA − δI ⪯ SᵀS ⪯ (1+ε)AᵀA + δI on [A | y]; keep q = min(1, c·l), l = min(1, (1+ε)·w·aᵀM⁻¹a), c = 2(1 + ε/3)·ln(2d/ρ)/ε²")),
                 ("epsilon", config.epsilon.map { .double($0) } ?? .null),
