@@ -57,9 +57,11 @@ import Testing
                  "g/gram.npy", "g/xty.npy", "g/solution.npy", "g/summary.json", "g/state.bin", "quarantine.txt",
                  "s/rows.npy", "s/targets.npy", "s/weights.npy", "s/indices.npy", "s/summary.json", "s/state.bin",
                  "sg/solution.npy", "sg/gram.npy", "sg/summary.json",
-                 "s1/rows.npy", "s1/weights.npy", "s1/indices.npy", "s1/summary.json", "s1/state.bin"]
+                 "s1/rows.npy", "s1/targets.npy", "s1/weights.npy", "s1/indices.npy", "s1/summary.json", "s1/state.bin"]
 
-    /// A pipeline with every operator present in this build (sensitivity-sample online and merge-reduce, and
+    /// A pipeline with every operator present in this build (sensitivity-sample online and merge-reduce —
+    /// root-leverage, whose leaves and buckets are the merge-reduce state; Lewis weights cost the debug
+    /// binary seconds and their resume is tested in-process — and
     /// a gram reading the online coreset), bad rows quarantined, checkpoints every 3000 rows (batches of
     /// 1000), on 150,000 rows of CSV.
     func setUp() -> (manifest: String, input: String, reference: String) {
@@ -81,7 +83,7 @@ import Testing
           - { id: g, op: gram, params: { solve: ridge, lambda: 0.5 } }
           - { id: s, op: sensitivity-sample, params: { epsilon: 0.5 } }
           - { id: sg, op: gram, input: s, params: { solve: ridge, lambda: 0.5 } }
-          - { id: s1, op: sensitivity-sample, params: { p: 1, samples: 500 } }
+          - { id: s1, op: sensitivity-sample, params: { p: 1.5, method: root-leverage, samples: 500 } }
         checkpoint: { every_rows: 3000, keep: 2 }
         """)
         let reference = dir + "/reference"
