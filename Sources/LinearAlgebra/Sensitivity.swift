@@ -107,12 +107,13 @@ public enum RowScores {
         }
         addRelativeRidge(&g, n: n, relative: relativeRidge)
         try choleskyUpper(&g, n: n)
+        try invertUpper(&g, n: n)
         var z = [Double](repeating: 0, count: m * n)
         g.withUnsafeBufferPointer { gp in
             x.withUnsafeBufferPointer { xp in
                 z.withUnsafeMutableBufferPointer { zp in
                     h.withUnsafeMutableBufferPointer { hp in
-                        quadraticForms(factor: gp.baseAddress!, n: n, x: xp.baseAddress!, rows: m, scratch: zp.baseAddress!, into: hp.baseAddress!)
+                        quadraticForms(inverseFactor: gp.baseAddress!, n: n, x: xp.baseAddress!, rows: m, scratch: zp.baseAddress!, into: hp.baseAddress!)
                     }
                 }
             }
@@ -136,34 +137,42 @@ public enum RowScores {
 
     /// The result of `lewisWeights`.
     public struct Lewis: Sendable {
-        /// The weights w_i (Σ w_i ≈ rank for a converged fixed point; 0 for zero rows).
+        /// The weights w_i the last update T was computed from (0 for zero rows).
         public var weights: [Double]
-        /// Fixed-point iterations run.
+        /// T(w)_i = (a_iᵀ(Aᵀ W^{1−2/p} A)⁻¹ a_i)^{p/2} for those weights.
+        public var update: [Double]
+        /// Fixed-point iterations run (each one Gram matrix, factor and dgemm).
         public var iterations: Int
-        /// max_i |log T(w)_i − log w_i| at the end: w is within a factor e^residual of its own update.
+        /// max_i |log T_i − log w_i|: w is within a factor e^residual of its own update.
         public var residual: Double
+        /// β = max_i T_i / w_i over the nonzero rows.
+        public var beta: Double
+        public var weightSum: Double
         public var converged: Bool
     }
 
     /// ℓp Lewis weights of the rows of A (row-major m×n; Cohen & Peng, "ℓp Row Sampling by Lewis Weights",
-    /// STOC 2015): the fixed point w_i = (a_iᵀ (Aᵀ W^{1−2/p} A)⁻¹ a_i)^{p/2}.
+    /// STOC 2015): the fixed point w_i = T(w)_i = (a_iᵀ (Aᵀ W^{1−2/p} A)⁻¹ a_i)^{p/2}, started from the
+    /// leverage scores (or `initial`).
     ///
     /// Iteration: the damped geometric update log w ← (1 − η)·log w + η·log T(w) with η = 4/(p + 2). The
     /// Jacobian of log T at the fixed point is (1 − p/2)·Φ, with Φ = diag(P)⁻¹(P∘P) row-stochastic with real
     /// eigenvalues in [0, 1] (P the projection onto the columns of W^{1/2−1/p}A), so the damped map
-    /// contracts with factor |p − 2|/(p + 2) for every p ≥ 1 (1/3 at p = 1, 1/3 at p = 4) — the undamped
-    /// update (η = 1), Cohen–Peng's, contracts only for p < 4. Stops when the residual is below `tolerance`
-    /// or after `maxIterations`. Rows that are exactly zero get weight 0 and stay out of every Gram matrix.
-    public static func lewisWeights(_ a: [Double], rows m: Int, cols n: Int, p: Double, tolerance: Double = 1e-6,
-                                    maxIterations: Int = 100) throws(LinearAlgebraError) -> Lewis {
+    /// contracts with factor |p − 2|/(p + 2) for every p ≥ 1 (1/3 at p = 1 and p = 4) — the undamped update
+    /// (η = 1), Cohen–Peng's, contracts only for p < 4. Stops when the residual is below `tolerance` or
+    /// after `maxIterations`, returning the last w together with T(w): `sensitivityBounds` turns any such
+    /// pair into a valid bound, so the tolerance only decides how tight it is. Rows that are exactly zero
+    /// get weight 0 and stay out of every Gram matrix.
+    public static func lewisWeights(_ a: [Double], rows m: Int, cols n: Int, p: Double, initial: [Double]? = nil,
+                                    tolerance: Double = 1e-6, maxIterations: Int = 100) throws(LinearAlgebraError) -> Lewis {
         var zero = [Bool](repeating: false, count: m)
         for i in 0..<m {
             var s = 0.0
             for j in 0..<n { s += a[i * n + j] * a[i * n + j] }
             zero[i] = s == 0
         }
-        var w = try leverage(a, rows: m, cols: n)
-        if p == 2 { return Lewis(weights: w, iterations: 0, residual: 0, converged: true) }
+        var w: [Double]
+        if let initial { w = initial } else { w = try leverage(a, rows: m, cols: n) }
         // A floor keeps w^{1−2/p} finite for p < 2; rows at the floor have negligible leverage anyway.
         var maxW = 0.0
         for i in 0..<m where !zero[i] { maxW = max(maxW, w[i]) }
@@ -171,21 +180,36 @@ public enum RowScores {
         for i in 0..<m { w[i] = zero[i] ? 0 : max(w[i], floor) }
         let eta = 4 / (p + 2), e = 1 - 2 / p
         var coeff = [Double](repeating: 0, count: m)
-        var residual = Double.infinity
+        var t = [Double](repeating: 0, count: m)
         var it = 0
-        while it < maxIterations {
+        while true {
             for i in 0..<m { coeff[i] = zero[i] ? 0 : pow(w[i], e) }
             let h = try ridgeQuadraticForms(a, rows: m, cols: n, coefficients: coeff, relativeRidge: 1e-14)
-            residual = 0
-            for i in 0..<m where !zero[i] {
-                let t = max(pow(h[i], p / 2), floor)
-                let lw = log(w[i]), lt = log(t)
-                residual = max(residual, abs(lt - lw))
-                w[i] = exp((1 - eta) * lw + eta * lt)
-            }
             it += 1
-            if residual < tolerance { break }
+            var residual = 0.0, beta = 0.0, sum = 0.0
+            for i in 0..<m where !zero[i] {
+                t[i] = max(pow(h[i], p / 2), floor)
+                residual = max(residual, abs(log(t[i]) - log(w[i])))
+                beta = max(beta, t[i] / w[i])
+                sum += w[i]
+            }
+            if residual < tolerance || it >= maxIterations || p == 2 {
+                return Lewis(weights: w, update: t, iterations: it, residual: residual, beta: beta, weightSum: sum,
+                             converged: residual < tolerance || p == 2)
+            }
+            for i in 0..<m where !zero[i] { w[i] = exp((1 - eta) * log(w[i]) + eta * log(t[i])) }
         }
-        return Lewis(weights: w, iterations: it, residual: residual, converged: residual < tolerance)
+    }
+
+    /// Upper bounds on the ℓp sensitivities σ_i = sup_x |a_iᵀx|^p / ‖Ax‖_p^p from any positive weights w and
+    /// their update T = T(w) (`lewisWeights`, converged or not). With M = AᵀW^{1−2/p}A, Cauchy–Schwarz gives
+    /// |a_iᵀx|^p ≤ T_i·(xᵀMx)^{p/2}, and
+    /// - p ≤ 2: xᵀMx = Σ_j |a_jᵀx|^p·(|a_jᵀx|/w_j^{1/p})^{2−p} ≤ β^{(2−p)/p}·‖Ax‖_p^p·(xᵀMx)^{(2−p)/2}, β = max T_j/w_j,
+    ///   so σ_i ≤ β^{(2−p)/p}·T_i;
+    /// - p ≥ 2: xᵀMx ≤ (Σ_j w_j)^{1−2/p}·‖Ax‖_p² (Hölder), so σ_i ≤ (Σ_j w_j)^{p/2−1}·T_i.
+    /// At the fixed point (β = 1, Σ w = rank) these are Lewis weights' w_i and d^{p/2−1}·w_i.
+    public static func sensitivityBounds(_ l: Lewis, p: Double) -> [Double] {
+        let factor = p <= 2 ? pow(max(l.beta, 0), (2 - p) / p) : pow(l.weightSum, p / 2 - 1)
+        return l.update.enumerated().map { l.weights[$0.offset] == 0 ? 0 : factor * $0.element }
     }
 }

@@ -537,11 +537,12 @@ struct OnlineEngine: Equatable, Sendable {
 /// Leaves of `block_rows` rows (fixed row positions) are sampled by scores s_i = σ_i + τ_i: σ_i an upper
 /// bound on the ℓp sensitivity sup_x |ãᵢᵀx|^p/‖Ãx‖_p^p of the row ã_i = w_i^{1/p}·[a_i | y_i] (w the row's
 /// multiplicity), τ_i its ℓ2 leverage (Munteanu–Omlor's augmentation). σ_i:
-/// - `merge-reduce`: d^{max(0, p/2−1)}·w_i^Lewis (ℓp Lewis weights by a damped fixed point that converges for
-///   every p; see `RowScores.lewisWeights`). For p ≤ 2, |ãᵢᵀx|^p ≤ w_i‖Ãx‖_p^p; for p > 2 the factor is
-///   d^{p/2−1} (Hölder). OPERATORS.md's fallback "d^{p/2−1}·τ_i" for p ≥ 4 is not a valid bound (d = 1,
-///   rows (1, t, …, t): σ₁ > τ₁ for t < 1), so it is not used; if the iteration ever fails to converge the
-///   valid bound m^{max(0,p/2−1)}·τ_i^{p/2} (m = rows in the block) is.
+/// - `merge-reduce`: from ℓp Lewis weights (a damped fixed point that contracts for every p, stopped at a
+///   log-residual of 0.05; `RowScores.lewisWeights`), the bound `RowScores.sensitivityBounds`: β^{(2−p)/p}·T_i
+///   for p ≤ 2, (Σw)^{p/2−1}·T_i for p > 2 — valid for any iterate, ≈ w_i and d^{p/2−1}·w_i at the fixed
+///   point. OPERATORS.md's fallback "d^{p/2−1}·τ_i" for p ≥ 4 is not a valid bound (d = 1, rows (1, t, …, t):
+///   σ₁ > τ₁ for t < 1) and is not needed: the damped iteration converges for p ≥ 4 too. Should a Gram
+///   matrix fail to factor, the valid m^{max(0,p/2−1)}·τ_i^{p/2} (m = rows in the block) is used.
 /// - `root-leverage` (1 ≤ p < 2): σ_i = τ_i^{p/2}, valid because ‖·‖₂ ≤ ‖·‖_p for p ≤ 2; no iteration.
 /// Row i is kept with q_i = min(1, F·s_i) and multiplicity w_i/q_i, F the Bernstein factor of the level's
 /// ε_ℓ (`epsilon`), or the F that makes Σ q_i = `samples` (water-filling). Two buckets of level ℓ merge into
@@ -672,14 +673,16 @@ struct MergeReduceEngine: Equatable, Sendable {
         } else if p == 2 {
             sigma = tau
         } else {
-            var lewis: RowScores.Lewis?
-            do { lewis = try RowScores.lewisWeights(x, rows: m, cols: n, p: p, tolerance: 1e-6, maxIterations: 100) } catch { lewis = nil }
-            if let lw = lewis, lw.converged {
+            // Any iterate gives a valid bound (`RowScores.sensitivityBounds`); iterating makes it tight. A
+            // residual of 0.05 costs a factor ≤ e^{0.05·(2−p)/p} over the fixed point's bound (≈ 4 iterations
+            // at p = 1 from the leverage scores).
+            do {
+                let lw = try RowScores.lewisWeights(x, rows: m, cols: n, p: p, initial: tau, tolerance: 0.05, maxIterations: 50)
                 maxLewisIterations = max(maxLewisIterations, lw.iterations)
-                // Within e^residual of the fixed point; the bound is scaled up by that factor to stay valid.
-                let scale = pow(Double(n), max(0, p / 2 - 1)) * exp(p * lw.residual)
-                for i in 0..<m { sigma[i] = scale * lw.weights[i] }
-            } else {
+                sigma = RowScores.sensitivityBounds(lw, p: p)
+            } catch {
+                // The Gram matrix could not be factored: the bound from ℓ2 leverage alone, valid for the
+                // block (|aᵢᵀx|^p ≤ τ_i^{p/2}‖Ax‖₂^p ≤ τ_i^{p/2}·m^{max(0,p/2−1)}‖Ax‖_p^p).
                 lewisFallbacks += 1
                 let scale = pow(Double(m), max(0, p / 2 - 1))
                 for i in 0..<m { sigma[i] = scale * pow(max(0, tau[i]), p / 2) }
