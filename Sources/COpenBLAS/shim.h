@@ -25,6 +25,8 @@ void dpotrf_(const char *uplo, const lapack_int_t *n, double *a, const lapack_in
              lapack_int_t *info, size_t uplo_len);
 void dpotrs_(const char *uplo, const lapack_int_t *n, const lapack_int_t *nrhs, const double *a,
              const lapack_int_t *lda, double *b, const lapack_int_t *ldb, lapack_int_t *info, size_t uplo_len);
+void dtrtri_(const char *uplo, const char *diag, const lapack_int_t *n, double *a, const lapack_int_t *lda,
+             lapack_int_t *info, size_t uplo_len, size_t diag_len);
 void dgels_(const char *trans, const lapack_int_t *m, const lapack_int_t *n, const lapack_int_t *nrhs,
             double *a, const lapack_int_t *lda, double *b, const lapack_int_t *ldb, double *work,
             const lapack_int_t *lwork, lapack_int_t *info, size_t trans_len);

@@ -53,8 +53,10 @@ public struct OperatorContext: Sendable {
     public var shard: Int64
     /// A stable tag for this operator's random draws (from its id), so two operators never share draws.
     public var purpose: UInt32
-    public init(shape: StreamShape, seed: UInt64, shard: Int64, purpose: UInt32) {
-        self.shape = shape; self.seed = seed; self.shard = shard; self.purpose = purpose
+    /// The run was started with `--shard` (DESIGN.md §1): sample outputs gain a `shard` column.
+    public var sharded: Bool
+    public init(shape: StreamShape, seed: UInt64, shard: Int64, purpose: UInt32, sharded: Bool = false) {
+        self.shape = shape; self.seed = seed; self.shard = shard; self.purpose = purpose; self.sharded = sharded
     }
 }
 

@@ -108,7 +108,8 @@ public struct OperatorRegistry: Sendable {
     public mutating func add(_ d: OperatorDescriptor) { descriptors.append(d) }
 
     /// Every operator shipped with rowflow.
-    public static let standard = OperatorRegistry([momentsDescriptor, gramDescriptor, truncatedSVDDescriptor, topEigenvectorDescriptor])
+    public static let standard = OperatorRegistry([momentsDescriptor, gramDescriptor, truncatedSVDDescriptor,
+                                                   topEigenvectorDescriptor, sensitivitySampleDescriptor])
 }
 
 let momentsDescriptor = OperatorDescriptor(
@@ -246,3 +247,32 @@ let topEigenvectorDescriptor = OperatorDescriptor(
                                              seed: ctx.seed, shard: ctx.shard, purpose: ctx.purpose, state: bytes, context: where_)
     },
     merge: nil)
+let sensitivitySampleDescriptor = OperatorDescriptor(
+    kind: "sensitivity-sample",
+    summary: "One-pass weighted coreset of rows (with multiplicities) preserving ‖Ax‖_p^p for all x: online ridge-leverage sampling (p = 2) or merge-reduce ℓp sensitivity sampling (any p ≥ 1). Emits its rows to downstream operators. Mergeable.",
+    parameters: [
+        ParameterSpec("p", .double(min: 1, max: 64, openMin: false), default: .double(2),
+                      doc: "the ℓp norm preserved (rows of [A | y] when there is a target)"),
+        ParameterSpec("epsilon", .double(min: 0, max: 1, openMin: true),
+                      doc: "target distortion ε; the size follows from the stated bound (give epsilon or samples)"),
+        ParameterSpec("samples", .int(min: 1, max: 1 << 30),
+                      doc: "target sample size instead of epsilon (summary.json reports the ε it implies)"),
+        ParameterSpec("ridge", .double(min: 0, max: .greatestFiniteMagnitude, openMin: true),
+                      doc: "online: δ in M = δI + Σ kept a aᵀ/q; default: 1e-3 × the running mean of each column's square"),
+        ParameterSpec("method", .choice(["auto", "online", "merge-reduce", "root-leverage"]), default: .string("auto"),
+                      doc: "auto: online for p = 2, merge-reduce otherwise; root-leverage (q ∝ τ^{p/2}) for 1 ≤ p < 2"),
+        ParameterSpec("block_rows", .intOrAuto(min: 1, max: 1 << 24), default: .string("auto"),
+                      doc: "online: internal block (fixed row positions; auto 1024); merge-reduce: leaf size (auto: 4 × one reduction's output, ≥ 4096)"),
+    ],
+    outputs: ["rows", "targets (with a target)", "weights", "indices", "shard (with --shard)"],
+    mergeable: true, emitsRows: true, stateVersion: SensitivitySampleOperator.stateVersion,
+    check: { p, _ in SensitivityConfig.problem(p) },
+    make: { p, ctx throws(EngineError) in
+        let c = try SensitivityConfig.resolve(p, width: ctx.shape.columns + (ctx.shape.hasTarget ? 1 : 0))
+        return SensitivitySampleOperator(config: c, context: ctx, sharded: ctx.sharded)
+    },
+    restore: { p, ctx, bytes, where_ throws(EngineError) in
+        let c = try SensitivityConfig.resolve(p, width: ctx.shape.columns + (ctx.shape.hasTarget ? 1 : 0))
+        return try SensitivitySampleOperator(config: c, context: ctx, state: bytes, where_: where_)
+    },
+    merge: OperatorDescriptor.merger(SensitivitySampleOperator.self))

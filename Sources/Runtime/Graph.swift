@@ -10,17 +10,20 @@ final class Graph: @unchecked Sendable {
     let shape: StreamShape
     let seed: UInt64
     let shard: Int64
+    /// `--shard` was given (samplers add a `shard` column).
+    let sharded: Bool
     let rowStoreDir: String
     var ops: [String: any StreamOperator] = [:]
     var stores: [String: RowStore] = [:]
 
     /// `durableStores`: row stores write every row to disk (checkpointing is on).
-    init(spec: PipelineSpec, shape: StreamShape, seed: UInt64, shard: Int64, rowStoreDir: String,
+    init(spec: PipelineSpec, shape: StreamShape, seed: UInt64, shard: Int64, sharded: Bool = false, rowStoreDir: String,
          durableStores: Bool = false) throws(EngineError) {
         self.spec = spec
         self.shape = shape
         self.seed = seed
         self.shard = shard
+        self.sharded = sharded
         self.rowStoreDir = rowStoreDir
         for s in spec.operators {
             ops[s.id] = try s.descriptor.make(s.params, context(s))
@@ -39,7 +42,7 @@ final class Graph: @unchecked Sendable {
     func context(_ s: OperatorSpec) -> OperatorContext {
         var sh = shape
         if s.input != "source" { sh.rowsKnown = nil }
-        return OperatorContext(shape: sh, seed: seed, shard: shard, purpose: CRC32C.checksum(Array(s.id.utf8)))
+        return OperatorContext(shape: sh, seed: seed, shard: shard, purpose: CRC32C.checksum(Array(s.id.utf8)), sharded: sharded)
     }
 
     /// Feeds one batch to the consumers of `from` ("source" or a sampler's id).

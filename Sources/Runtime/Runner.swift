@@ -175,7 +175,8 @@ public final class Runner: @unchecked Sendable {
         let src = try SourceReader(path: options.input, config: spec.source, bad: bad)
         source = src
         let shape = try streamShape(src)
-        graph = try Graph(spec: spec, shape: shape, seed: seed, shard: shard, rowStoreDir: options.out + "/rowstore",
+        graph = try Graph(spec: spec, shape: shape, seed: seed, shard: shard, sharded: options.shard != nil,
+                          rowStoreDir: options.out + "/rowstore",
                           durableStores: checkpoints != nil)
         if spec.source.shuffle > 0 {
             let b = spec.source.shuffle

@@ -63,10 +63,16 @@ import Testing
                  "g/gram.npy", "g/xty.npy", "g/solution.npy", "g/summary.json", "g/state.bin", "quarantine.txt",
                  "s/singular_values.npy", "s/right_vectors.npy", "s/mean.npy", "s/explained_variance.npy", "s/summary.json", "s/state.bin",
                  "t/singular_values.npy", "t/right_vectors.npy", "t/summary.json", "t/state.bin",
-                 "e/vector.npy", "e/summary.json", "o/vector.npy", "o/summary.json"]
+                 "e/vector.npy", "e/summary.json", "o/vector.npy", "o/summary.json",
+                 "cs/rows.npy", "cs/targets.npy", "cs/weights.npy", "cs/indices.npy", "cs/summary.json", "cs/state.bin",
+                 "csg/solution.npy", "csg/gram.npy", "csg/summary.json",
+                 "cs1/rows.npy", "cs1/targets.npy", "cs1/weights.npy", "cs1/indices.npy", "cs1/summary.json", "cs1/state.bin"]
 
-    /// A pipeline with every operator present in this build, bad rows quarantined, checkpoints every 3000
-    /// rows (batches of 1000), on 150,000 rows of CSV.
+    /// A pipeline with every operator present in this build (sensitivity-sample online and merge-reduce —
+    /// root-leverage, whose leaves and buckets are the merge-reduce state; Lewis weights cost the debug
+    /// binary seconds and their resume is tested in-process — and
+    /// a gram reading the online coreset), bad rows quarantined, checkpoints every 3000 rows (batches of
+    /// 1000), on 150,000 rows of CSV.
     func setUp() -> (manifest: String, input: String, reference: String) {
         let input = dir + "/in.csv"
         if !FileManager.default.fileExists(atPath: input) {
@@ -88,6 +94,9 @@ import Testing
           - { id: t, op: truncated-svd, params: { rank: 3, decay: 0.99999 } }
           - { id: e, op: top-eigenvector }
           - { id: o, op: top-eigenvector, params: { variant: oja } }
+          - { id: cs, op: sensitivity-sample, params: { epsilon: 0.5 } }
+          - { id: csg, op: gram, input: cs, params: { solve: ridge, lambda: 0.5 } }
+          - { id: cs1, op: sensitivity-sample, params: { p: 1.5, method: root-leverage, samples: 500 } }
         checkpoint: { every_rows: 3000, keep: 2 }
         """)
         let reference = dir + "/reference"

@@ -16,6 +16,11 @@ import Testing
     /// The standard CRC-32C check value.
     @Test func crc32cCheckValue() {
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        // The slicing-by-8 path (contiguous) and the byte path (a lazy collection) agree at every length/offset.
+        let bytes = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }
+        for start in 0..<9 { for end in stride(from: start, through: 300, by: 7) {
+            #expect(CRC32C.checksum(bytes[start..<end]) == CRC32C.checksum(bytes[start..<end].lazy.map { $0 }), "\(start)..<\(end)")
+        } }
     }
 }
 
