@@ -56,7 +56,8 @@ import Testing
     let files = ["m/mean.npy", "m/variance.npy", "m/summary.json", "m/state.bin",
                  "g/gram.npy", "g/xty.npy", "g/solution.npy", "g/summary.json", "g/state.bin", "quarantine.txt",
                  "s/singular_values.npy", "s/right_vectors.npy", "s/mean.npy", "s/explained_variance.npy", "s/summary.json", "s/state.bin",
-                 "t/singular_values.npy", "t/right_vectors.npy", "t/summary.json", "t/state.bin"]
+                 "t/singular_values.npy", "t/right_vectors.npy", "t/summary.json", "t/state.bin",
+                 "h/solution.npy", "h/summary.json"]
 
     /// A pipeline with every operator present in this build, bad rows quarantined, checkpoints every 3000
     /// rows (batches of 1000), on 150,000 rows of CSV.
@@ -79,6 +80,7 @@ import Testing
           - { id: g, op: gram, params: { solve: ridge, lambda: 0.5 } }
           - { id: s, op: truncated-svd, params: { rank: 2, oversample: 1, method: incremental, block_rows: 5, center: true } }
           - { id: t, op: truncated-svd, params: { rank: 3, decay: 0.99999 } }
+          - { id: h, op: halpern-solver, params: { problem: ridge, lambda: 10, tolerance: 1e-6, max_oracle_calls: 3000000 } }
         checkpoint: { every_rows: 3000, keep: 2 }
         """)
         let reference = dir + "/reference"
