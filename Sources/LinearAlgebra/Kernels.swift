@@ -81,6 +81,16 @@ public enum BlockKernels {
     }
 }
 
+extension BlockKernels {
+    /// y (rows) = X v for a row-major `rows × n` block X (dgemv, overwriting y).
+    public static func gemv(_ x: UnsafePointer<Double>, rows: Int, n: Int,
+                            v: UnsafePointer<Double>, into y: UnsafeMutablePointer<Double>) {
+        if rows == 0 { return }
+        if n == 0 { for i in 0..<rows { y[i] = 0 }; return }
+        cblas_dgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(n), 1, x, Int32(n), v, 1, 0, y, 1)
+    }
+}
+
 /// Dense factorizations (LAPACK, float64). Inputs are row-major `Matrix` values; each function states how
 /// it maps to LAPACK's column-major convention.
 public enum LAPACK {

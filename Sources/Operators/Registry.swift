@@ -109,7 +109,7 @@ public struct OperatorRegistry: Sendable {
 
     /// Every operator shipped with rowflow.
     public static let standard = OperatorRegistry([momentsDescriptor, gramDescriptor, truncatedSVDDescriptor,
-                                                   topEigenvectorDescriptor, sensitivitySampleDescriptor])
+                                                   topEigenvectorDescriptor, sensitivitySampleDescriptor, halpernDescriptor])
 }
 
 let momentsDescriptor = OperatorDescriptor(
@@ -276,3 +276,52 @@ let sensitivitySampleDescriptor = OperatorDescriptor(
         return try SensitivitySampleOperator(config: c, context: ctx, state: bytes, where_: where_)
     },
     merge: OperatorDescriptor.merger(SensitivitySampleOperator.self))
+
+let halpernDescriptor = OperatorDescriptor(
+    kind: "halpern-solver",
+    summary: "Least squares, ridge, lasso, box, logistic or a matrix game by (variance-reduced) Halpern iteration over the row store (Cai, Alacaoglu & Diakonikolas 2024). Multi-pass.",
+    parameters: [
+        ParameterSpec("problem", .choice(HalpernProblem.allCases.map(\.rawValue)), required: true,
+                      doc: "objective (DESIGN.md §4); all but matrix-game need a target"),
+        ParameterSpec("algorithm", .choice(["vr-halpern", "halpern"]), default: .string("vr-halpern"),
+                      doc: "vr-halpern: Algorithm 1 (recursive variance reduction, √n mini-batches); halpern: deterministic full passes"),
+        ParameterSpec("lambda", .double(min: 0, max: .greatestFiniteMagnitude, openMin: false), default: .double(0),
+                      doc: "λ ≥ 0 of ridge, lasso and logistic"),
+        ParameterSpec("lower", .double(min: -.greatestFiniteMagnitude, max: .greatestFiniteMagnitude, openMin: false),
+                      doc: "box: lower bound on every coefficient (absent: −∞)"),
+        ParameterSpec("upper", .double(min: -.greatestFiniteMagnitude, max: .greatestFiniteMagnitude, openMin: false),
+                      doc: "box: upper bound on every coefficient (absent: +∞)"),
+        ParameterSpec("tolerance", .double(min: 0, max: 1, openMin: true), default: .double(1e-8),
+                      doc: "stop when the residual is ≤ tolerance × its start value (games: duality gap ≤ tolerance × max|B|)"),
+        ParameterSpec("max_oracle_calls", .int(min: 1, max: Int64.max / 2),
+                      doc: "budget of component evaluations (absent: 1000·n); when hit the run succeeds with converged: false"),
+        ParameterSpec("restarts", .bool, default: .bool(true),
+                      doc: "re-anchor whenever the residual has halved (linear convergence on strongly monotone problems)"),
+    ],
+    outputs: ["solution"], mergeable: false, multiPass: true, stateVersion: HalpernSolver.stateVersion,
+    check: { p, hasTarget in
+        guard let problem = p.string("problem").flatMap(HalpernProblem.init(rawValue:)) else { return "halpern-solver: unknown problem" }
+        if problem.needsTarget && !hasTarget { return "halpern-solver: problem \(problem.rawValue) needs a target (set source.target)" }
+        let lo = p.double("lower"), hi = p.double("upper")
+        if (lo != nil || hi != nil) && problem != .box { return "halpern-solver: params.lower and params.upper only apply to problem: box" }
+        if let lo, let hi, lo > hi { return "halpern-solver: params.lower (\(lo)) exceeds params.upper (\(hi))" }
+        if problem == .box && lo == nil && hi == nil { return "halpern-solver: problem box needs params.lower and/or params.upper" }
+        return nil
+    },
+    make: { p, ctx in
+        HalpernSolver(config: halpernConfig(p), columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget,
+                      seed: ctx.seed, shard: ctx.shard, purpose: ctx.purpose)
+    },
+    restore: { p, ctx, bytes, where_ throws(EngineError) in
+        try HalpernSolver(config: halpernConfig(p), columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget,
+                          seed: ctx.seed, shard: ctx.shard, purpose: ctx.purpose, state: bytes, context: where_)
+    },
+    merge: nil)
+
+func halpernConfig(_ p: ParamValues) -> HalpernConfig {
+    HalpernConfig(problem: HalpernProblem(rawValue: p.string("problem") ?? "") ?? .leastSquares,
+                  varianceReduced: p.string("algorithm") != "halpern", lambda: p.double("lambda") ?? 0,
+                  lower: p.double("lower") ?? -.infinity, upper: p.double("upper") ?? .infinity,
+                  tolerance: p.double("tolerance") ?? 1e-8, maxOracleCalls: p.int("max_oracle_calls"),
+                  restarts: p.bool("restarts") ?? true)
+}

@@ -66,7 +66,8 @@ import Testing
                  "e/vector.npy", "e/summary.json", "o/vector.npy", "o/summary.json",
                  "cs/rows.npy", "cs/targets.npy", "cs/weights.npy", "cs/indices.npy", "cs/summary.json", "cs/state.bin",
                  "csg/solution.npy", "csg/gram.npy", "csg/summary.json",
-                 "cs1/rows.npy", "cs1/targets.npy", "cs1/weights.npy", "cs1/indices.npy", "cs1/summary.json", "cs1/state.bin"]
+                 "cs1/rows.npy", "cs1/targets.npy", "cs1/weights.npy", "cs1/indices.npy", "cs1/summary.json", "cs1/state.bin",
+                 "h/solution.npy", "h/summary.json"]
 
     /// A pipeline with every operator present in this build (sensitivity-sample online and merge-reduce —
     /// root-leverage, whose leaves and buckets are the merge-reduce state; Lewis weights cost the debug
@@ -97,6 +98,7 @@ import Testing
           - { id: cs, op: sensitivity-sample, params: { epsilon: 0.5 } }
           - { id: csg, op: gram, input: cs, params: { solve: ridge, lambda: 0.5 } }
           - { id: cs1, op: sensitivity-sample, params: { p: 1.5, method: root-leverage, samples: 500 } }
+          - { id: h, op: halpern-solver, params: { problem: ridge, lambda: 10, tolerance: 1e-6, max_oracle_calls: 3000000 } }
         checkpoint: { every_rows: 3000, keep: 2 }
         """)
         let reference = dir + "/reference"
