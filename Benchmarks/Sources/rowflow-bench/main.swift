@@ -1,0 +1,472 @@
+// rowflow-bench: runs each case's contenders as child processes and prints a markdown section for RESULTS.md.
+// Run from Benchmarks/ (the Makefile does). Environment: ROWFLOW_BIN (default ../.build/release/rowflow),
+// PYTHON (default .venv/bin/python, else python3).
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - Options and environment
+
+struct Options {
+    var only: Set<String> = []
+    var rows: Int?
+    var runs = 3
+    var appendResults = false
+}
+
+let caseNames = ["ingest-f32", "csv-parse", "rss-flat"]
+
+let usageText = """
+    usage: rowflow-bench [--only NAME[,NAME]] [--rows N] [--runs K] [--append-results]
+      cases: \(caseNames.joined(separator: ", "))
+      --rows N          rows of each case's main input (default 1000000; rss-flat also runs N/10)
+      --runs K          runs per contender; the median is reported (default 3)
+      --append-results  also append the printed section to RESULTS.md
+    """
+
+func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+func fail(_ s: String) -> Never {
+    log("rowflow-bench: " + s)
+    exit(1)
+}
+
+func parseOptions(_ args: [String]) -> Options {
+    var o = Options()
+    var i = 0
+    func value() -> String {
+        i += 1
+        guard i < args.count else { fail("\(args[i - 1]) needs a value") }
+        return args[i]
+    }
+    // Accepts 1e6 as well as 1000000: row counts are easier to read that way.
+    func count(_ s: String) -> Int {
+        guard let d = Double(s), d >= 1, d == d.rounded() else { fail("not a positive count: \(s)") }
+        return Int(d)
+    }
+    while i < args.count {
+        switch args[i] {
+        case "--only":
+            for n in value().split(separator: ",").map(String.init) {
+                guard caseNames.contains(n) else { fail("unknown case \(n); cases: \(caseNames.joined(separator: ", "))") }
+                o.only.insert(n)
+            }
+        case "--rows": o.rows = count(value())
+        case "--runs": o.runs = count(value())
+        case "--append-results": o.appendResults = true
+        case "-h", "--help":
+            print(usageText)
+            exit(0)
+        default: fail("unknown argument \(args[i])\n\(usageText)")
+        }
+        i += 1
+    }
+    return o
+}
+
+struct BenchEnv {
+    let dir: String  // Benchmarks/
+    let bin: String
+    let python: String
+    var data: String { dir + "/data" }
+
+    static func detect() -> BenchEnv {
+        let fm = FileManager.default
+        let dir = fm.currentDirectoryPath
+        guard fm.fileExists(atPath: dir + "/peers") else { fail("run me from Benchmarks/ (no peers/ in \(dir))") }
+        let env = ProcessInfo.processInfo.environment
+        var bin = env["ROWFLOW_BIN"] ?? "../.build/release/rowflow"
+        if !bin.hasPrefix("/") { bin = dir + "/" + bin }
+        bin = URL(fileURLWithPath: bin).standardizedFileURL.path
+        guard fm.isExecutableFile(atPath: bin) else {
+            fail("no rowflow binary at \(bin): build it (make build at the repo root) or set ROWFLOW_BIN")
+        }
+        let venv = dir + "/.venv/bin/python"
+        let python = env["PYTHON"] ?? (fm.isExecutableFile(atPath: venv) ? venv : "python3")
+        try? fm.createDirectory(atPath: dir + "/data/out", withIntermediateDirectories: true)
+        return BenchEnv(dir: dir, bin: bin, python: python)
+    }
+}
+
+// MARK: - Child processes
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ s: String) { description = s }
+}
+
+struct Run {
+    let seconds: Double
+    let cpuSeconds: Double
+    let maxRSSKiB: Int
+    let stdout: String
+}
+
+/// Spawns argv (PATH lookup), waits with wait4 and returns wall time and peak RSS. wait4 is used rather than
+/// Foundation's Process because its rusage is this one child's (ru_maxrss includes the child's own waited-for
+/// children, so `sh -c` wrappers are covered), while getrusage(RUSAGE_CHILDREN) would be a max over all children.
+func spawn(_ argv: [String], stdout outPath: String, stderr errPath: String) throws -> Run {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let cArgs = argv.map { strdup($0) } + [nil]
+    let cEnv = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { (cArgs + cEnv).forEach { free($0) } }
+
+    var pid: pid_t = 0
+    var start = timespec(), end = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &start)
+    let rc = posix_spawnp(&pid, argv[0], &actions, nil, cArgs, cEnv)
+    guard rc == 0 else { throw BenchError("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
+    var status: Int32 = 0
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    clock_gettime(CLOCK_MONOTONIC, &end)
+
+    let signal = status & 0x7f, code = (status >> 8) & 0xff
+    guard signal == 0 && code == 0 else {
+        let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        let tail = err.split(separator: "\n").suffix(3).joined(separator: " | ")
+        throw BenchError("\(argv[0]) " + (signal != 0 ? "killed by signal \(signal)" : "exited \(code)") + ": " + tail)
+    }
+    let seconds = Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
+    let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+        + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    return Run(seconds: seconds, cpuSeconds: cpu, maxRSSKiB: Int(usage.ru_maxrss), stdout: out)
+}
+
+/// A short command whose output is wanted and whose cost is not (uname, date, versions).
+func capture(_ argv: [String]) -> String {
+    let p = Process(), pipe = Pipe()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = argv
+    p.standardOutput = pipe
+    p.standardError = FileHandle.nullDevice
+    guard (try? p.run()) != nil else { return "?" }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// Busy CPU-seconds of the whole machine so far (/proc/stat): with the children's own CPU time subtracted, it
+/// tells how much other processes ran during a case, the noise the brief warns about (occasional compiles).
+func machineBusySeconds() -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+          let cpu = stat.split(separator: "\n").first else { return .nan }
+    let ticks = cpu.split(separator: " ").dropFirst().compactMap { Double($0) }
+    guard ticks.count >= 5 else { return .nan }
+    // Fields: user nice system idle iowait irq softirq steal ...; USER_HZ is 100 on Linux.
+    return (ticks.reduce(0, +) - ticks[3] - ticks[4]) / 100
+}
+
+// MARK: - Data
+
+/// Generated inputs are cached in data/ by name, so repeated runs only pay for generation once.
+func dataFile(_ env: BenchEnv, kind: String, rows: Int, cols: Int, format: String, zstd: Bool) -> String {
+    let path = "\(env.data)/\(kind)-\(rows)x\(cols)-s1.\(format)" + (zstd ? ".zst" : "")
+    if FileManager.default.fileExists(atPath: path) { return path }
+    log("generating \(path)")
+    // Written under a temporary name so an interrupted generation never leaves a truncated input behind.
+    let tmp = path + ".partial"
+    var argv = [env.bin, "gen", kind, "--rows", "\(rows)", "--cols", "\(cols)", "--seed", "1", "--format", format]
+    if zstd { argv.append("--zstd") }
+    do {
+        _ = try spawn(argv + ["--out", tmp], stdout: "/dev/null", stderr: env.data + "/gen.stderr")
+        try FileManager.default.moveItem(atPath: tmp, toPath: path)
+    } catch { fail("generating \(path): \(error)") }
+    return path
+}
+
+func fileBytes(_ path: String) -> Int {
+    ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
+}
+
+/// Reads a 1-D little-endian float64 .npy (what rowflow writes for means).
+func readNpyF64(_ path: String) -> [Double]? {
+    guard let d = FileManager.default.contents(atPath: path), d.count > 10 else { return nil }
+    let headerLen = Int(d[8]) | Int(d[9]) << 8
+    guard String(decoding: d[10..<(10 + headerLen)], as: UTF8.self).contains("'<f8'") else { return nil }
+    let body = d[(10 + headerLen)...]
+    return stride(from: body.startIndex, to: body.endIndex, by: 8).map { i in
+        Double(bitPattern: body[i..<(i + 8)].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * $1.offset) })
+    }
+}
+
+// MARK: - Contenders and measurement
+
+struct Contender {
+    let name: String
+    let argv: [String]
+    let input: String
+    let outDir: String?  // rowflow's --out: its run.json gives in-process seconds and rows read
+
+    static func rowflow(_ env: BenchEnv, _ name: String, manifest: String, input: String, out: String,
+                        extra: [String] = []) -> Contender {
+        let outDir = env.data + "/out/" + out
+        return Contender(name: name, argv: [env.bin, "run", env.dir + "/manifests/" + manifest, "--input", input,
+                                            "--out", outDir, "--progress", "never"] + extra,
+                         input: input, outDir: outDir)
+    }
+
+    static func peer(_ env: BenchEnv, _ name: String, script: String, input: String) -> Contender {
+        Contender(name: name, argv: [env.python, env.dir + "/peers/" + script, input], input: input, outDir: nil)
+    }
+}
+
+struct Result {
+    let contender: Contender
+    var runs: [Run] = []
+    var inProcess: [Double] = []  // what the contender itself timed (no process start, no imports)
+    var rows: Int?
+    var means: [Double]?
+    var version: String?
+    var error: String?
+
+    var ok: Bool { error == nil && !runs.isEmpty }
+    var wall: Double { median(runs.map(\.seconds)) }
+    var rssMiB: Double { median(runs.map { Double($0.maxRSSKiB) }) / 1024 }
+    var mb: Double { Double(fileBytes(contender.input)) / 1e6 }
+    var mbPerSecond: Double { mb / wall }
+}
+
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    guard !s.isEmpty else { return .nan }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+/// Runs round-robin (run 1 of every contender, then run 2, ...) so that a burst of background load spreads
+/// over all contenders instead of landing on one of them.
+func measure(_ env: BenchEnv, _ contenders: [Contender], runs: Int) -> (results: [Result], background: String) {
+    var results = contenders.map { Result(contender: $0) }
+    // Every input once through the page cache first: the cases measure parsing and compute, not the disk.
+    for input in Set(contenders.map(\.input)) {
+        _ = try? spawn(["cat", input], stdout: "/dev/null", stderr: "/dev/null")
+    }
+    let busyBefore = machineBusySeconds()
+    var start = timespec(), end = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &start)
+    for r in 1...runs {
+        for i in results.indices where results[i].error == nil {
+            let c = results[i].contender
+            log("  run \(r)/\(runs): \(c.name)")
+            if let out = c.outDir { try? FileManager.default.removeItem(atPath: out) }
+            do {
+                let run = try spawn(c.argv, stdout: env.data + "/child.stdout", stderr: env.data + "/child.stderr")
+                results[i].runs.append(run)
+                let json: [String: Any]?
+                if let out = c.outDir {
+                    json = FileManager.default.contents(atPath: out + "/run.json")
+                        .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+                    results[i].rows = json?["rows_read"] as? Int
+                    results[i].means = readNpyF64(out + "/m/mean.npy")
+                } else {
+                    json = try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
+                    results[i].rows = json?["rows"] as? Int
+                    results[i].means = json?["means"] as? [Double]
+                    results[i].version = json?["version"] as? String
+                }
+                if let s = json?["seconds"] as? Double { results[i].inProcess.append(s) }
+            } catch {
+                results[i].error = "\(error)"
+                log("  failed: \(error)")
+            }
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &end)
+    let elapsed = Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
+    let other = machineBusySeconds() - busyBefore - results.flatMap(\.runs).map(\.cpuSeconds).reduce(0, +)
+    let background = "Background load: other processes used \(f(max(other, 0), 1)) CPU-s during this case's "
+        + "\(f(elapsed, 1)) s of runs (\(f(max(other, 0) / elapsed * 100, 0))% of one CPU)."
+    return (results, background)
+}
+
+// MARK: - Report
+
+func f(_ x: Double, _ digits: Int = 3) -> String { x.isFinite ? String(format: "%.\(digits)f", x) : "—" }
+
+/// One markdown table per case; `ratio` fills the last column, the case's comparison of interest.
+func table(_ results: [Result], ratioHeader: String, ratio: (Result) -> Double) -> String {
+    var lines = [
+        "| contender | rows | input MB | wall s (median) | wall min–max | MB/s | in-process s | peak RSS MiB | \(ratioHeader) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results {
+        guard r.ok else {
+            lines.append("| \(r.contender.name) | failed: \(r.error ?? "no run") | | | | | | | |")
+            continue
+        }
+        let secs = r.runs.map(\.seconds)
+        lines.append("| \(r.contender.name) | \(r.rows.map(String.init) ?? "—") | \(f(r.mb, 1)) | \(f(r.wall)) | "
+            + "\(f(secs.min()!))–\(f(secs.max()!)) | \(f(r.mbPerSecond, 1)) | "
+            + "\(r.inProcess.isEmpty ? "—" : f(median(r.inProcess))) | \(f(r.rssMiB, 1)) | \(f(ratio(r), 2)) |")
+    }
+    return lines.joined(separator: "\n")
+}
+
+func verdict(_ met: Bool) -> String { met ? "**met**" : "**not met**" }
+
+struct Section {
+    let name: String
+    let text: String
+    var versions: [String] = []
+}
+
+func ingestF32(_ env: BenchEnv, rows: Int, runs: Int) -> Section {
+    let zst = dataFile(env, kind: "spectrum", rows: rows, cols: 64, format: "f32", zstd: true)
+    let raw = dataFile(env, kind: "spectrum", rows: rows, cols: 64, format: "f32", zstd: false)
+    let m = "f32x64-moments-gram.yaml"
+    let (results, background) = measure(env, [
+        // exec: the floor is zstd itself, not a shell waiting on it.
+        Contender(name: "zstd -d -c > /dev/null (floor)", argv: ["sh", "-c", "exec zstd -d -c \"$0\" > /dev/null", zst],
+                  input: zst, outDir: nil),
+        .rowflow(env, "rowflow moments+gram", manifest: m, input: zst, out: "ingest"),
+        .rowflow(env, "rowflow moments+gram --threads 1", manifest: m, input: zst, out: "ingest-t1", extra: ["--threads", "1"]),
+        .rowflow(env, "rowflow moments+gram, uncompressed input (info)", manifest: m, input: raw, out: "ingest-raw"),
+    ], runs: runs)
+    let floor = results[0], rf = results[1]
+    var text = """
+        \(rows) rows × 64 float32, zstd-compressed. The floor only decompresses; rowflow decompresses, decodes \
+        and computes moments and the Gram matrix (default 2 threads: decode overlapped with compute). The last \
+        row reads the same rows uncompressed, to show rowflow's cost without zstd.
+
+        \(table(results, ratioHeader: "wall ÷ floor") { $0.wall / floor.wall })
+
+        """
+    if floor.ok && rf.ok {
+        let ratio = rf.wall / floor.wall
+        text += "\nGoal rowflow ÷ floor ≤ 1.3: \(verdict(ratio <= 1.3)) (\(f(ratio, 2)))."
+    } else {
+        text += "\nGoal rowflow ÷ floor ≤ 1.3: not measured (a contender failed)."
+    }
+    text += "\n\n" + background
+    return Section(name: "ingest-f32", text: text)
+}
+
+func csvParse(_ env: BenchEnv, rows: Int, runs: Int) -> Section {
+    let csv = dataFile(env, kind: "regression", rows: rows, cols: 15, format: "csv", zstd: false)
+    let (results, background) = measure(env, [
+        .rowflow(env, "rowflow moments", manifest: "csv-moments.yaml", input: csv, out: "csv"),
+        .rowflow(env, "rowflow moments --threads 1", manifest: "csv-moments.yaml", input: csv, out: "csv-t1",
+                 extra: ["--threads", "1"]),
+        .peer(env, "pyarrow.csv.read_csv (use_threads=False) + means", script: "pyarrow_csv.py", input: csv),
+        .peer(env, "numpy.loadtxt + means", script: "numpy_loadtxt.py", input: csv),
+    ], runs: runs)
+    let rf = results[0]
+    var text = """
+        \(rows) rows × 16 float columns of CSV text (uncompressed). Every contender parses the whole file and \
+        computes the column means; all of them, numpy.loadtxt included, read the full file. MB/s is text bytes \
+        over wall time, which includes process start (and, for the peers, Python's start and imports); \
+        in-process s is what each contender timed itself (rowflow's run.json, the peers' perf_counter around \
+        load + means).
+
+        \(table(results, ratioHeader: "rowflow MB/s ÷ this") { rf.mbPerSecond / $0.mbPerSecond })
+
+        """
+    for peer in results[2...] {
+        guard rf.ok && peer.ok else {
+            text += "\nGoal rowflow faster than \(peer.contender.name): not measured (a contender failed)."
+            continue
+        }
+        let wallRatio = rf.mbPerSecond / peer.mbPerSecond
+        let inRatio = median(peer.inProcess) / median(rf.inProcess)
+        text += "\nGoal rowflow faster than \(peer.contender.name): \(verdict(wallRatio > 1)) "
+            + "(wall-time throughput ×\(f(wallRatio, 2)); in-process ×\(f(inRatio, 2)))."
+    }
+    // Comparable work: the means must agree, or a contender parsed something else.
+    if let ref = rf.means {
+        for peer in results[2...] where peer.ok {
+            guard let m = peer.means, m.count == ref.count else {
+                text += "\n\nWarning: \(peer.contender.name) returned \(peer.means?.count ?? 0) means, rowflow \(ref.count)."
+                continue
+            }
+            let worst = zip(m, ref).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? 0
+            if worst > 1e-9 { text += "\n\nWarning: \(peer.contender.name)'s means differ from rowflow's by \(worst)." }
+        }
+        text += "\n\nColumn means checked against rowflow's m/mean.npy (relative 1e-9)."
+    }
+    text += "\n\n" + background
+    return Section(name: "csv-parse", text: text, versions: results.compactMap(\.version))
+}
+
+func rssFlat(_ env: BenchEnv, rows: Int, runs: Int) -> Section {
+    let small = max(rows / 10, 1)
+    let contenders = [small, rows].map { n in
+        Contender.rowflow(env, "rowflow moments+gram, \(n) rows", manifest: "f32x64-moments-gram.yaml",
+                          input: dataFile(env, kind: "spectrum", rows: n, cols: 64, format: "f32", zstd: true),
+                          out: "rss-\(n)")
+    }
+    let (results, background) = measure(env, contenders, runs: runs)
+    var text = """
+        rowflow moments+gram on zstd float32 inputs of \(small) and \(rows) rows × 64: a streaming engine's peak \
+        RSS should not grow with the number of rows.
+
+        \(table(results, ratioHeader: "RSS ÷ smaller input's") { $0.rssMiB / results[0].rssMiB })
+
+        """
+    if results.allSatisfy(\.ok) {
+        let ratio = results[1].rssMiB / results[0].rssMiB
+        text += "\nGoal peak RSS within 10% over 10× the rows: \(verdict(ratio <= 1.10)) (\(f(ratio, 2)))."
+    } else {
+        text += "\nGoal peak RSS within 10%: not measured (a run failed)."
+    }
+    text += "\n\n" + background
+    return Section(name: "rss-flat", text: text)
+}
+
+// MARK: - Main
+
+let options = parseOptions(Array(CommandLine.arguments.dropFirst()))
+let env = BenchEnv.detect()
+let rows = options.rows ?? 1_000_000
+let selected = caseNames.filter { options.only.isEmpty || options.only.contains($0) }
+let dateAtStart = capture(["date"])
+let loadAtStart = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?")
+    .split(separator: " ").prefix(3).joined(separator: " ")
+
+var sections: [Section] = []
+for name in selected {
+    log("== \(name)")
+    switch name {
+    case "ingest-f32": sections.append(ingestF32(env, rows: rows, runs: options.runs))
+    case "csv-parse": sections.append(csvParse(env, rows: rows, runs: options.runs))
+    default: sections.append(rssFlat(env, rows: rows, runs: options.runs))
+    }
+}
+
+let cpuModel = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "")
+    .split(separator: "\n").first { $0.hasPrefix("model name") }
+    .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "?"
+let loadAtEnd = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?")
+    .split(separator: " ").prefix(3).joined(separator: " ")
+let versions = Set(sections.flatMap(\.versions)).sorted()
+var report = """
+    ## \(dateAtStart)
+
+    - machine: \(capture(["uname", "-m"])), \(capture(["nproc"])) CPUs, \(cpuModel); load average \
+    \(loadAtStart) at start, \(loadAtEnd) at end
+    - rowflow \(capture([env.bin, "--version"])) (\(env.bin))\
+    \(versions.isEmpty ? "" : "; peers: " + capture([env.python, "--version"]) + ", " + versions.joined(separator: ", "))
+    - each figure is the median of \(options.runs) runs, taken round-robin across a case's contenders; wall time \
+    includes process start; peak RSS is the child's ru_maxrss from wait4; MB = 10⁶ bytes of the input file
+
+    """
+for s in sections { report += "\n### \(s.name)\n\n\(s.text)\n" }
+print(report)
+
+if options.appendResults {
+    let path = env.dir + "/RESULTS.md"
+    if !FileManager.default.fileExists(atPath: path) {
+        _ = FileManager.default.createFile(atPath: path, contents: Data("# rowflow benchmark results\n".utf8))
+    }
+    guard let h = FileHandle(forWritingAtPath: path) else { fail("cannot open \(path)") }
+    h.seekToEndOfFile()
+    h.write(Data(("\n" + report).utf8))
+    h.closeFile()
+    log("appended to \(path)")
+}
