@@ -17,6 +17,15 @@ public struct RowBatch: Sendable {
     public var indices: [Int64]
     /// The shard each row came from, when rows of several shards are pooled (merged samples).
     public var shards: [Int64]?
+    /// Raw float32 rows not yet converted into `features` (rows `stagedStart..<count`). A decoder's fast path
+    /// for float32 input fills this and leaves the conversion to `materialize()`, which the engine calls on
+    /// the compute thread: the decode thread then only decompresses, the slower of the two stages.
+    public private(set) var staged: [Float]?
+    public private(set) var stagedStart = 0
+    /// For messages about staged rows: the input's name and the source position of its first row.
+    public var stagedSource = ""
+    public var stagedRowBase: Int64 = 0
+
     /// Where the source stood right after this batch was filled. The decoder runs ahead of the operators,
     /// so a checkpoint must take these from the last batch fed, not from the live source.
     public var position = SourcePosition()
@@ -45,7 +54,62 @@ public struct RowBatch: Sendable {
     public var isEmpty: Bool { count == 0 }
 
     /// Empties the batch for reuse; buffers keep their capacity.
-    public mutating func reset() { count = 0 }
+    public mutating func reset() { count = 0; stagedStart = 0 }
+
+    /// Gives the batch a float32 staging area (see `staged`).
+    public mutating func enableStaging() {
+        if staged == nil { staged = [Float](repeating: 0, count: columns * capacity) }
+    }
+
+    /// Rows staged but not yet converted.
+    public var stagedRows: Int { staged == nil ? 0 : count - stagedStart }
+
+    /// Gives `body` the staging area from row `row` on (pointer, bytes of room) to write float32 rows into;
+    /// `commitStaged` then appends them.
+    public mutating func withStaging<R>(fromRow row: Int, _ body: (UnsafeMutableRawPointer, Int) throws(EngineError) -> R) throws(EngineError) -> R {
+        let d = columns, room = (capacity - row) * columns * 4
+        var result: Result<R, EngineError>!
+        staged!.withUnsafeMutableBytes { p in
+            result = Result { () throws(EngineError) -> R in try body(p.baseAddress! + row * d * 4, room) }
+        }
+        return try result.get()
+    }
+
+    /// Appends `n` staged rows (written by `withStaging`) with consecutive source positions.
+    public mutating func commitStaged(_ n: Int, firstIndex: Int64) {
+        precondition(staged != nil && count + n <= capacity)
+        if stagedRows == 0 { stagedStart = count }
+        for k in 0..<n { indices[count + k] = firstIndex + Int64(k) }
+        count += n
+    }
+
+    /// Converts staged rows into `features`; a non-finite value is an error naming its row (the fast path is
+    /// only taken when non-finite values are not allowed and bad rows fail the run).
+    public mutating func materialize() throws(EngineError) {
+        guard let st = staged, count > stagedStart else { stagedStart = count; return }
+        let d = columns, from = stagedStart, to = count
+        var bad: Int?
+        features.withUnsafeMutableBufferPointer { f in
+            st.withUnsafeBufferPointer { s in
+                for r in from..<to {
+                    var probe: Double = 0
+                    let base = r * d
+                    for j in 0..<d {
+                        let v = Double(s[base + j])
+                        f[base + j] = v
+                        probe += v * 0   // NaN iff some value is not finite
+                    }
+                    if probe.isNaN && bad == nil { bad = r }
+                }
+            }
+        }
+        stagedStart = count
+        if let r = bad {
+            let j = (0..<d).first { !features[r * d + $0].isFinite }!
+            throw .data("\(stagedSource): row \(indices[r] - stagedRowBase + 1)", "non-finite value \(features[r * d + j]) in column \(j + 1)",
+                        hint: "set source.allow_nonfinite: true, or on_bad_row: skip")
+        }
+    }
 
     /// Claims the next row slot and returns its index; the caller fills `features[r*columns ..]` etc.
     @inline(__always)

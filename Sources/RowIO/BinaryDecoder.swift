@@ -46,17 +46,20 @@ final class BinaryDecoder: RowDecoder {
 
     func prime() throws(EngineError) {}
 
+    /// Float32 rows that can go to a batch's staging area untouched: nothing to select or reorder, no value
+    /// allowed to be non-finite and a bad row fails the run (so the check can wait for `materialize()`).
+    var stagesFloat32: Bool {
+        element == .f4 && layout!.isIdentity && isLittleEndianHost && config.onBadRow == .fail && !config.allowNonfinite
+    }
+
     func fill(_ batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) -> Bool {
         let layout = layout!
+        if batch.staged != nil && stagesFloat32 { return try fillStaged(&batch) }
         while !batch.isFull {
             if buf.available < rowBytes {
                 _ = try buf.ensure(rowBytes * min(batch.capacity - batch.count, max(1, (1 << 20) / max(1, rowBytes))))
                 if buf.available < rowBytes {
-                    if buf.available > 0 {
-                        throw .data("\(name): byte \(buf.offset)",
-                                    "truncated row \(rowsConsumed - firstRow + 1): expected \(rowBytes) bytes (\(layout.rawColumns) × \(element.size)), found \(buf.available)",
-                                    hint: "is source.columns right? The data length must be a multiple of the row size")
-                    }
+                    if buf.available > 0 { throw truncatedRow() }
                     if let e = expectedRows, rowsConsumed - firstRow != e {
                         throw .data("\(name): byte \(buf.offset)", "the npy header promises \(e) rows, the data holds \(rowsConsumed - firstRow)")
                     }
@@ -70,6 +73,68 @@ final class BinaryDecoder: RowDecoder {
             try convert(rows: rowsHere, into: &batch, layout: layout, bad: bad)
         }
         return true
+    }
+
+    /// The staging fast path: buffered bytes are copied as they are; with the buffer empty the input is read
+    /// (decompressed) straight into the batch's staging area, and a record cut by the read waits in the
+    /// buffer. Conversion and the finiteness check happen in `RowBatch.materialize()`.
+    private func fillStaged(_ batch: inout RowBatch) throws(EngineError) -> Bool {
+        batch.stagedSource = name
+        batch.stagedRowBase = firstRow
+        while !batch.isFull {
+            var room = batch.capacity - batch.count
+            if let e = expectedRows {
+                room = min(room, Int(e - (rowsConsumed - firstRow)))
+                if room == 0 {
+                    if batch.count > 0 { return true }
+                    if try buf.ensure(1) { throw .data("\(name): byte \(buf.offset)", "data continues past the \(e) rows the npy header promises") }
+                    return false
+                }
+            }
+            if buf.available > 0 {
+                if buf.available < rowBytes, !(try buf.ensure(rowBytes)) {
+                    throw truncatedRow()
+                }
+                let n = min(buf.available / rowBytes, room)
+                let src = UnsafeRawPointer(buf.base + buf.start), bytes = n * rowBytes
+                try batch.withStaging(fromRow: batch.count) { (dst, _) throws(EngineError) in dst.copyMemory(from: src, byteCount: bytes) }
+                batch.commitStaged(n, firstIndex: rowsConsumed)
+                buf.start += bytes
+                rowsConsumed += Int64(n)
+                continue
+            }
+            let want = room * rowBytes, rb = rowBytes, input = buf.input, cb = buf
+            let got = try batch.withStaging(fromRow: batch.count) { (dst, _) throws(EngineError) -> Int in
+                var got = 0
+                while got < rb {   // at least one whole record, unless the input ends
+                    let n = try input.read(into: dst + got, count: want - got)
+                    if n == 0 { break }
+                    got += n
+                }
+                let tail = got % rb
+                cb.afterDirectRead(consumed: got - tail, tail: UnsafeRawPointer(dst + (got - tail)), tailCount: tail)
+                return got
+            }
+            let rows = got / rowBytes
+            if rows > 0 {
+                batch.commitStaged(rows, firstIndex: rowsConsumed)
+                rowsConsumed += Int64(rows)
+            } else if got == 0 {
+                if let e = expectedRows, rowsConsumed - firstRow != e {
+                    throw .data("\(name): byte \(buf.offset)", "the npy header promises \(e) rows, the data holds \(rowsConsumed - firstRow)")
+                }
+                return false
+            } else {
+                throw truncatedRow()   // the input ended inside a record
+            }
+        }
+        return true
+    }
+
+    private func truncatedRow() -> EngineError {
+        .data("\(name): byte \(buf.offset)",
+              "truncated row \(rowsConsumed - firstRow + 1): expected \(rowBytes) bytes (\(layout!.rawColumns) × \(element.size)), found \(buf.available)",
+              hint: "is source.columns right? The data length must be a multiple of the row size")
     }
 
     private func convert(rows: Int, into batch: inout RowBatch, layout: RowLayout, bad: BadRowHandler) throws(EngineError) {

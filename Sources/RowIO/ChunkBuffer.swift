@@ -44,6 +44,16 @@ final class ChunkBuffer {
         return true
     }
 
+    /// Accounts for a read that bypassed the buffer (it must be empty): `consumed` bytes went elsewhere, and
+    /// the `tailCount` bytes at `tail` — a record cut by the read — are kept here for the next record.
+    func afterDirectRead(consumed: Int, tail: UnsafeRawPointer, tailCount: Int) {
+        precondition(available == 0 && tailCount <= capacity)
+        baseOffset += Int64(start) + Int64(consumed)
+        start = 0
+        end = tailCount
+        if tailCount > 0 { UnsafeMutableRawPointer(base).copyMemory(from: tail, byteCount: tailCount) }
+    }
+
     /// Reads until at least `n` bytes are available or the input ends.
     func ensure(_ n: Int) throws(EngineError) -> Bool {
         while available < n {

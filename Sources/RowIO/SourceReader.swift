@@ -189,14 +189,21 @@ public final class SourceReader: @unchecked Sendable {
         return .csv
     }
 
-    /// Appends rows until the batch is full (true) or the whole input is exhausted (false).
-    public func fill(_ batch: inout RowBatch) throws(EngineError) -> Bool {
+    /// Appends rows until the batch is full (true) or the whole input is exhausted (false). With
+    /// `deferConversion`, float32 rows may stay staged in the batch (see `RowBatch.staged`) for the caller to
+    /// `materialize()` on another thread; otherwise every row is converted before this returns.
+    public func fill(_ batch: inout RowBatch, deferConversion: Bool = false) throws(EngineError) -> Bool {
+        var more = false
         while let dec = decoder {
-            if try dec.fill(&batch, bad: bad) { return true }
-            if !(try openNext()) { return false }
+            if try dec.fill(&batch, bad: bad) { more = true; break }
+            if !(try openNext()) { break }
         }
-        return false
+        if !deferConversion { try batch.materialize() }
+        return more
     }
+
+    /// Whether batches with a staging area take the float32 fast path on this input.
+    public var stagesFloat32: Bool { (decoder as? BinaryDecoder)?.stagesFloat32 ?? false }
 
     public var bytesIn: Int64 { bytesInFinished + (input?.file.bytesIn ?? 0) }
     public var rowsConsumed: Int64 { decoder?.rowsConsumed ?? rowsFinished }

@@ -244,7 +244,12 @@ public final class Runner: @unchecked Sendable {
     func stream(_ src: SourceReader, shape: StreamShape, progress: ProgressReporter) throws(EngineError) {
         let cap = RowBatch.capacity(batchRows: spec.source.batchRows, columns: shape.columns)
         let hasWeight = src.layout?.hasWeight ?? (spec.source.weight != nil)
-        func newBatch() -> RowBatch { RowBatch(columns: shape.columns, capacity: cap, hasTarget: shape.hasTarget, hasWeight: hasWeight) }
+        func newBatch() -> RowBatch {
+            var b = RowBatch(columns: shape.columns, capacity: cap, hasTarget: shape.hasTarget, hasWeight: hasWeight)
+            // Float32 input: the decode thread only decompresses into the staging area; this thread converts.
+            if options.threads > 1 && src.stagesFloat32 { b.enableStaging() }
+            return b
+        }
 
         if options.threads <= 1 {
             var batch = newBatch()
@@ -265,11 +270,12 @@ public final class Runner: @unchecked Sendable {
             while true {
                 guard var batch = free.pop() else { return }
                 batch.reset()
-                let result: Result<Bool, EngineError> = Result { () throws(EngineError) -> Bool in try src.fill(&batch) }
+                let result: Result<Bool, EngineError> = Result { () throws(EngineError) -> Bool in try src.fill(&batch, deferConversion: true) }
                 batch.position = self.position(src)
                 switch result {
                 case let .success(more):
-                    if !full.push(.success(batch)) { return }
+                    // `consume`: this thread lets go of the buffers before the compute thread writes them.
+                    if !full.push(.success(consume batch)) { return }
                     if !more { full.push(.success(nil)); return }
                 case let .failure(error):
                     full.push(.failure(error))
@@ -279,16 +285,19 @@ public final class Runner: @unchecked Sendable {
         }
         defer { free.close(); full.close(); decoder.join() }
         while true {
-            switch full.pop(milliseconds: 200) {
+            var popped = full.pop(milliseconds: 200)
+            switch popped {
             case .closed: return
             case .timedOut:
                 // A blocked input (a quiet pipe) must not delay a requested stop.
                 try checkSignals(finishing: false, finishIndex: 0)
             case let .item(.failure(e)): throw e
             case .item(.success(nil)): return
-            case let .item(.success(batch?)):
+            case .item(.success(var batch?)):
+                popped = .timedOut   // drop the queue's reference so the conversion below writes in place
+                try batch.materialize()
                 try consume(batch, progress: progress, src: src)
-                free.push(batch)
+                free.push(consume batch)
             }
         }
     }

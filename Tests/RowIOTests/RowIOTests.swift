@@ -227,3 +227,62 @@ final class LockedLines: @unchecked Sendable {
         #expect(a.rows == [[1, 1], [2, 2], [3, 3], [4, 4]] && a.indices == [0, 1, 2, 3])
     }
 }
+
+/// The float32 staging path (decode thread decompresses straight into the batch, `materialize()` converts
+/// later) gives exactly the rows, indices and errors of the converting path.
+@Suite struct StagedFloat32Tests {
+    let dir = temporaryDirectory("staged")
+
+    func decodeStaged(_ path: String, _ cfg: SourceConfig, batchRows: Int) throws -> (rows: [[Double]], indices: [Int64]) {
+        let src = try SourceReader(path: path, config: cfg, bad: BadRowHandler(policy: .fail))
+        let l = src.layout!
+        #expect(src.stagesFloat32)
+        var batch = RowBatch(columns: l.features, capacity: batchRows, hasTarget: false, hasWeight: false)
+        batch.enableStaging()
+        var rows: [[Double]] = [], indices: [Int64] = []
+        while true {
+            batch.reset()
+            let more = try src.fill(&batch, deferConversion: true)
+            try batch.materialize()
+            for r in 0..<batch.count { rows.append(Array(batch.features[r * l.features..<(r + 1) * l.features])); indices.append(batch.indices[r]) }
+            if !more { break }
+        }
+        return (rows, indices)
+    }
+
+    /// 3 columns (12-byte records never align with zstd's 128 KiB output), plain and zstd, many batch sizes.
+    @Test func sameRowsAsConvertingPath() throws {
+        let n = 50_000, c = 3
+        let values = (0..<(n * c)).map { Float(sin(Double($0)) * 100) }
+        let bytes = values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } }
+        writeBytes(dir + "/x.f32", bytes)
+        let sink = try ByteSink(path: dir + "/x.f32.zst", zstd: true)
+        try sink.write(bytes); try sink.close()
+        var cfg = SourceConfig(); cfg.format = .f32; cfg.columns = c
+        let ref = try decodeAll(dir + "/x.f32", cfg, batchRows: 4096)
+        for path in ["/x.f32", "/x.f32.zst"] {
+            for b in [1, 7, 1000, 8192, 60_000] {
+                let s = try decodeStaged(dir + path, cfg, batchRows: b)
+                #expect(s.rows == ref.rows && s.indices == ref.indices, "\(path) batch \(b)")
+            }
+        }
+    }
+
+    @Test func errorsMatch() throws {
+        var cfg = SourceConfig(); cfg.format = .f32; cfg.columns = 2
+        let f = { (v: [Float]) in v.flatMap { x in withUnsafeBytes(of: x.bitPattern.littleEndian) { Array($0) } } }
+        writeBytes(dir + "/nan.f32", f([1, 2, 3, .nan, 5, 6]))
+        let e = errorOf { _ = try decodeStaged(dir + "/nan.f32", cfg, batchRows: 2) }
+        #expect(e?.location == dir + "/nan.f32: row 2" && e?.message.contains("non-finite") == true)
+        writeBytes(dir + "/cut.f32", f([1, 2, 3]))
+        let t = errorOf { _ = try decodeStaged(dir + "/cut.f32", cfg, batchRows: 8) }
+        #expect(t?.location == dir + "/cut.f32: byte 8" && t?.message.contains("truncated row 2") == true, "\(String(describing: t))")
+        // npy <f4: the header's row count is enforced on this path too.
+        let header = NpyWriter.header(descr: "<f4", shape: [2, 2])
+        writeBytes(dir + "/more.npy", header + f([1, 2, 3, 4, 5, 6]))
+        var npy = SourceConfig(); npy.format = .npy
+        #expect(errorOf { _ = try decodeStaged(dir + "/more.npy", npy, batchRows: 8) }?.message.contains("continues past") == true)
+        writeBytes(dir + "/ok.npy", header + f([1, 2, 3, 4]))
+        #expect(try decodeStaged(dir + "/ok.npy", npy, batchRows: 1).rows == [[1, 2], [3, 4]])
+    }
+}
