@@ -153,6 +153,8 @@ public struct DPPSampleOperator: IterativeOperator {
         var t: [Double]
         var blockRows: Int
         var optimalResidual: Double?
+        /// Σ ω y² (with a target).
+        var targetNorm: Double?
         var leverageSum: Double
     }
 
@@ -246,8 +248,14 @@ public struct DPPSampleOperator: IterativeOperator {
         }
         var rPhi = Matrix(rows: m, cols: m)
         for i in 0..<m { for j in i..<m { rPhi[i, j] = r[i * n + j] } }
-        var optimal: Double?
-        if hasTarget { optimal = r[m * n + m] * r[m * n + m] }
+        var optimal: Double?, yy: Double?
+        if hasTarget {
+            optimal = r[m * n + m] * r[m * n + m]
+            // The target column's norm is kept by the orthogonal transformations: Σω y² = ‖R[:, m]‖².
+            var s = 0.0
+            for i in 0...m { s += r[i * n + m] * r[i * n + m] }
+            yy = s
+        }
         let sigma: [Double], vt: Matrix
         do {
             let f = try LAPACK.svd(rPhi)
@@ -261,7 +269,7 @@ public struct DPPSampleOperator: IterativeOperator {
         for j in 0..<m { for k in 0..<rank1 { t1[j * rank1 + k] = vt[k, j] / sigma[k] } }
         let b = DPPSampleOperator.cacheBlockRows(candidates: count, rank: rank1, columns: m)
         var basis = Basis(candidates: count, sigma: sigma, tolerance: tol, rank1: rank1, t1: t1, rank: 0, s: [],
-                          t: [], blockRows: b, optimalResidual: optimal, leverageSum: 0)
+                          t: [], blockRows: b, optimalResidual: optimal, targetNorm: yy, leverageSum: 0)
         guard rank1 > 0 else {
             self.basis = basis
             cache = LeverageCache(grams: [], mass: [])
@@ -363,9 +371,18 @@ public struct DPPSampleOperator: IterativeOperator {
         cache = DPPSampleOperator.transform(&grams1, basis.s, rank1: basis.rank1, rank: basis.rank)
     }
 
+    /// The row store must be the one the basis was computed on (a restored state with another store is refused).
+    func checkStore(_ store: RowStoreReader, _ basis: Basis) throws(EngineError) {
+        guard store.count == basis.candidates, store.columns == columns, store.hasTarget == hasTarget else {
+            throw .data("dpp-sample", "the row store holds \(store.count) rows, the operator's state was taken over \(basis.candidates)",
+                        hint: "resume with the out directory (row store) the checkpoint was written with")
+        }
+    }
+
     /// Sampling step k (0-based).
     mutating func samplePart(_ part: Int, _ store: RowStoreReader) throws(EngineError) {
         guard let basis else { throw .internal("dpp-sample", "sampling before the basis step") }
+        try checkStore(store, basis)
         ensureCache(store)
         let positions: [Int64]
         if basis.rank == 0 {
@@ -577,6 +594,7 @@ public struct DPPSampleOperator: IterativeOperator {
     /// The last step: the sample's rows, weights and least-squares fit; the residual over all candidates.
     mutating func finalize(_ store: RowStoreReader) throws(EngineError) {
         guard let basis else { throw .internal("dpp-sample", "finalize before the basis step") }
+        try checkStore(store, basis)
         let m = columns, r = basis.rank, n = pickPositions.count
         let order = (0..<n).sorted { (pickParts[$0], pickPositions[$0], $0) < (pickParts[$1], pickPositions[$1], $1) }
         var res = SampleResult(indices: [Int64](repeating: 0, count: n), weights: [Double](repeating: 0, count: n),
@@ -676,10 +694,12 @@ public struct DPPSampleOperator: IterativeOperator {
             ("size", .int(Int64(n))), ("rank_used", .int(Int64(basis.rank))),
         ]
         if hasTarget {
-            let opt = basis.optimalResidual ?? 0
+            let opt = basis.optimalResidual ?? 0, yy = basis.targetNorm ?? 0
             summary.append(("residual", .double(res.residual)))
             summary.append(("optimal_residual", .double(opt)))
-            summary.append(("residual_ratio", opt > 0 ? .double(res.residual / opt) : .null))
+            // An exact fit (optimum at rounding level of Σωy²) has no meaningful ratio.
+            let floor = 1e3 * Double.ulpOfOne
+            summary.append(("residual_ratio", opt > floor * floor * yy ? .double(res.residual / opt) : .null))
         }
         let cond: JSON = basis.rank1 > 0 ? .double(basis.sigma[0] / basis.sigma[basis.rank1 - 1]) : .null
         summary += [
@@ -702,7 +722,7 @@ public struct DPPSampleOperator: IterativeOperator {
     /// Layout (little-endian, BinaryWriter): columns u64, hasTarget, mode u8, samples u64, repetitions u64,
     /// rank tolerance f64 (NaN = default); rows i64, weight sum f64; R (f64s, n×n), open block (count u64,
     /// f64s); steps done u64; basis flag, then candidates u64, σ f64s, tolerance f64, rank1 u64, T1 f64s,
-    /// rank u64, S f64s, block rows u64, optimal residual f64 (NaN = none), leverage sum f64; pick parts and
+    /// rank u64, S f64s, block rows u64, optimal residual and Σωy² f64 (NaN = none), leverage sum f64; pick parts and
     /// positions (i64s); result flag, then indices i64s, weights, rows, targets, coefficients f64s,
     /// residual f64, distinct u64. The leverage cache is not stored: it is a function of the basis and the
     /// row store, recomputed by the same BLAS calls.
@@ -718,7 +738,7 @@ public struct DPPSampleOperator: IterativeOperator {
         if let b = basis {
             w.u64(UInt64(b.candidates)); w.f64s(b.sigma); w.f64(b.tolerance)
             w.u64(UInt64(b.rank1)); w.f64s(b.t1); w.u64(UInt64(b.rank)); w.f64s(b.s)
-            w.u64(UInt64(b.blockRows)); w.f64(b.optimalResidual ?? .nan); w.f64(b.leverageSum)
+            w.u64(UInt64(b.blockRows)); w.f64(b.optimalResidual ?? .nan); w.f64(b.targetNorm ?? .nan); w.f64(b.leverageSum)
         }
         w.i64s(pickParts); w.i64s(pickPositions)
         w.bool(result != nil)
@@ -762,14 +782,14 @@ public struct DPPSampleOperator: IterativeOperator {
         if hasBasis {
             let cand = try r.u64(), sigma = try r.f64s(), tl = try r.f64()
             let r1 = try r.u64(), t1 = try r.f64s(), rk = try r.u64(), s = try r.f64s()
-            let br = try r.u64(), opt = try r.f64(), ls = try r.f64()
+            let br = try r.u64(), opt = try r.f64(), yy = try r.f64(), ls = try r.f64()
             guard cand == UInt64(rows), sigma.count == columns, r1 <= UInt64(columns), rk <= r1,
                   t1.count == columns * Int(r1), s.count == Int(r1) * Int(rk), br >= 1, br <= max(1, cand),
                   blockCount == 0 else { throw bad("basis dimensions") }
             let rank1 = Int(r1), rank = Int(rk)
             basis = Basis(candidates: Int(cand), sigma: sigma, tolerance: tl, rank1: rank1, t1: t1, rank: rank, s: s,
                           t: DPPSampleOperator.product(t1, s, m: columns, k: rank1, n: rank), blockRows: Int(br),
-                          optimalResidual: opt.isNaN ? nil : opt, leverageSum: ls)
+                          optimalResidual: opt.isNaN ? nil : opt, targetNorm: yy.isNaN ? nil : yy, leverageSum: ls)
         }
         pickParts = try r.i64s(); pickPositions = try r.i64s()
         guard pickParts.count == pickPositions.count,
