@@ -56,10 +56,12 @@ import Testing
     let files = ["m/mean.npy", "m/variance.npy", "m/summary.json", "m/state.bin",
                  "g/gram.npy", "g/xty.npy", "g/solution.npy", "g/summary.json", "g/state.bin", "quarantine.txt",
                  "s/singular_values.npy", "s/right_vectors.npy", "s/mean.npy", "s/explained_variance.npy", "s/summary.json", "s/state.bin",
-                 "t/singular_values.npy", "t/right_vectors.npy", "t/summary.json", "t/state.bin"]
+                 "t/singular_values.npy", "t/right_vectors.npy", "t/summary.json", "t/state.bin",
+                 "d/indices.npy", "d/weights.npy", "d/rows.npy", "d/targets.npy", "d/coefficients.npy", "d/summary.json"]
 
     /// A pipeline with every operator present in this build, bad rows quarantined, checkpoints every 3000
-    /// rows (batches of 1000), on 150,000 rows of CSV.
+    /// rows (batches of 1000), on 150,000 rows of CSV. dpp-sample makes the row store durable and adds its
+    /// steps after the stream (basis, DPP part, i.i.d. part, final).
     func setUp() -> (manifest: String, input: String, reference: String) {
         let input = dir + "/in.csv"
         if !FileManager.default.fileExists(atPath: input) {
@@ -79,6 +81,7 @@ import Testing
           - { id: g, op: gram, params: { solve: ridge, lambda: 0.5 } }
           - { id: s, op: truncated-svd, params: { rank: 2, oversample: 1, method: incremental, block_rows: 5, center: true } }
           - { id: t, op: truncated-svd, params: { rank: 3, decay: 0.99999 } }
+          - { id: d, op: dpp-sample, params: { mode: volume-rescaled, samples: 20 } }
         checkpoint: { every_rows: 3000, keep: 2 }
         """)
         let reference = dir + "/reference"
