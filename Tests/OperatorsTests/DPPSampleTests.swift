@@ -713,6 +713,19 @@ func randomOrthogonal(_ n: Int, seed: UInt64) throws -> Matrix {
         #expect(throws: EngineError.self) { _ = try runSteps(&other, MemoryRowStore(gaussianMatrix(rows: 61, cols: 3, seed: 1), targets: [Double](repeating: 0, count: 61))) }
     }
 
+    /// The fuzz corpus' dpp-sample seed (Fixtures/fuzz/state/seed-dpp: a finished repeated run, s = 2, over
+    /// 40 rows of 3 features) decodes with the fuzz harness' parameters, so fuzzing reaches this decoder.
+    @Test func fuzzSeedDecodes() throws {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: packageRoot + "/Fixtures/fuzz/state/seed-dpp")))
+        let env = try StateEnvelope.decode(bytes, context: "seed-dpp")
+        let d = OperatorRegistry.standard["dpp-sample"]!
+        let ctx = OperatorContext(shape: StreamShape(columns: env.columns, hasTarget: env.hasTarget), seed: 0, shard: 0, purpose: 0)
+        var op = try d.restore(ParamValues([("mode", .string("repeated")), ("samples", .null), ("repetitions", .int(2)), ("rank_tolerance", .null)]),
+                               ctx, env.payload, "seed-dpp")
+        let out = try op.finish()
+        #expect(int64s(out, "indices").count == 6)
+    }
+
     /// Which parameters each mode takes, checked before any data is read; volume-rescaled needs n ≥ m.
     @Test func parameterChecks() throws {
         func p(_ pairs: [(String, JSON)]) -> ParamValues { ParamValues(pairs) }
