@@ -62,8 +62,10 @@ public struct DPPSampleConfig: Sendable, Equatable {
 /// **Guarantees** (exact arithmetic, relative to the candidate measure Σω_i δ_{x_i}): `projection` is a
 /// projection DPP — P(S) = det(Q_S)², inclusion probabilities K_ii = ℓ_i, pairs det K_{ij}; always r distinct
 /// rows, every row with ℓ_i = 1 included; E[residual] = (r + 1)·optimal_residual (volume sampling).
-/// `volume-rescaled`: ĉ is unbiased, E[ĉ] = c*, and E[residual] ≤ (1 + ε)·optimal_residual once
-/// n ≳ r log r + r/ε. `iid`: with n ≳ r log r the sample Gram is well conditioned with high probability,
+/// `volume-rescaled` (n ≥ r; the r DPP rows plus n − r i.i.d. rows are exactly a sample of density
+/// ∝ det(Σ_k w_k φ_kφ_kᵀ)·Πρ, Dereziński–Warmuth–Hsu): ĉ is unbiased, E[ĉ] = c*, and E[residual] ≤
+/// C·optimal_residual once n ≳ r log r (Nouy & Michel, quasi-optimality in expectation).
+/// `iid`: with n ≳ r log r the sample Gram is well conditioned with high probability,
 /// but the mean residual has a heavy tail at small n (rare near-singular samples) — which volume rescaling
 /// removes. `repeated` pools s independent DPP samples. When the rows come from a coreset (e.g.
 /// `sensitivity-sample` upstream), the weights are the coreset's multiplicities and every guarantee is
