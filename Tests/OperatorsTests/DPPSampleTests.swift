@@ -145,7 +145,7 @@ func weightedSSE(_ y: [Double], _ f: [Double], _ w: [Double]?) -> Double {
     @Test func leveragesMatchHouseholderQR() throws {
         let x = gaussianMatrix(rows: 700, cols: 6, seed: 3, scale: [1, 2, 0.5, 3, 1, 1])
         let w = (0..<700).map { Double($0 % 4) }   // weights 0…3, zeros included
-        let (op, store) = try afterBasis(.projection, x, w: w)
+        let (op, _) = try afterBasis(.projection, x, w: w)
         let basis = op.basis!, cache = op.cache!
         let ref = try referenceLeverages(x, weights: w)
         var ours = [Double](repeating: 0, count: 700)
