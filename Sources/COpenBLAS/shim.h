@@ -30,4 +30,8 @@ void dtrtri_(const char *uplo, const char *diag, const lapack_int_t *n, double *
 void dgels_(const char *trans, const lapack_int_t *m, const lapack_int_t *n, const lapack_int_t *nrhs,
             double *a, const lapack_int_t *lda, double *b, const lapack_int_t *ldb, double *work,
             const lapack_int_t *lwork, lapack_int_t *info, size_t trans_len);
+/* Minimum-norm least squares by the SVD (divide and conquer); singular values below rcond·σ₁ count as zero. */
+void dgelsd_(const lapack_int_t *m, const lapack_int_t *n, const lapack_int_t *nrhs, double *a,
+             const lapack_int_t *lda, double *b, const lapack_int_t *ldb, double *s, const double *rcond,
+             lapack_int_t *rank, double *work, const lapack_int_t *lwork, lapack_int_t *iwork, lapack_int_t *info);
 #endif

@@ -109,7 +109,8 @@ public struct OperatorRegistry: Sendable {
 
     /// Every operator shipped with rowflow.
     public static let standard = OperatorRegistry([momentsDescriptor, gramDescriptor, truncatedSVDDescriptor,
-                                                   topEigenvectorDescriptor, sensitivitySampleDescriptor, halpernDescriptor])
+                                                   topEigenvectorDescriptor, sensitivitySampleDescriptor, dppSampleDescriptor,
+                                                   halpernDescriptor])
 }
 
 let momentsDescriptor = OperatorDescriptor(
@@ -324,4 +325,64 @@ func halpernConfig(_ p: ParamValues) -> HalpernConfig {
                   lower: p.double("lower") ?? -.infinity, upper: p.double("upper") ?? .infinity,
                   tolerance: p.double("tolerance") ?? 1e-8, maxOracleCalls: p.int("max_oracle_calls"),
                   restarts: p.bool("restarts") ?? true)
+
+let dppSampleDescriptor = OperatorDescriptor(
+    kind: "dpp-sample",
+    summary: "Leverage-based samples for optimal weighted least squares: i.i.d. from ρ = ℓ/r, the projection DPP (volume sampling), volume-rescaled and repeated DPP samples; coefficients and residual with a target. Multi-pass (row store).",
+    parameters: [
+        ParameterSpec("mode", .choice(DPPMode.allCases.map(\.rawValue)), required: true,
+                      doc: "iid: n rows i.i.d. from ρ_i = ℓ_i/r; projection: exactly r rows from the projection DPP; volume-rescaled: r DPP rows + n − r i.i.d.; repeated: s pooled projection samples"),
+        ParameterSpec("samples", .int(min: 1, max: 1 << 24), doc: "n: rows drawn (iid and volume-rescaled; volume-rescaled needs n ≥ the feature count)"),
+        ParameterSpec("repetitions", .int(min: 1, max: 1 << 20), doc: "s: independent projection samples pooled (repeated)"),
+        ParameterSpec("rank_tolerance", .double(min: 0, max: 1, openMin: true),
+                      doc: "singular values ≤ this × σ₁ of the weighted features count as zero; default max(N, m)·ε (numpy.linalg.matrix_rank)"),
+    ],
+    outputs: ["indices (int64)", "weights", "rows", "targets (with a target)", "coefficients (with a target)"],
+    mergeable: false, multiPass: true, emitsRows: true, stateVersion: DPPSampleOperator.stateVersion,
+    check: { p, _ in dppCheck(p) },
+    make: { p, ctx throws(EngineError) in
+        DPPSampleOperator(config: try dppConfig(p, ctx), columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget, context: ctx)
+    },
+    restore: { p, ctx, bytes, where_ throws(EngineError) in
+        try DPPSampleOperator(config: try dppConfig(p, ctx), columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget,
+                              context: ctx, state: bytes, where: where_)
+    },
+    merge: nil)
+
+/// Which parameters each mode takes (the manifest validator reports these with the operator's location).
+func dppCheck(_ p: ParamValues) -> String? {
+    guard let mode = p.string("mode").flatMap(DPPMode.init(rawValue:)) else { return nil }
+    let hasN = p.int("samples") != nil, hasS = p.int("repetitions") != nil
+    switch mode {
+    case .iid, .volumeRescaled:
+        if !hasN { return "dpp-sample: mode \(mode.rawValue) needs params.samples (n, the rows to draw)" }
+        if hasS { return "dpp-sample: params.repetitions only applies to mode: repeated" }
+    case .projection:
+        if hasN { return "dpp-sample: mode projection draws exactly rank_used rows; params.samples applies to iid and volume-rescaled" }
+        if hasS { return "dpp-sample: params.repetitions only applies to mode: repeated" }
+    case .repeated:
+        if !hasS { return "dpp-sample: mode repeated needs params.repetitions (s, the projection samples to pool)" }
+        if hasN { return "dpp-sample: mode repeated draws s·rank_used rows; params.samples applies to iid and volume-rescaled" }
+    }
+    return nil
+}
+
+/// The resolved configuration; shape-dependent checks that validation could not make.
+func dppConfig(_ p: ParamValues, _ ctx: OperatorContext) throws(EngineError) -> DPPSampleConfig {
+    if let problem = dppCheck(p) { throw .usage("dpp-sample", problem) }
+    guard let mode = p.string("mode").flatMap(DPPMode.init(rawValue:)) else {
+        throw .usage("dpp-sample", "params.mode is required: iid | projection | volume-rescaled | repeated")
+    }
+    let m = ctx.shape.columns
+    let n = Int(p.int("samples") ?? 0), s = Int(p.int("repetitions") ?? 1)
+    if mode == .volumeRescaled && n < m {
+        throw .usage("dpp-sample", "mode volume-rescaled draws rank_used ≤ \(m) rows from the DPP and the rest i.i.d., so params.samples must be ≥ the feature count \(m); found \(n)",
+                     hint: "use mode: projection for exactly rank_used rows, or raise samples")
+    }
+    // The sample's rows are held in memory: refuse sizes whose output could not be allocated.
+    let rowsOut = Double(mode == .repeated ? s * m : (mode == .projection ? m : n))
+    if rowsOut * Double(m + 3) * 8 > Double(8 << 30) {
+        throw .usage("dpp-sample", "a sample of \(Int(rowsOut)) rows of \(m) features needs more than 8 GiB", hint: "lower samples or repetitions")
+    }
+    return DPPSampleConfig(mode: mode, samples: n, repetitions: s, rankTolerance: p.double("rank_tolerance"))
 }

@@ -3,7 +3,9 @@ import LinearAlgebra
 import RowIO
 
 public struct GenOptions: Sendable {
-    public enum Kind: String, Sendable { case spectrum, regression }
+    public enum Kind: String, Sendable { case spectrum, regression, legendre }
+    /// Target functions of `gen legendre` (f on [−1, 1]).
+    public enum Target: String, Sendable, CaseIterable { case runge, abs, exp, step, none }
     public enum Format: String, Sendable { case csv, tsv, f32, f64, npy, libsvm }
     public var kind: Kind = .spectrum
     public var rows = 10000
@@ -14,7 +16,9 @@ public struct GenOptions: Sendable {
     public var gap = 4.0
     public var decay = 0.9
     public var heavy = 0
-    public var noise = 0.1
+    /// Noise standard deviation; nil: 0.1 for regression, 0 for legendre.
+    public var noise: Double?
+    public var target: Target = .runge
     public var out: String?
     public var truth: String?
     public init() {}
@@ -27,6 +31,10 @@ public struct GenOptions: Sendable {
 ///   along v₂ (each of squared norm 0.1·n·Σσ²/heavy) at seeded positions.
 /// - `regression`: x standard normal, y = xᵀβ + noise·ε with β standard normal; y is the last column (libsvm:
 ///   the label).
+/// - `legendre`: the feature map of a weighted least-squares experiment (Nouy & Michel §5): x ~ U[−1, 1],
+///   features φ_k(x) = √(2k+1)·P_k(x), k < cols (Legendre polynomials, orthonormal for the uniform measure),
+///   then the target f(x) + noise·ε as the last column: runge 1/(1 + 25x²), abs |x|, exp eˣ, step 1[x > 0];
+///   `none` writes the features only.
 /// Every value is addressed by (seed, purpose, row, column), so the same arguments give the same bytes.
 public struct Generator: Sendable {
     let o: GenOptions
@@ -35,6 +43,7 @@ public struct Generator: Sendable {
     static let purposeRows: UInt32 = 1, purposeBasis: UInt32 = 2, purposeBeta: UInt32 = 3, purposeNoise: UInt32 = 4, purposeHeavy: UInt32 = 5
 
     public func run() throws(EngineError) {
+        if o.kind == .legendre { return try runLegendre() }
         let d = o.cols
         let rng = { (p: UInt32) in CounterRandom(seed: o.seed, shard: 0, purpose: p) }
         var sigma = [Double](repeating: 0, count: d)
@@ -87,7 +96,7 @@ public struct Generator: Sendable {
                 if o.kind == .regression {
                     var s = 0.0
                     for j in 0..<d { s += row[j] * beta[j] }
-                    y = s + o.noise * noise.normal(index: UInt64(g))
+                    y = s + (o.noise ?? 0.1) * noise.normal(index: UInt64(g))
                 }
                 try emit(row, y: y, to: sink)
             }
@@ -105,8 +114,45 @@ public struct Generator: Sendable {
                 pairs.append(("heavy_rows", .array(heavyRows.map { .int(Int64($0)) })))
             } else {
                 pairs.append(("beta", .array(beta.map { .double($0) })))
-                pairs.append(("noise", .double(o.noise)))
+                pairs.append(("noise", .double(o.noise ?? 0.1)))
             }
+            try FileBytes.writeAtomically(Array((JSON.object(pairs).encoded(pretty: true) + "\n").utf8), to: t)
+        }
+    }
+
+    /// The target functions of `gen legendre`.
+    public static func evaluate(_ t: GenOptions.Target, _ x: Double) -> Double? {
+        switch t {
+        case .runge: return 1 / (1 + 25 * x * x)
+        case .abs: return Swift.abs(x)
+        case .exp: return exp(x)
+        case .step: return x > 0 ? 1 : 0
+        case .none: return nil
+        }
+    }
+
+    func runLegendre() throws(EngineError) {
+        let m = o.cols
+        let xs = CounterRandom(seed: o.seed, shard: 0, purpose: Generator.purposeRows)
+        let noise = CounterRandom(seed: o.seed, shard: 0, purpose: Generator.purposeNoise)
+        let sigma = o.noise ?? 0
+        let sink = try ByteSink(path: o.out, zstd: o.zstd)
+        if o.format == .npy { try sink.write(NpyWriter.header(descr: "<f8", shape: [o.rows, m + (o.target == .none ? 0 : 1)])) }
+        var row = [Double](repeating: 0, count: m)
+        for i in 0..<o.rows {
+            let x = 2 * xs.uniform(index: UInt64(i)) - 1
+            row.withUnsafeMutableBufferPointer { Legendre.orthonormal(x, into: $0.baseAddress!, count: m) }
+            let y = Generator.evaluate(o.target, x).map { $0 + sigma * noise.normal(index: UInt64(i)) }
+            try emit(row, y: y, to: sink)
+        }
+        try sink.close()
+        if let t = o.truth {
+            let pairs: [(String, JSON)] = [
+                ("kind", .string("legendre")), ("rows", .int(Int64(o.rows))), ("cols", .int(Int64(m))),
+                ("seed", .int(Int64(bitPattern: o.seed))), ("target", .string(o.target.rawValue)), ("noise", .double(sigma)),
+                ("x", .string("uniform on [-1, 1]")),
+                ("features", .string("sqrt(2k+1)·P_k(x), k = 0..cols-1: Legendre polynomials orthonormal for the uniform measure")),
+            ]
             try FileBytes.writeAtomically(Array((JSON.object(pairs).encoded(pretty: true) + "\n").utf8), to: t)
         }
     }

@@ -93,10 +93,11 @@ struct Gen: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Seeded synthetic rows with known structure.",
         discussion: """
-        Kinds: spectrum (rows with a chosen singular spectrum and gap), regression (target = Xβ + noise).
+        Kinds: spectrum (rows with a chosen singular spectrum and gap), regression (target = Xβ + noise),
+        legendre (x ~ U[-1, 1], --cols orthonormal Legendre features, then --target f(x) as the last column).
         The truth (spectrum, top directions, β) goes to --truth as JSON.
         """)
-    @Argument(help: "spectrum | regression") var kind: String
+    @Argument(help: "spectrum | regression | legendre") var kind: String
     @Option var rows: Int = 10000
     @Option var cols: Int = 16
     @Option var seed: UInt64 = 0
@@ -105,7 +106,8 @@ struct Gen: ParsableCommand {
     @Option(help: "σ₁²/σ₂² (spectrum).") var gap: Double = 4
     @Option(help: "Geometric decay of σⱼ after the second (spectrum).") var decay: Double = 0.9
     @Option(help: "Planted heavy rows along the second direction.") var heavy: Int = 0
-    @Option(help: "Noise standard deviation (regression).") var noise: Double = 0.1
+    @Option(help: "Noise standard deviation (regression: default 0.1; legendre: default 0).") var noise: Double?
+    @Option(help: "Target function (legendre): runge 1/(1+25x²) | abs | exp | step | none.") var target: String = "runge"
     @Option(help: "Output file (default stdout).") var out: String?
     @Option(help: "Write the known structure here as JSON.") var truth: String?
 
@@ -113,8 +115,13 @@ struct Gen: ParsableCommand {
         var g = GenOptions()
         g.rows = rows; g.cols = cols; g.seed = seed; g.zstd = zstd; g.gap = gap; g.decay = decay
         g.heavy = heavy; g.noise = noise; g.out = out; g.truth = truth
-        guard let k = GenOptions.Kind(rawValue: kind) else { fail(.usage("gen", "unknown kind '\(kind)'; expected spectrum | regression")) }
+        guard let k = GenOptions.Kind(rawValue: kind) else { fail(.usage("gen", "unknown kind '\(kind)'; expected spectrum | regression | legendre")) }
         g.kind = k
+        guard let t = GenOptions.Target(rawValue: target) else {
+            fail(.usage("--target", "expected " + GenOptions.Target.allCases.map(\.rawValue).joined(separator: " | ") + ", found '\(target)'"))
+        }
+        g.target = t
+        if let n = noise, !(n >= 0) { fail(.usage("--noise", "expected a standard deviation ≥ 0")) }
         guard let f = GenOptions.Format(rawValue: format) else { fail(.usage("--format", "expected csv | tsv | f32 | f64 | npy | libsvm")) }
         g.format = f
         guard rows >= 0, cols >= 1 else { fail(.usage("gen", "--rows must be ≥ 0 and --cols ≥ 1")) }

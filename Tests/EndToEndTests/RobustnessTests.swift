@@ -67,13 +67,14 @@ import Testing
                  "cs/rows.npy", "cs/targets.npy", "cs/weights.npy", "cs/indices.npy", "cs/summary.json", "cs/state.bin",
                  "csg/solution.npy", "csg/gram.npy", "csg/summary.json",
                  "cs1/rows.npy", "cs1/targets.npy", "cs1/weights.npy", "cs1/indices.npy", "cs1/summary.json", "cs1/state.bin",
-                 "h/solution.npy", "h/summary.json"]
+                 "h/solution.npy", "h/summary.json",
+                 "d/indices.npy", "d/weights.npy", "d/rows.npy", "d/targets.npy", "d/coefficients.npy", "d/summary.json"]
 
     /// A pipeline with every operator present in this build (sensitivity-sample online and merge-reduce —
     /// root-leverage, whose leaves and buckets are the merge-reduce state; Lewis weights cost the debug
-    /// binary seconds and their resume is tested in-process — and
-    /// a gram reading the online coreset), bad rows quarantined, checkpoints every 3000 rows (batches of
-    /// 1000), on 150,000 rows of CSV.
+    /// binary seconds and their resume is tested in-process — a gram reading the online coreset, and the
+    /// multi-pass dpp-sample and halpern-solver, which make the row store durable and add steps after the
+    /// stream), bad rows quarantined, checkpoints every 3000 rows (batches of 1000), on 150,000 rows of CSV.
     func setUp() -> (manifest: String, input: String, reference: String) {
         let input = dir + "/in.csv"
         if !FileManager.default.fileExists(atPath: input) {
@@ -99,6 +100,7 @@ import Testing
           - { id: csg, op: gram, input: cs, params: { solve: ridge, lambda: 0.5 } }
           - { id: cs1, op: sensitivity-sample, params: { p: 1.5, method: root-leverage, samples: 500 } }
           - { id: h, op: halpern-solver, params: { problem: ridge, lambda: 10, tolerance: 1e-6, max_oracle_calls: 3000000 } }
+          - { id: d, op: dpp-sample, params: { mode: volume-rescaled, samples: 20 } }
         checkpoint: { every_rows: 3000, keep: 2 }
         """)
         let reference = dir + "/reference"

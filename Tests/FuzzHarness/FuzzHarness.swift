@@ -30,12 +30,16 @@ public enum FuzzHarness {
             guard let env = try? StateEnvelope.decode(data, context: "fuzz"), env.columns <= 4096 else { return }
             let ctx = OperatorContext(shape: StreamShape(columns: env.columns, hasTarget: env.hasTarget), seed: 0, shard: 0, purpose: 0)
             for d in OperatorRegistry.standard.descriptors where d.kind == env.kind {
-                let params = ParamValues(d.parameters.map { ($0.name, fuzzValue($0)) })
+                let params = ParamValues(d.parameters.map { p in (p.name, fuzzOverrides[d.kind]?[p.name] ?? fuzzValue(p)) })
                 if var op = try? d.restore(params, ctx, env.payload, "fuzz") { _ = try? op.finish() }
             }
         default: preconditionFailure("unknown fuzz target \(target)")
         }
     }
+
+    /// Parameters that make a state decodable where defaults cannot (dpp-sample needs a mode and its count;
+    /// its seed state was written with these).
+    static let fuzzOverrides: [String: [String: JSON]] = ["dpp-sample": ["mode": .string("repeated"), "repetitions": .int(2)]]
 
     /// A parameter's default, or for a required integer (truncated-svd's rank) the value 2, so states of
     /// operators with required parameters reach their decoders too.

@@ -181,3 +181,81 @@ public func runMeasured(_ executable: String, _ args: [String], environment: [St
     return MeasuredResult(status: exited ? (status >> 8) & 0xFF : -1, signal: exited ? 0 : status & 0x7F,
                           stdout: read(outPath), stderr: read(errPath))
 }
+
+/// Rows held in memory behind the engine's row-store protocol, for driving multi-pass operators without a
+/// runtime (the records are what the runtime's RowStore would give back: features, target, weight, index).
+public struct MemoryRowStore: RowStoreReader {
+    public let columns: Int
+    public let hasTarget: Bool
+    let x: Matrix
+    let y: [Double]?
+    let w: [Double]?
+    public init(_ x: Matrix, targets: [Double]? = nil, weights: [Double]? = nil) {
+        self.x = x; self.y = targets; self.w = weights
+        columns = x.cols; hasTarget = targets != nil
+    }
+    public var count: Int { x.rows }
+    public func read(_ start: Int, _ n: Int, into batch: inout RowBatch) {
+        batch.reset()
+        for i in start..<min(start + n, x.rows) {
+            let s = batch.appendSlot(index: Int64(i))
+            for j in 0..<columns { batch.features[s * columns + j] = x[i, j] }
+            if batch.targets != nil { batch.targets![s] = y?[i] ?? 0 }
+            if batch.weights != nil { batch.weights![s] = w?[i] ?? 1 }
+        }
+    }
+}
+
+/// The candidates of `rowflow gen legendre --rows n --cols m --seed seed`: x ~ U[−1, 1] by the generator's
+/// counter-based draws, orthonormal Legendre features and the Runge function 1/(1 + 25x²).
+public func legendreCandidates(rows n: Int, cols m: Int, seed: UInt64) -> (x: [Double], phi: Matrix, y: [Double]) {
+    let r = CounterRandom(seed: seed, shard: 0, purpose: 1)
+    var phi = Matrix(rows: n, cols: m)
+    var xs = [Double](repeating: 0, count: n), ys = xs
+    for i in 0..<n {
+        let x = 2 * r.uniform(index: UInt64(i)) - 1
+        xs[i] = x
+        let f = Legendre.orthonormal(x, count: m)
+        for j in 0..<m { phi[i, j] = f[j] }
+        ys[i] = 1 / (1 + 25 * x * x)
+    }
+    return (xs, phi, ys)
+}
+
+/// P(χ²_k > x): the regularized upper incomplete gamma Q(k/2, x/2) — series below a + 1, Lentz's continued
+/// fraction above (Numerical Recipes §6.2), accurate to ~1e-14 relative.
+public func chiSquareSurvival(_ x: Double, dof k: Int) -> Double {
+    let a = Double(k) / 2, z = x / 2
+    if z <= 0 { return 1 }
+    let lg = Foundation.lgamma(a) as Double
+    if z < a + 1 {
+        var sum = 1 / a, term = sum, ap = a
+        for _ in 0..<10_000 {
+            ap += 1; term *= z / ap; sum += term
+            if abs(term) < abs(sum) * 1e-16 { break }
+        }
+        return max(0, 1 - sum * exp(-z + a * log(z) - lg))
+    }
+    let tiny = 1e-300
+    var b = z + 1 - a, c = 1 / tiny, d = 1 / b, h = d
+    for i in 1..<10_000 {
+        let an = -Double(i) * (Double(i) - a)
+        b += 2
+        d = an * d + b; if abs(d) < tiny { d = tiny }
+        c = b + an / c; if abs(c) < tiny { c = tiny }
+        d = 1 / d
+        let del = d * c
+        h *= del
+        if abs(del - 1) < 1e-16 { break }
+    }
+    return exp(-z + a * log(z) - lg) * h
+}
+
+/// The q-quantile (0 ≤ q ≤ 1) of values, numpy's default linear interpolation.
+public func quantile(_ values: [Double], _ q: Double) -> Double {
+    let s = values.sorted()
+    guard !s.isEmpty else { return .nan }
+    let h = q * Double(s.count - 1)
+    let lo = Int(h.rounded(.down)), hi = min(lo + 1, s.count - 1)
+    return s[lo] + (h - Double(lo)) * (s[hi] - s[lo])
+}
