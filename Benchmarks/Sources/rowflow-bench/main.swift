@@ -460,6 +460,9 @@ let env = BenchEnv.detect()
 let rows = options.rows ?? 1_000_000
 let selected = caseNames.filter { options.only.isEmpty || options.only.contains($0) }
 let dateAtStart = capture(["date"])
+// Other sessions may rebuild the binary while the cases run: its identity at start and end goes in the report.
+func binaryStamp() -> String { capture(["sh", "-c", "stat -c %y \"$0\" | cut -c1-19; sha256sum \"$0\" | cut -c1-12", env.bin]) }
+let binaryAtStart = binaryStamp()
 let loadAtStart = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?")
     .split(separator: " ").prefix(3).joined(separator: " ")
 
@@ -482,13 +485,20 @@ let cpuModel = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) 
     .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "?"
 let loadAtEnd = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?")
     .split(separator: " ").prefix(3).joined(separator: " ")
-let versions = Set(sections.flatMap(\.versions)).sorted()
+let allVersions = Set(sections.flatMap(\.versions))
+// A peer's version string may be a prefix of another's (numpy, zstandard ⊂ numpy, zstandard, scikit-learn).
+let versions = allVersions.filter { v in !allVersions.contains { $0 != v && $0.hasPrefix(v) } }.sorted()
+let binaryAtEnd = binaryStamp()
+let binaryLine = binaryAtStart == binaryAtEnd
+    ? "binary built \(binaryAtStart.replacingOccurrences(of: "\n", with: ", sha256 "))…"
+    : "**the binary changed during the run** (\(binaryAtStart.replacingOccurrences(of: "\n", with: " ")) at start, "
+        + "\(binaryAtEnd.replacingOccurrences(of: "\n", with: " ")) at end): figures mix two builds"
 var report = """
     ## \(dateAtStart)
 
     - machine: \(capture(["uname", "-m"])), \(capture(["nproc"])) CPUs, \(cpuModel); load average \
     \(loadAtStart) at start, \(loadAtEnd) at end
-    - rowflow \(capture([env.bin, "--version"])) (\(env.bin))\
+    - rowflow \(capture([env.bin, "--version"])) (\(env.bin); \(binaryLine))\
     \(versions.isEmpty ? "" : "; peers: " + capture([env.python, "--version"]) + ", " + versions.joined(separator: ", "))
     - each figure is the median of \(options.runs) runs, taken round-robin across a case's contenders; wall time \
     includes process start; \(gnuTime != nil ? "peak RSS is the child's ru_maxrss from wait4 in GNU time (`/usr/bin/time -f %M`), which forks it" : "peak RSS is wait4's ru_maxrss, an upper bound: it includes the harness's own ~20 MiB (GNU time is missing)"); MB = 10⁶ bytes of the input file
