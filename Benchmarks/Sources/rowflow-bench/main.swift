@@ -13,14 +13,18 @@ struct Options {
     var rows: Int?
     var runs = 3
     var appendResults = false
+    var svdRows = 200_000
+    var solverRows = 100_000
 }
 
-let caseNames = ["ingest-f32", "csv-parse", "rss-flat"]
+let caseNames = ["ingest-f32", "csv-parse", "rss-flat", "svd", "top-eig", "coreset", "solver"]
 
 let usageText = """
-    usage: rowflow-bench [--only NAME[,NAME]] [--rows N] [--runs K] [--append-results]
+    usage: rowflow-bench [--only NAME[,NAME]] [--rows N] [--svd-rows N] [--solver-rows N] [--runs K] [--append-results]
       cases: \(caseNames.joined(separator: ", "))
-      --rows N          rows of each case's main input (default 1000000; rss-flat also runs N/10)
+      --rows N          rows of each case's main input (default 1000000; rss-flat and coreset also run N/10)
+      --svd-rows N      rows × 256 of the svd and top-eig input (default 200000)
+      --solver-rows N   rows × 64 (+ target) of the solver input (default 100000)
       --runs K          runs per contender; the median is reported (default 3)
       --append-results  also append the printed section to RESULTS.md
     """
@@ -54,6 +58,8 @@ func parseOptions(_ args: [String]) -> Options {
             }
         case "--rows": o.rows = count(value())
         case "--runs": o.runs = count(value())
+        case "--svd-rows": o.svdRows = count(value())
+        case "--solver-rows": o.solverRows = count(value())
         case "--append-results": o.appendResults = true
         case "-h", "--help":
             print(usageText)
@@ -180,20 +186,27 @@ func machineBusySeconds() -> Double {
 // MARK: - Data
 
 /// Generated inputs are cached in data/ by name, so repeated runs only pay for generation once.
-func dataFile(_ env: BenchEnv, kind: String, rows: Int, cols: Int, format: String, zstd: Bool) -> String {
+/// With `truth`, rowflow's known structure (sigma, v1, v2 or beta) goes to `truthPath(path)` as well.
+func dataFile(_ env: BenchEnv, kind: String, rows: Int, cols: Int, format: String, zstd: Bool,
+              truth: Bool = false) -> String {
     let path = "\(env.data)/\(kind)-\(rows)x\(cols)-s1.\(format)" + (zstd ? ".zst" : "")
-    if FileManager.default.fileExists(atPath: path) { return path }
+    let fm = FileManager.default
+    if fm.fileExists(atPath: path) && (!truth || fm.fileExists(atPath: truthPath(path))) { return path }
     log("generating \(path)")
     // Written under a temporary name so an interrupted generation never leaves a truncated input behind.
     let tmp = path + ".partial"
     var argv = [env.bin, "gen", kind, "--rows", "\(rows)", "--cols", "\(cols)", "--seed", "1", "--format", format]
     if zstd { argv.append("--zstd") }
+    if truth { argv += ["--truth", truthPath(path)] }
+    try? fm.removeItem(atPath: path)
     do {
         _ = try spawn(argv + ["--out", tmp], stdout: "/dev/null", stderr: env.data + "/gen.stderr")
         try FileManager.default.moveItem(atPath: tmp, toPath: path)
     } catch { fail("generating \(path): \(error)") }
     return path
 }
+
+func truthPath(_ data: String) -> String { data + ".truth.json" }
 
 func fileBytes(_ path: String) -> Int {
     ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
@@ -217,6 +230,7 @@ struct Contender {
     let argv: [String]
     let input: String
     let outDir: String?  // rowflow's --out: its run.json gives in-process seconds and rows read
+    var maxRuns: Int? = nil  // a slow contender runs fewer times than the case's --runs (the report says so)
 
     static func rowflow(_ env: BenchEnv, _ name: String, manifest: String, input: String, out: String,
                         extra: [String] = []) -> Contender {
@@ -226,8 +240,11 @@ struct Contender {
                          input: input, outDir: outDir)
     }
 
-    static func peer(_ env: BenchEnv, _ name: String, script: String, input: String) -> Contender {
-        Contender(name: name, argv: [env.python, env.dir + "/peers/" + script, input], input: input, outDir: nil)
+    /// `args` replaces the default single argument (the input path).
+    static func peer(_ env: BenchEnv, _ name: String, script: String, input: String, args: [String]? = nil,
+                     maxRuns: Int? = nil) -> Contender {
+        Contender(name: name, argv: [env.python, env.dir + "/peers/" + script] + (args ?? [input]), input: input,
+                  outDir: nil, maxRuns: maxRuns)
     }
 }
 
@@ -239,6 +256,7 @@ struct Result {
     var means: [Double]?
     var version: String?
     var error: String?
+    var json: [String: Any]?  // the last run's peer JSON or rowflow run.json; the operator cases add scores to it
 
     var ok: Bool { error == nil && !runs.isEmpty }
     var wall: Double { median(runs.map(\.seconds)) }
@@ -265,7 +283,7 @@ func measure(_ env: BenchEnv, _ contenders: [Contender], runs: Int) -> (results:
     var start = timespec(), end = timespec()
     clock_gettime(CLOCK_MONOTONIC, &start)
     for r in 1...runs {
-        for i in results.indices where results[i].error == nil {
+        for i in results.indices where results[i].error == nil && r <= (results[i].contender.maxRuns ?? runs) {
             let c = results[i].contender
             log("  run \(r)/\(runs): \(c.name)")
             if let out = c.outDir { try? FileManager.default.removeItem(atPath: out) }
@@ -285,6 +303,7 @@ func measure(_ env: BenchEnv, _ contenders: [Contender], runs: Int) -> (results:
                     results[i].version = json?["version"] as? String
                 }
                 if let s = json?["seconds"] as? Double { results[i].inProcess.append(s) }
+                results[i].json = json
             } catch {
                 results[i].error = "\(error)"
                 log("  failed: \(error)")
@@ -441,6 +460,9 @@ let env = BenchEnv.detect()
 let rows = options.rows ?? 1_000_000
 let selected = caseNames.filter { options.only.isEmpty || options.only.contains($0) }
 let dateAtStart = capture(["date"])
+// Other sessions may rebuild the binary while the cases run: its identity at start and end goes in the report.
+func binaryStamp() -> String { capture(["sh", "-c", "stat -c %y \"$0\" | cut -c1-19; sha256sum \"$0\" | cut -c1-12", env.bin]) }
+let binaryAtStart = binaryStamp()
 let loadAtStart = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?")
     .split(separator: " ").prefix(3).joined(separator: " ")
 
@@ -450,6 +472,10 @@ for name in selected {
     switch name {
     case "ingest-f32": sections.append(ingestF32(env, rows: rows, runs: options.runs))
     case "csv-parse": sections.append(csvParse(env, rows: rows, runs: options.runs))
+    case "svd": sections.append(svdCase(env, rows: options.svdRows, runs: options.runs))
+    case "top-eig": sections.append(topEig(env, rows: options.svdRows, runs: options.runs))
+    case "coreset": sections.append(coreset(env, rows: rows, runs: options.runs))
+    case "solver": sections.append(solver(env, rows: options.solverRows, runs: options.runs))
     default: sections.append(rssFlat(env, rows: rows, runs: options.runs))
     }
 }
@@ -459,13 +485,20 @@ let cpuModel = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) 
     .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "?"
 let loadAtEnd = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?")
     .split(separator: " ").prefix(3).joined(separator: " ")
-let versions = Set(sections.flatMap(\.versions)).sorted()
+let allVersions = Set(sections.flatMap(\.versions))
+// A peer's version string may be a prefix of another's (numpy, zstandard ⊂ numpy, zstandard, scikit-learn).
+let versions = allVersions.filter { v in !allVersions.contains { $0 != v && $0.hasPrefix(v) } }.sorted()
+let binaryAtEnd = binaryStamp()
+let binaryLine = binaryAtStart == binaryAtEnd
+    ? "binary built \(binaryAtStart.replacingOccurrences(of: "\n", with: ", sha256 "))…"
+    : "**the binary changed during the run** (\(binaryAtStart.replacingOccurrences(of: "\n", with: " ")) at start, "
+        + "\(binaryAtEnd.replacingOccurrences(of: "\n", with: " ")) at end): figures mix two builds"
 var report = """
     ## \(dateAtStart)
 
     - machine: \(capture(["uname", "-m"])), \(capture(["nproc"])) CPUs, \(cpuModel); load average \
     \(loadAtStart) at start, \(loadAtEnd) at end
-    - rowflow \(capture([env.bin, "--version"])) (\(env.bin))\
+    - rowflow \(capture([env.bin, "--version"])) (\(env.bin); \(binaryLine))\
     \(versions.isEmpty ? "" : "; peers: " + capture([env.python, "--version"]) + ", " + versions.joined(separator: ", "))
     - each figure is the median of \(options.runs) runs, taken round-robin across a case's contenders; wall time \
     includes process start; \(gnuTime != nil ? "peak RSS is the child's ru_maxrss from wait4 in GNU time (`/usr/bin/time -f %M`), which forks it" : "peak RSS is wait4's ru_maxrss, an upper bound: it includes the harness's own ~20 MiB (GNU time is missing)"); MB = 10⁶ bytes of the input file
