@@ -325,6 +325,7 @@ func halpernConfig(_ p: ParamValues) -> HalpernConfig {
                   lower: p.double("lower") ?? -.infinity, upper: p.double("upper") ?? .infinity,
                   tolerance: p.double("tolerance") ?? 1e-8, maxOracleCalls: p.int("max_oracle_calls"),
                   restarts: p.bool("restarts") ?? true)
+}
 
 let dppSampleDescriptor = OperatorDescriptor(
     kind: "dpp-sample",
