@@ -144,6 +144,8 @@ func topEig(_ env: BenchEnv, rows: Int, runs: Int) -> Section {
         .rowflow(env, "rowflow top-eigenvector oja", manifest: "f32x256-topeig-oja.yaml", input: zst, out: "te-oja"),
         .peer(env, "numpy exact Gram (float64) + eigh, zstandard stream", script: peerScript, input: zst,
               args: ["gram-eigh", zst, "\(cols)", ref, truth]),
+        .peer(env, "numpy mini-batch Oja (8192 rows, hand-tuned η), zstandard stream", script: peerScript, input: zst,
+              args: ["oja", zst, "\(cols)", "1.0", ref, truth]),
     ], runs: runs)
     for i in [1, 2] { score(env, &results[i], ["score-vec", results[i].contender.outDir! + "/e/vector.npy", ref, truth]) }
     let floor = results[0]
