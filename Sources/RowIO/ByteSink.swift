@@ -14,7 +14,9 @@ public final class ByteSink: @unchecked Sendable {
     var cctx: OpaquePointer?
     var zout: [UInt8] = []
 
-    public init(path: String?, zstd: Bool) throws(EngineError) {
+    /// `pledgedBytes`: the exact number of bytes that will be written, when known. It goes into the zstd frame
+    /// header as the content size, which lets readers know the row count in advance (DESIGN.md §3).
+    public init(path: String?, zstd: Bool, pledgedBytes: Int64? = nil) throws(EngineError) {
         if let path {
             fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             guard fd >= 0 else { throw .io(path, "cannot write: \(String(cString: strerror(errno)))") }
@@ -27,6 +29,7 @@ public final class ByteSink: @unchecked Sendable {
             cctx = ZSTD_createCCtx()
             ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 3)
             ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1)
+            if let n = pledgedBytes { ZSTD_CCtx_setPledgedSrcSize(cctx, UInt64(n)) }
             zout = [UInt8](repeating: 0, count: ZSTD_CStreamOutSize())
         }
     }

@@ -71,8 +71,8 @@ public struct Generator: Sendable {
         }
         let trace = sigma.reduce(0) { $0 + $1 * $1 }
         let heavyNorm = o.heavy > 0 ? (0.1 * Double(o.rows) * trace / Double(o.heavy)).squareRoot() : 0
-        let sink = try ByteSink(path: o.out, zstd: o.zstd)
         let fieldCount = o.kind == .regression ? d + 1 : d
+        let sink = try ByteSink(path: o.out, zstd: o.zstd, pledgedBytes: binarySize(fields: fieldCount))
         if o.format == .npy { try sink.write(NpyWriter.header(descr: "<f8", shape: [o.rows, fieldCount])) }
         let block = 4096
         let rows = rng(Generator.purposeRows), noise = rng(Generator.purposeNoise)
@@ -131,13 +131,25 @@ public struct Generator: Sendable {
         }
     }
 
+    /// The output's exact size for binary formats (so a zstd frame can declare its content size and readers
+    /// know the row count); nil for text, whose length depends on the digits.
+    func binarySize(fields: Int) -> Int64? {
+        switch o.format {
+        case .f32: return Int64(o.rows) * Int64(fields) * 4
+        case .f64: return Int64(o.rows) * Int64(fields) * 8
+        case .npy: return Int64(NpyWriter.header(descr: "<f8", shape: [o.rows, fields]).count) + Int64(o.rows) * Int64(fields) * 8
+        default: return nil
+        }
+    }
+
     func runLegendre() throws(EngineError) {
         let m = o.cols
         let xs = CounterRandom(seed: o.seed, shard: 0, purpose: Generator.purposeRows)
         let noise = CounterRandom(seed: o.seed, shard: 0, purpose: Generator.purposeNoise)
         let sigma = o.noise ?? 0
-        let sink = try ByteSink(path: o.out, zstd: o.zstd)
-        if o.format == .npy { try sink.write(NpyWriter.header(descr: "<f8", shape: [o.rows, m + (o.target == .none ? 0 : 1)])) }
+        let fields = m + (o.target == .none ? 0 : 1)
+        let sink = try ByteSink(path: o.out, zstd: o.zstd, pledgedBytes: binarySize(fields: fields))
+        if o.format == .npy { try sink.write(NpyWriter.header(descr: "<f8", shape: [o.rows, fields])) }
         var row = [Double](repeating: 0, count: m)
         for i in 0..<o.rows {
             let x = 2 * xs.uniform(index: UInt64(i)) - 1
