@@ -48,6 +48,16 @@ public final class RawFile: @unchecked Sendable {
 
     deinit { if ownsFD { close(fd) } }
 
+    /// For a file opened by path: whether it holds exactly one zstd frame (nil when it cannot tell). Maps the
+    /// file and lets libzstd walk the block headers — it reads headers, not the compressed data.
+    func isSingleZstdFrame() -> Bool? {
+        guard ownsFD, let size, size > 0 else { return nil }
+        guard let m = mmap(nil, Int(size), PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else { return nil }
+        defer { munmap(m, Int(size)) }
+        let frame = ZSTD_findFrameCompressedSize(m, Int(size))
+        return ZSTD_isError(frame) == 0 && frame == Int(size)
+    }
+
     /// Reads up to `count` bytes; 0 at end of file.
     public func read(into p: UnsafeMutableRawPointer, count: Int) throws(EngineError) -> Int {
         if let memory {
@@ -101,7 +111,7 @@ public final class ByteInput: @unchecked Sendable {
             ZSTD_initDStream(ds)
             let cs = ZSTD_getFrameContentSize(inBuf, inLen)
             // ZSTD_CONTENTSIZE_UNKNOWN / _ERROR are the top two values of unsigned long long.
-            if cs < UInt64.max - 1 { zstdContentSize = Int64(clamping: cs) }
+            if cs < UInt64.max - 1 && file.isSingleZstdFrame() != false { zstdContentSize = Int64(clamping: cs) }
         }
     }
 
@@ -110,8 +120,9 @@ public final class ByteInput: @unchecked Sendable {
         if let ds = dstream { ZSTD_freeDStream(ds) }
     }
 
-    /// Content bytes this input will yield, when known (plain file size, or the zstd frame content size of
-    /// a single-frame file whose compressed size is the file size — multi-frame files are unknown).
+    /// Content bytes this input will yield, when known: a plain file's size, or the content size a zstd frame
+    /// declares — trusted for a file only when that frame is the whole file (concatenated frames: unknown), and
+    /// for a pipe as declared (a pipe cannot be looked ahead of).
     public var knownContentSize: Int64? {
         if isZstd { return zstdContentSize }
         return file.size

@@ -149,7 +149,9 @@ public final class SourceReader: @unchecked Sendable {
             if let c = config.columns, c != h.columns {
                 throw .data("\(name): byte 10", "the npy header says \(h.columns) columns, source.columns is \(c)")
             }
-            if let content = buf.input.knownContentSize {
+            // Plain files only: a declared zstd size is trusted for the row count, not to reject the header early
+            // (the data's end is checked against the header either way).
+            if !buf.input.isZstd, let content = buf.input.knownContentSize {
                 let need = Int64(h.dataOffset) + h.rows * Int64(h.columns * h.element.size)
                 if content < need {
                     throw .data("\(name): byte 10", "npy header promises \(h.rows) × \(h.columns) values (\(need) bytes), the file holds \(content) bytes")

@@ -390,9 +390,9 @@ public final class Runner: @unchecked Sendable {
     func checkSignals(finishing: Bool, finishIndex: Int) throws(EngineError) {
         let sig = Signals.pending
         guard sig != 0 else { return }
-        if let c = resumeFrom, rowsFed < Int64(c.rowsFed) {
-            // Still skipping to the checkpoint: the newest checkpoint is already the right one.
-        } else {
+        // While a resume is still skipping to its checkpoint, that checkpoint is already the newest one.
+        let skipping = resumeFrom.map { rowsFed < Int64($0.rowsFed) } ?? false
+        if !skipping {
             if checkpoints == nil {
                 checkpoints = CheckpointStore(dir: options.out + "/checkpoints", keep: spec.checkpoint?.keep ?? 2,
                                               manifestSHA256: spec.sha256)

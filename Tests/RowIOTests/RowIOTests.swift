@@ -216,6 +216,27 @@ final class LockedLines: @unchecked Sendable {
         #expect(e?.status == .dataError && e?.message.contains("truncated zstd") == true)
     }
 
+    /// The zstd header's content size gives the row count only when its frame is the whole file: two frames
+    /// back to back (`cat a.zst b.zst`) must not pass for the first one's rows.
+    @Test func zstdContentSizeTrustedOnlyForOneFrame() throws {
+        let rows = f32Bytes((0..<600).map { Float($0) })   // 200 rows × 3
+        let one = subprocessZstd(rows)
+        writeBytes(dir + "/one.f32.zst", one)
+        writeBytes(dir + "/two.f32.zst", one + one)
+        var cfg = SourceConfig(); cfg.format = .f32; cfg.columns = 3
+        #expect(try SourceReader(path: dir + "/one.f32.zst", config: cfg, bad: BadRowHandler(policy: .fail)).rowsKnown == 200)
+        #expect(try SourceReader(path: dir + "/two.f32.zst", config: cfg, bad: BadRowHandler(policy: .fail)).rowsKnown == nil)
+        #expect(try decodeAll(dir + "/two.f32.zst", cfg).rows.count == 400)
+    }
+
+    /// A single zstd frame that declares its content size (what `zstd` writes for a file).
+    func subprocessZstd(_ bytes: [UInt8]) -> [UInt8] {
+        let tmp = dir + "/raw-\(bytes.count)"
+        writeBytes(tmp, bytes)
+        #expect(runProcess("/usr/bin/env", ["zstd", "-q", "-f", tmp, "-o", tmp + ".zst"]).status == 0)
+        return [UInt8](FileManager.default.contents(atPath: tmp + ".zst")!)
+    }
+
     @Test func shardDirectoryInNameOrderSkippingHidden() throws {
         let d = dir + "/shards"
         try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
