@@ -247,7 +247,7 @@ public final class Runner: @unchecked Sendable {
         func newBatch() -> RowBatch {
             var b = RowBatch(columns: shape.columns, capacity: cap, hasTarget: shape.hasTarget, hasWeight: hasWeight)
             // Float32 input: the decode thread only decompresses into the staging area; this thread converts.
-            if options.threads > 1 && src.stagesFloat32 { b.enableStaging() }
+            if options.threads > 1 && src.stagesFloat32 { b.enableStaging(withTarget: src.stagesTarget) }
             return b
         }
 
