@@ -8,14 +8,23 @@ import Glibc
 /// With checkpoints on, the store is *durable*: every row goes to the file (memory is not used), the file is
 /// fsynced at each checkpoint and its length recorded, and a resumed run truncates it back to that length.
 ///
-/// Record: `columns` float64 features, then target, weight and source index (float64 bit patterns), all
-/// little-endian — `columns + 3` × 8 bytes. RAM is bounded by `memoryBytes` plus a 1 MiB write buffer; disk
-/// grows with the row count.
+/// Record: `columns` float64 features, then target, weight, source index and shard (the last two as float64
+/// bit patterns), all little-endian — `columns + 4` × 8 bytes. The shard is the row's own when a merged
+/// sampler tagged it (`RowBatch.shards`), else the run's. RAM is bounded by `memoryBytes` of in-memory rows,
+/// a 1 MiB write buffer and a resident window of at most `max(memoryBytes, 16 MiB)` of the mapped file: pages
+/// read through the map stay mapped (and count in the process's RSS) until that much has been read, then the
+/// whole map is released with `MADV_DONTNEED` (the page cache keeps them; later reads fault them back in).
+/// Disk grows with the row count.
 public final class RowStore: RowStoreReader, @unchecked Sendable {
     public let columns: Int
     public let hasTarget: Bool
+    /// The shard recorded for rows that carry none.
+    let shard: Int64
     let width: Int
     let memoryRows: Int
+    /// Bytes read through the map before it is released (see the type's comment).
+    let windowBytes: Int
+    private var windowRead = 0
     let spillPath: String
     private var memory: [Double] = []
     private var memCount = 0
@@ -28,11 +37,13 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
     /// `durable`: every row on disk (for checkpoints). `resumeRows`: reopen a durable store holding that many
     /// rows, truncating anything written after the checkpoint.
     public init(columns: Int, hasTarget: Bool, memoryBytes: Int, spillPath: String, durable: Bool = false,
-                resumeRows: Int? = nil) throws(EngineError) {
+                resumeRows: Int? = nil, shard: Int64 = 0) throws(EngineError) {
         self.columns = columns
         self.hasTarget = hasTarget
-        self.width = columns + 3
-        self.memoryRows = durable ? 0 : max(1, memoryBytes / (8 * (columns + 3)))
+        self.shard = shard
+        self.width = columns + 4
+        self.memoryRows = durable ? 0 : max(1, memoryBytes / (8 * (columns + 4)))
+        self.windowBytes = max(memoryBytes, 16 << 20)
         self.spillPath = spillPath
         if let n = resumeRows {
             try openFile(truncate: false)
@@ -76,6 +87,7 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
         a.append(b.targets?[r] ?? 0)
         a.append(b.weight(r))
         a.append(Double(bitPattern: UInt64(bitPattern: b.indices[r])))
+        a.append(Double(bitPattern: UInt64(bitPattern: b.shards?[r] ?? shard)))
     }
 
     private func openFile(truncate: Bool) throws(EngineError) {
@@ -119,11 +131,21 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
 
     public func read(_ start: Int, _ n: Int, into batch: inout RowBatch) {
         batch.reset()
-        for i in start..<min(start + n, count) {
+        let end = min(start + n, count)
+        guard start < end else { return }
+        for i in start..<end {
             if i < memCount {
                 memory.withUnsafeBufferPointer { copy($0.baseAddress! + i * width, into: &batch) }
             } else {
                 copy(UnsafePointer(map!.assumingMemoryBound(to: Double.self)) + (i - memCount) * width, into: &batch)
+            }
+        }
+        if end > memCount {
+            windowRead += (end - max(start, memCount)) * width * 8
+            // Clean file pages: dropping them from this process loses nothing (the page cache may keep them).
+            if windowRead > windowBytes, let map {
+                madvise(map, mapLength, MADV_DONTNEED)
+                windowRead = 0
             }
         }
     }
@@ -133,5 +155,6 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
         for j in 0..<columns { batch.features[s * columns + j] = rec[j] }
         if batch.targets != nil { batch.targets![s] = rec[columns] }
         if batch.weights != nil { batch.weights![s] = rec[columns + 1] }
+        if batch.shards != nil { batch.shards![s] = Int64(bitPattern: rec[columns + 3].bitPattern) }
     }
 }
