@@ -98,7 +98,14 @@ final class Graph: @unchecked Sendable {
             if s.descriptor.multiPass, var iterative = op as? any IterativeOperator {
                 let store = stores[s.input]!
                 try store.seal()
-                while try iterative.step(store) == .more {
+                // A failed read of the spill file surfaces here (exit 74), before the step's result is used.
+                func step() throws(EngineError) -> StepResult {
+                    let r: StepResult
+                    do { r = try iterative.step(store) } catch { throw store.readError ?? error }
+                    if let e = store.readError { throw e }
+                    return r
+                }
+                while try step() == .more {
                     ops[s.id] = iterative
                     try afterStep(i)
                 }

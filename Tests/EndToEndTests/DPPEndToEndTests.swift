@@ -58,7 +58,7 @@ import Testing
     /// `--shard 3` (DESIGN.md §1): every dpp-sample output gains `shard.npy`, int64, one entry per sampled
     /// row, all 3; indices stay local (each sampled row equals the input's row at that index). The store
     /// spills (memory_mb: 1 holds ~13,000 rows of 6 features + 4 doubles), so the shard is read back from the
-    /// mapped file as well as from memory. Without `--shard`: no shard.npy.
+    /// spill file as well as from memory. Without `--shard`: no shard.npy.
     @Test func shardColumnUnderShard() throws {
         let n = 40_000
         #expect(rowflow(["gen", "legendre", "--rows", "\(n)", "--cols", "6", "--seed", "8", "--format", "npy", "--out", dir + "/s.npy"]).status == 0)
