@@ -90,8 +90,8 @@ public protocol MergeableOperator: StreamOperator {
     mutating func merge(_ other: Self) throws(EngineError)
 }
 
-/// Random read access to rows the engine kept in its row store (memory up to a limit, then a memory-mapped
-/// spill file), for operators that need more than one pass.
+/// Random read access to rows the engine kept in its row store (memory up to a limit, then a spill
+/// file read back with pread), for operators that need more than one pass.
 public protocol RowStoreReader: Sendable {
     var count: Int { get }
     var columns: Int { get }

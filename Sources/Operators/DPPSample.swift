@@ -58,6 +58,9 @@ public struct DPPSampleConfig: Sendable, Equatable {
 /// sample of n rows (projection: ω_i/ℓ_i, the inverse inclusion probability), so Σw estimates Σω, and
 /// `coefficients` ĉ minimise Σ_k w_k (y_k − φ_kᵀc)² over the sample; `residual` = Σ_i ω_i (y_i − φ_iᵀĉ)² over
 /// all candidates, `optimal_residual` the same for the full weighted least-squares solution c*.
+/// Under `--shard k`, and whenever the rows arrive tagged with their shard (downstream of a merged
+/// `sensitivity-sample` under `rowflow merge`), `shard` gives each sampled row's shard, from the row store;
+/// `indices` are local to that shard (DESIGN.md §1).
 ///
 /// **Guarantees** (exact arithmetic, relative to the candidate measure Σω_i δ_{x_i}): `projection` is a
 /// projection DPP — P(S) = det(Q_S)², inclusion probabilities K_ii = ℓ_i, pairs det K_{ij}; always r distinct
@@ -93,13 +96,14 @@ public struct DPPSampleConfig: Sendable, Equatable {
 /// i.i.d.: one partial pass. Final: one pass, O(N·m).
 /// **Memory.** RAM: (m+1)² + one QR block (≤ 4096 rows) while streaming; after it the leverage cache
 /// (N/b)·r² doubles (≤ 64 MiB by the choice of b), one block of b rows, and the sample. On disk: only the
-/// engine's row store (N·(m+3) doubles under `<out>/rowstore/` once it spills past `rowstore.memory_mb`) —
+/// engine's row store (N·(m+4) doubles under `<out>/rowstore/` once it spills past `rowstore.memory_mb`) —
 /// Q itself is never stored: each block's rows of Q are recomputed from the store with one dgemm.
 /// **Not promised.** Samples are exact for the computed Q; Q is exact to rounding for κ ≲ 1/(max(N, m)·ε)
 /// (the default cutoff): beyond it, directions are dropped and reported through `rank_used`. The cache and
 /// b depend on N and r, so samples for the same seed change when rows are added. Not mergeable.
 public struct DPPSampleOperator: IterativeOperator {
-    public static let stateVersion: UInt16 = 1
+    /// 2: the `sharded` flag and the sample's shard column.
+    public static let stateVersion: UInt16 = 2
     /// Rows per streamed QR block: a function of the width only.
     public static func qrBlockRows(columns n: Int) -> Int { max(2 * n, min(4096, (1 << 19) / max(1, n))) }
     /// Bytes the leverage cache may take (it sets the candidate block size b for large N).
@@ -117,6 +121,11 @@ public struct DPPSampleOperator: IterativeOperator {
     public let config: DPPSampleConfig
     public let columns: Int
     public let hasTarget: Bool
+    /// The run's shard: the shard of rows that arrive without one (straight from the source).
+    let shard: Int64
+    /// Outputs carry a `shard` column: the run has `--shard`, or rows arrived tagged with their shard (a
+    /// merged sampler upstream, under `rowflow merge`).
+    var sharded: Bool
     /// Counter-based draws; a test may swap the seed of a copy taken after the basis step.
     var rng: CounterRandom
     let qrColumns: Int
@@ -168,6 +177,8 @@ public struct DPPSampleOperator: IterativeOperator {
         var coefficients: [Double]
         var residual: Double
         var distinct: Int
+        /// Each sampled row's shard (as stored with the row).
+        var shards: [Int64]
     }
 
     /// Per-block Grams C_B = Q_BᵀQ_B (blocks × r × r, full) and their traces.
@@ -180,6 +191,8 @@ public struct DPPSampleOperator: IterativeOperator {
         self.config = config
         self.columns = columns
         self.hasTarget = hasTarget
+        self.shard = context.shard
+        self.sharded = context.sharded
         self.rng = CounterRandom(seed: context.seed, shard: UInt64(bitPattern: context.shard), purpose: context.purpose)
         qrColumns = columns + (hasTarget ? 1 : 0)
         qrBlockRows = DPPSampleOperator.qrBlockRows(columns: qrColumns)
@@ -191,6 +204,7 @@ public struct DPPSampleOperator: IterativeOperator {
 
     public mutating func update(_ batch: RowBatch) throws(EngineError) {
         guard stepsDone == 0 else { throw .internal("dpp-sample", "rows arrived after the stream ended") }
+        if batch.shards != nil { sharded = true }
         let m = columns, n = qrColumns
         for src in 0..<batch.count {
             let w = batch.weight(src)
@@ -601,9 +615,13 @@ public struct DPPSampleOperator: IterativeOperator {
         let order = (0..<n).sorted { (pickParts[$0], pickPositions[$0], $0) < (pickParts[$1], pickPositions[$1], $1) }
         var res = SampleResult(indices: [Int64](repeating: 0, count: n), weights: [Double](repeating: 0, count: n),
                                rows: [Double](repeating: 0, count: n * m), targets: hasTarget ? [Double](repeating: 0, count: n) : [],
-                               coefficients: hasTarget ? [Double](repeating: 0, count: m) : [], residual: 0, distinct: 0)
+                               coefficients: hasTarget ? [Double](repeating: 0, count: m) : [], residual: 0, distinct: 0,
+                               shards: [Int64](repeating: shard, count: n))
         var omega = [Double](repeating: 0, count: n)
         var one = RowBatch(columns: m, capacity: 1, hasTarget: hasTarget, hasWeight: true)
+        // The engine's store keeps each row's shard (the run's, or the one a merged sampler tagged it with);
+        // a reader without shards leaves the run's.
+        one.shards = [shard]
         for (k, p) in order.enumerated() {
             store.read(Int(pickPositions[p]), 1, into: &one)
             guard one.count == 1 else { throw .internal("dpp-sample", "row \(pickPositions[p]) is not in the row store") }
@@ -611,6 +629,7 @@ public struct DPPSampleOperator: IterativeOperator {
             if hasTarget { res.targets[k] = one.targets![0] }
             omega[k] = one.weight(0)
             res.indices[k] = one.indices[0]
+            res.shards[k] = one.shards![0]
         }
         res.distinct = Set(pickPositions).count
         if n > 0 && r > 0 {
@@ -691,6 +710,7 @@ public struct DPPSampleOperator: IterativeOperator {
             arrays.append(NamedArray("targets", shape: [n], float64: res.targets))
             arrays.append(NamedArray("coefficients", shape: [m], float64: res.coefficients))
         }
+        if sharded { arrays.append(NamedArray("shard", shape: [n], int64: res.shards)) }
         var summary: [(String, JSON)] = [
             ("rows", .int(rows)), ("weight_sum", .double(weightSum)), ("mode", .string(config.mode.rawValue)),
             ("size", .int(Int64(n))), ("rank_used", .int(Int64(basis.rank))),
@@ -710,11 +730,13 @@ public struct DPPSampleOperator: IterativeOperator {
             ("rank_tolerance", .double(basis.tolerance)), ("block_rows", .int(Int64(basis.blockRows))),
         ]
         var emitted = RowBatch(columns: m, capacity: max(1, n), hasTarget: hasTarget, hasWeight: true)
+        if sharded { emitted.shards = [Int64](repeating: 0, count: max(1, n)) }
         for k in 0..<n {
             let s = emitted.appendSlot(index: res.indices[k])
             for j in 0..<m { emitted.features[s * m + j] = res.rows[k * m + j] }
             if hasTarget { emitted.targets![s] = res.targets[k] }
             emitted.weights![s] = res.weights[k]
+            if sharded { emitted.shards![s] = res.shards[k] }
         }
         return OperatorOutput(arrays: arrays, summary: summary, emittedRows: n > 0 ? [emitted] : [])
     }
@@ -722,17 +744,17 @@ public struct DPPSampleOperator: IterativeOperator {
     // MARK: state
 
     /// Layout (little-endian, BinaryWriter): columns u64, hasTarget, mode u8, samples u64, repetitions u64,
-    /// rank tolerance f64 (NaN = default); rows i64, weight sum f64; R (f64s, n×n), open block (count u64,
+    /// rank tolerance f64 (NaN = default); rows i64, weight sum f64, sharded; R (f64s, n×n), open block (count u64,
     /// f64s); steps done u64; basis flag, then candidates u64, σ f64s, tolerance f64, rank1 u64, T1 f64s,
     /// rank u64, S f64s, block rows u64, optimal residual and Σωy² f64 (NaN = none), leverage sum f64; pick parts and
     /// positions (i64s); result flag, then indices i64s, weights, rows, targets, coefficients f64s,
-    /// residual f64, distinct u64. The leverage cache is not stored: it is a function of the basis and the
+    /// residual f64, distinct u64, shards i64s. The leverage cache is not stored: it is a function of the basis and the
     /// row store, recomputed by the same BLAS calls.
     public func encodeState() -> [UInt8] {
         var w = BinaryWriter()
         w.u64(UInt64(columns)); w.bool(hasTarget); w.u8(config.mode.code)
         w.u64(UInt64(config.samples)); w.u64(UInt64(config.repetitions)); w.f64(config.rankTolerance ?? .nan)
-        w.i64(rows); w.f64(weightSum)
+        w.i64(rows); w.f64(weightSum); w.bool(sharded)
         w.f64s(qr.r)
         w.u64(UInt64(blockCount)); w.f64s(Array(block[0..<blockCount * qrColumns]))
         w.u64(UInt64(stepsDone))
@@ -746,7 +768,7 @@ public struct DPPSampleOperator: IterativeOperator {
         w.bool(result != nil)
         if let r = result {
             w.i64s(r.indices); w.f64s(r.weights); w.f64s(r.rows); w.f64s(r.targets); w.f64s(r.coefficients)
-            w.f64(r.residual); w.u64(UInt64(r.distinct))
+            w.f64(r.residual); w.u64(UInt64(r.distinct)); w.i64s(r.shards)
         }
         return w.bytes
     }
@@ -768,6 +790,8 @@ public struct DPPSampleOperator: IterativeOperator {
             throw .data(location, "dpp-sample state was written with other parameters (mode, samples, repetitions or rank_tolerance)")
         }
         rows = try r.i64(); weightSum = try r.f64()
+        // OR: a resume without --shard keeps the column the run started with (as sensitivity-sample does).
+        sharded = try r.bool() || sharded
         let rr = try r.f64s()
         guard rr.count == qrColumns * qrColumns, rows >= 0 else { throw bad("R factor length \(rr.count)") }
         qr = StreamingQR(columns: qrColumns, r: rr)
@@ -801,11 +825,11 @@ public struct DPPSampleOperator: IterativeOperator {
         guard hasResult == (stepsDone == config.parts + 2) else { throw bad("result flag") }
         if hasResult {
             let ind = try r.i64s(), wt = try r.f64s(), rw = try r.f64s(), tg = try r.f64s(), co = try r.f64s()
-            let resid = try r.f64(), dist = try r.u64()
+            let resid = try r.f64(), dist = try r.u64(), sh = try r.i64s()
             let n = ind.count
-            guard wt.count == n, rw.count == n * columns, tg.count == (hasTarget ? n : 0),
+            guard wt.count == n, sh.count == n, rw.count == n * columns, tg.count == (hasTarget ? n : 0),
                   co.count == (hasTarget ? columns : 0), dist <= UInt64(n) else { throw bad("result lengths") }
-            result = SampleResult(indices: ind, weights: wt, rows: rw, targets: tg, coefficients: co, residual: resid, distinct: Int(dist))
+            result = SampleResult(indices: ind, weights: wt, rows: rw, targets: tg, coefficients: co, residual: resid, distinct: Int(dist), shards: sh)
         }
         guard r.remaining == 0 else { throw bad("\(r.remaining) trailing bytes") }
     }

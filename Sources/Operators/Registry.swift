@@ -340,7 +340,8 @@ let dppSampleDescriptor = OperatorDescriptor(
         ParameterSpec("rank_tolerance", .double(min: 0, max: 1, openMin: true),
                       doc: "singular values ≤ this × σ₁ of the weighted features count as zero; default max(N, m)·ε (numpy.linalg.matrix_rank)"),
     ],
-    outputs: ["indices (int64)", "weights", "rows", "targets (with a target)", "coefficients (with a target)"],
+    outputs: ["indices (int64)", "weights", "rows", "targets (with a target)", "coefficients (with a target)",
+              "shard (int64; with --shard, or rows from a merged sharded sampler)"],
     mergeable: false, multiPass: true, emitsRows: true, stateVersion: DPPSampleOperator.stateVersion,
     check: { p, _ in dppCheck(p) },
     make: { p, ctx throws(EngineError) in

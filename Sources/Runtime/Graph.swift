@@ -30,7 +30,7 @@ final class Graph: @unchecked Sendable {
             if s.descriptor.multiPass && stores[s.input] == nil {
                 stores[s.input] = try RowStore(columns: shape.columns, hasTarget: shape.hasTarget,
                                                memoryBytes: spec.rowstoreMemoryMB << 20,
-                                               spillPath: storePath(s.input), durable: durableStores)
+                                               spillPath: storePath(s.input), durable: durableStores, shard: shard)
             }
         }
     }
@@ -81,8 +81,9 @@ final class Graph: @unchecked Sendable {
             guard let rec = c.stores.first(where: { $0.input == input }) else {
                 throw .usage(where_, "the checkpoint has no row store for '\(input)'")
             }
-            stores[input] = try RowStore(columns: shape.columns, hasTarget: shape.hasTarget, memoryBytes: 0,
-                                         spillPath: storePath(input), durable: true, resumeRows: Int(rec.rows))
+            stores[input] = try RowStore(columns: shape.columns, hasTarget: shape.hasTarget,
+                                         memoryBytes: spec.rowstoreMemoryMB << 20, spillPath: storePath(input),
+                                         durable: true, resumeRows: Int(rec.rows), shard: shard)
         }
     }
 
@@ -97,7 +98,14 @@ final class Graph: @unchecked Sendable {
             if s.descriptor.multiPass, var iterative = op as? any IterativeOperator {
                 let store = stores[s.input]!
                 try store.seal()
-                while try iterative.step(store) == .more {
+                // A failed read of the spill file surfaces here (exit 74), before the step's result is used.
+                func step() throws(EngineError) -> StepResult {
+                    let r: StepResult
+                    do { r = try iterative.step(store) } catch { throw store.readError ?? error }
+                    if let e = store.readError { throw e }
+                    return r
+                }
+                while try step() == .more {
                     ops[s.id] = iterative
                     try afterStep(i)
                 }

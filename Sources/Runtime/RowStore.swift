@@ -4,35 +4,47 @@ import Glibc
 #endif
 
 /// Rows kept for operators that need more than one pass: in memory up to `memoryBytes`, then appended to
-/// `<out>/rowstore/<input>.rows` as fixed-width records and memory-mapped for random access after the stream.
+/// `<out>/rowstore/<input>.rows` as fixed-width records, read back with `pread` after the stream.
 /// With checkpoints on, the store is *durable*: every row goes to the file (memory is not used), the file is
 /// fsynced at each checkpoint and its length recorded, and a resumed run truncates it back to that length.
 ///
-/// Record: `columns` float64 features, then target, weight and source index (float64 bit patterns), all
-/// little-endian — `columns + 3` × 8 bytes. RAM is bounded by `memoryBytes` plus a 1 MiB write buffer; disk
-/// grows with the row count.
+/// Record: `columns` float64 features, then target, weight, source index and shard (the last two as float64
+/// bit patterns), all little-endian — `columns + 4` × 8 bytes. The shard is the row's own when a merged
+/// sampler tagged it (`RowBatch.shards`), else the run's. RAM is bounded by `memoryBytes` of in-memory rows,
+/// a 1 MiB write buffer and a 1 MiB read buffer; disk grows with the row count. Reads go through `pread`,
+/// not a memory map: file pages read through a map count in the process's RSS, and with large folios (ext4,
+/// Linux ≥ 6.16) one fault maps far more than was read, so a mapped store's resident size could not be
+/// bounded; the page cache still keeps hot blocks, at the cost of one copy per read.
 public final class RowStore: RowStoreReader, @unchecked Sendable {
     public let columns: Int
     public let hasTarget: Bool
+    /// The shard recorded for rows that carry none.
+    let shard: Int64
     let width: Int
     let memoryRows: Int
+    /// Rows per `pread` (1 MiB).
+    let readRows: Int
+    private var readBuffer: [Double] = []
+    /// The first read failure: `read` cannot throw (it is called inside operators' steps), so the engine
+    /// checks this after each step and fails the run with it (exit 74).
+    public private(set) var readError: EngineError?
     let spillPath: String
     private var memory: [Double] = []
     private var memCount = 0
     private var fd: Int32 = -1
     private(set) var spilled = 0
-    private var map: UnsafeMutableRawPointer?
-    private var mapLength = 0
     private var writeBuffer: [Double] = []
 
     /// `durable`: every row on disk (for checkpoints). `resumeRows`: reopen a durable store holding that many
     /// rows, truncating anything written after the checkpoint.
     public init(columns: Int, hasTarget: Bool, memoryBytes: Int, spillPath: String, durable: Bool = false,
-                resumeRows: Int? = nil) throws(EngineError) {
+                resumeRows: Int? = nil, shard: Int64 = 0) throws(EngineError) {
         self.columns = columns
         self.hasTarget = hasTarget
-        self.width = columns + 3
-        self.memoryRows = durable ? 0 : max(1, memoryBytes / (8 * (columns + 3)))
+        self.shard = shard
+        self.width = columns + 4
+        self.memoryRows = durable ? 0 : max(1, memoryBytes / (8 * (columns + 4)))
+        self.readRows = max(1, (1 << 20) / (8 * (columns + 4)))
         self.spillPath = spillPath
         if let n = resumeRows {
             try openFile(truncate: false)
@@ -50,7 +62,6 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
     }
 
     deinit {
-        if let map { munmap(map, mapLength) }
         if fd >= 0 { close(fd) }
     }
 
@@ -76,6 +87,7 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
         a.append(b.targets?[r] ?? 0)
         a.append(b.weight(r))
         a.append(Double(bitPattern: UInt64(bitPattern: b.indices[r])))
+        a.append(Double(bitPattern: UInt64(bitPattern: b.shards?[r] ?? shard)))
     }
 
     private func openFile(truncate: Bool) throws(EngineError) {
@@ -107,25 +119,45 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
         if fd >= 0 && fsync(fd) != 0 { throw .io(spillPath, "fsync of the row store failed: \(String(cString: strerror(errno)))") }
     }
 
-    /// Ends appending: flushes and maps the spill file for random reads.
+    /// Ends appending: flushes the spill file, so that every row can be read back.
     public func seal() throws(EngineError) {
         try flush()
-        guard spilled > 0, map == nil else { return }
-        mapLength = spilled * width * 8
-        let m = mmap(nil, mapLength, PROT_READ, MAP_SHARED, fd, 0)
-        guard let m, m != MAP_FAILED else { throw .io(spillPath, "cannot map the row store: \(String(cString: strerror(errno)))") }
-        map = m
     }
 
     public func read(_ start: Int, _ n: Int, into batch: inout RowBatch) {
         batch.reset()
-        for i in start..<min(start + n, count) {
-            if i < memCount {
-                memory.withUnsafeBufferPointer { copy($0.baseAddress! + i * width, into: &batch) }
-            } else {
-                copy(UnsafePointer(map!.assumingMemoryBound(to: Double.self)) + (i - memCount) * width, into: &batch)
-            }
+        let end = min(start + n, count)
+        guard start < end else { return }
+        var i = start
+        if i < memCount {
+            let stop = min(end, memCount)
+            memory.withUnsafeBufferPointer { p in for k in i..<stop { copy(p.baseAddress! + k * width, into: &batch) } }
+            i = stop
         }
+        while i < end && readError == nil {
+            let k = min(end - i, readRows)
+            guard readSpilled(row: i - memCount, rows: k) else { return }
+            readBuffer.withUnsafeBufferPointer { p in for r in 0..<k { copy(p.baseAddress! + r * width, into: &batch) } }
+            i += k
+        }
+    }
+
+    /// `rows` spilled records from record `row` into `readBuffer`; false (and `readError` set) on failure.
+    private func readSpilled(row: Int, rows: Int) -> Bool {
+        let bytes = rows * width * 8
+        if readBuffer.count < rows * width { readBuffer = [Double](repeating: 0, count: readRows * width) }
+        var done = 0
+        while done < bytes {
+            let got = readBuffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, bytes - done, off_t(row * width * 8 + done)) }
+            if got < 0 && errno == EINTR { continue }
+            guard got > 0 else {
+                let why = got < 0 ? String(cString: strerror(errno)) : "the file ends early"
+                readError = .io(spillPath, "cannot read the row store: \(why)")
+                return false
+            }
+            done += got
+        }
+        return true
     }
 
     private func copy(_ rec: UnsafePointer<Double>, into batch: inout RowBatch) {
@@ -133,5 +165,6 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
         for j in 0..<columns { batch.features[s * columns + j] = rec[j] }
         if batch.targets != nil { batch.targets![s] = rec[columns] }
         if batch.weights != nil { batch.weights![s] = rec[columns + 1] }
+        if batch.shards != nil { batch.shards![s] = Int64(bitPattern: rec[columns + 3].bitPattern) }
     }
 }

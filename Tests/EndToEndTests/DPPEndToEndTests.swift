@@ -55,6 +55,95 @@ import Testing
         #expect(w > 3000 && w < 12_000, "Σw = \(w)")
     }
 
+    /// `--shard 3` (DESIGN.md §1): every dpp-sample output gains `shard.npy`, int64, one entry per sampled
+    /// row, all 3; indices stay local (each sampled row equals the input's row at that index). The store
+    /// spills (memory_mb: 1 holds ~13,000 rows of 6 features + 4 doubles), so the shard is read back from the
+    /// spill file as well as from memory. Without `--shard`: no shard.npy.
+    @Test func shardColumnUnderShard() throws {
+        let n = 40_000
+        #expect(rowflow(["gen", "legendre", "--rows", "\(n)", "--cols", "6", "--seed", "8", "--format", "npy", "--out", dir + "/s.npy"]).status == 0)
+        let data = try loadNpy(dir + "/s.npy")
+        writeFile(dir + "/shard.yaml", """
+        version: 1
+        source: { format: npy, target: last }
+        rowstore: { memory_mb: 1 }
+        operators:
+          - { id: p, op: dpp-sample, params: { mode: projection } }
+          - { id: i, op: dpp-sample, params: { mode: iid, samples: 50 } }
+          - { id: g, op: gram, input: i }
+        """)
+        let r = rowflow(["run", dir + "/shard.yaml", "--input", dir + "/s.npy", "--out", dir + "/sh3", "--shard", "3", "--progress", "never"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/sh3/rowstore/source.rows"))
+        for (id, size) in [("p", 6), ("i", 50)] {
+            let sh = try NpyReader.read(dir + "/sh3/\(id)/shard.npy")
+            #expect(sh.dtype == "<i8" && sh.shape == [size], "\(id): \(sh.dtype) \(sh.shape)")
+            #expect(sh.values.allSatisfy { $0 == 3 }, "\(id): \(sh.values)")
+            let idx = try loadNpy(dir + "/sh3/\(id)/indices.npy"), rows = try loadNpy(dir + "/sh3/\(id)/rows.npy")
+            #expect(idx.count == size)
+            for k in 0..<idx.count {
+                let i = Int(idx[k])
+                #expect((0..<6).allSatisfy { rows[k * 6 + $0] == data[i * 7 + $0] }, "\(id) row \(k): index \(i)")
+            }
+        }
+        let plain = rowflow(["run", dir + "/shard.yaml", "--input", dir + "/s.npy", "--out", dir + "/sh-none", "--progress", "never"])
+        #expect(plain.status == 0, "\(plain.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/sh-none/p/shard.npy"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/sh-none/i/shard.npy"))
+    }
+
+    /// sensitivity-sample → dpp-sample over 3 shards: each shard run's dpp sample has shard k; under
+    /// `rowflow merge` the dpp-sample reads the merged coreset, whose rows come from all shards, and its
+    /// `shard.npy` names the shard each sampled row came from: (shard, index) locates the row in the data and
+    /// is one of the merged coreset's (shard, index) pairs. 60 i.i.d. draws from a coreset pooled from 3
+    /// shards all land in one shard with probability ≈ 3·(1/3)^60 (the shards' leverage mass is similar).
+    @Test func mergedCoresetKeepsEachRowsShard() throws {
+        let n = 30_000, shards = 3
+        let csv = rowflow(["gen", "legendre", "--rows", "\(n)", "--cols", "5", "--seed", "12", "--format", "csv"])
+        #expect(csv.status == 0)
+        let lines = csv.stdout.split(separator: "\n", omittingEmptySubsequences: true)
+        #expect(lines.count == n)
+        let values = lines.map { $0.split(separator: ",").map { Double($0)! } }
+        writeFile(dir + "/merge.yaml", """
+        version: 1
+        source: { format: csv, header: no, columns: 6, target: last }
+        operators:
+          - { id: core, op: sensitivity-sample, params: { samples: 1500 } }
+          - { id: d, op: dpp-sample, input: core, params: { mode: iid, samples: 60 } }
+          - { id: v, op: dpp-sample, input: core, params: { mode: volume-rescaled, samples: 12 } }
+        """)
+        var runs: [String] = []
+        for k in 0..<shards {
+            let part = dir + "/part\(k).csv"
+            writeFile(part, lines[(k * n / shards)..<((k + 1) * n / shards)].joined(separator: "\n") + "\n")
+            let out = dir + "/mshard\(k)"
+            let r = rowflow(["run", dir + "/merge.yaml", "--input", part, "--out", out, "--shard", "\(k)", "--progress", "never"])
+            #expect(r.status == 0, "\(r.stderr)")
+            for id in ["d", "v"] {
+                #expect(try loadNpy(out + "/\(id)/shard.npy").allSatisfy { $0 == Double(k) }, "shard run \(k), \(id)")
+            }
+            runs.append(out)
+        }
+        let merged = dir + "/mmerged"
+        let r = rowflow(["merge", dir + "/merge.yaml"] + runs + ["--out", merged])
+        #expect(r.status == 0, "\(r.stderr)")
+        let coreShard = try loadNpy(merged + "/core/shard.npy"), coreIdx = try loadNpy(merged + "/core/indices.npy")
+        let corePairs = Set(zip(coreShard, coreIdx).map { "\(Int($0)):\(Int($1))" })
+        for (id, size) in [("d", 60), ("v", 12)] {
+            let sh = try NpyReader.read(merged + "/\(id)/shard.npy")
+            let idx = try loadNpy(merged + "/\(id)/indices.npy"), rows = try loadNpy(merged + "/\(id)/rows.npy")
+            let y = try loadNpy(merged + "/\(id)/targets.npy")
+            #expect(sh.dtype == "<i8" && sh.values.count == size && idx.count == size)
+            for k in 0..<size {
+                let s = Int(sh.values[k]), i = Int(idx[k])
+                #expect(s >= 0 && s < shards && corePairs.contains("\(s):\(i)"), "\(id) row \(k): shard \(s) index \(i)")
+                let g = s * n / shards + i
+                #expect((0..<5).allSatisfy { rows[k * 5 + $0] == values[g][$0] } && y[k] == values[g][5], "\(id) row \(k)")
+            }
+            if id == "d" { #expect(Set(sh.values).count > 1, "60 draws from one shard: \(sh.values)") }
+        }
+    }
+
     /// Listed by `rowflow operators`; mode errors caught by `validate` with the manifest location.
     @Test func catalogAndValidation() throws {
         let ops = rowflow(["operators", "--json"])

@@ -29,8 +29,8 @@ import Testing
         return d
     }
 
-    /// rowstore.memory_mb: 1 holds ~10,000 rows of 10 features (+3 doubles); 30,000 rows spill two thirds to
-    /// the memory-mapped file. Every output byte equals the in-memory run's, for every mode, and the
+    /// rowstore.memory_mb: 1 holds ~9,400 rows of 10 features (+4 doubles); 30,000 rows spill two thirds to
+    /// the spill file. Every output byte equals the in-memory run's, for every mode, and the
     /// sampler's weighted rows reach a downstream gram (whose ridge-0 solution is the sample's weighted
     /// least squares: the same coefficients to 1e-10, a Cholesky against dgelsd on a κ ≈ 2 system).
     @Test func spilledRowStoreGivesTheSameBytes() throws {
@@ -59,6 +59,53 @@ import Testing
         #expect(relativeError(s, c) < 1e-10)
         let gs = try loadJSON(dir + "/out1/g/summary.json"), ws = try loadNpy(dir + "/out1/v/weights.npy")
         #expect(gs["rows"] as? Int == 25 && abs((gs["weight_sum"] as! Double) - ws.reduce(0, +)) < 1e-9)
+    }
+
+    /// The row store keeps each row's shard: the one a merged sampler tagged it with, else the run's (the
+    /// store's `shard`), in memory and in the spill file alike. Reads cross the memory/file boundary and the
+    /// 1 MiB pread chunks (18,724 records of 7 doubles) exactly; a batch without a shard column reads the same
+    /// rows; a spill file cut short after sealing is a read error (exit 74), not a crash or a silent short read.
+    @Test func rowStoreKeepsShardsAndReadsBackExactly() throws {
+        let cols = 3, n = 50_000
+        let path = dir + "/rs/source.rows"
+        let store = try RowStore(columns: cols, hasTarget: true, memoryBytes: 4096, spillPath: path, shard: 5)
+        var b = RowBatch(columns: cols, capacity: 1000, hasTarget: true, hasWeight: true)
+        func value(_ i: Int, _ j: Int) -> Double { Double(i) * 10 + Double(j) + 0.25 }
+        for start in stride(from: 0, to: n, by: 1000) {
+            b.reset()
+            // The second half arrives tagged (as a merged sampler's rows do): shard = index mod 3.
+            if start >= n / 2 { b.shards = [Int64](repeating: 0, count: 1000) } else { b.shards = nil }
+            for i in start..<start + 1000 {
+                let s = b.appendSlot(index: Int64(i))
+                for j in 0..<cols { b.features[s * cols + j] = value(i, j) }
+                b.targets![s] = -Double(i); b.weights![s] = 2
+                if b.shards != nil { b.shards![s] = Int64(i % 3) }
+            }
+            try store.append(b)
+        }
+        try store.seal()
+        #expect(store.count == n && store.spilled == n - 73)   // 4096 bytes hold 73 records of 56 bytes
+        var out = RowBatch(columns: cols, capacity: 30_000, hasTarget: true, hasWeight: true)
+        out.shards = [Int64](repeating: -1, count: 30_000)
+        for (start, len) in [(0, 30_000), (30_000, 30_000), (60, 20), (17_000, 4096), (n - 5, 10)] {
+            store.read(start, len, into: &out)
+            #expect(out.count == min(len, n - start))
+            var bad = 0
+            for r in 0..<out.count {
+                let i = start + r
+                let shard: Int64 = i >= n / 2 ? Int64(i % 3) : 5
+                if out.indices[r] != Int64(i) || out.targets![r] != -Double(i) || out.weights![r] != 2 || out.shards![r] != shard
+                    || (0..<cols).contains(where: { out.features[r * cols + $0] != value(i, $0) }) { bad += 1 }
+            }
+            #expect(bad == 0, "read(\(start), \(len)): \(bad) rows differ")
+        }
+        var plain = RowBatch(columns: cols, capacity: 10, hasTarget: true, hasWeight: true)
+        store.read(n - 10, 10, into: &plain)
+        #expect(plain.count == 10 && plain.shards == nil && plain.features[0] == value(n - 10, 0))
+        #expect(store.readError == nil)
+        #expect(truncate(path, off_t(1000 * 56)) == 0)
+        store.read(40_000, 10, into: &plain)
+        #expect(plain.count == 0 && store.readError?.status == .ioError, "\(String(describing: store.readError))")
     }
 
     /// Checkpoints between the steps (every step, keep all): resuming from each of them — after the stream,

@@ -156,7 +156,7 @@ func testRegistry(crashAtPass: Int? = nil) -> OperatorRegistry {
     }
 
     /// A multi-pass operator checkpoints between its steps: a crash in the second pass, then `--resume`,
-    /// gives the uninterrupted run's bytes (the durable row store is truncated and re-mapped).
+    /// gives the uninterrupted run's bytes (the durable row store is truncated and re-read).
     @Test func multiPassResumesBetweenSteps() throws {
         let a = gaussianMatrix(rows: 30_000, cols: 4, seed: 24)
         writeFile(dir + "/in.csv", csv(a))

@@ -7,10 +7,10 @@ import Foundation
 let peerScript = "linalg_peers.py"
 
 /// Runs the peer script untimed (references, scoring) and returns its JSON line.
-func pyJSON(_ env: BenchEnv, _ args: [String]) -> [String: Any]? {
+func pyJSON(_ env: BenchEnv, _ args: [String], script: String = peerScript) -> [String: Any]? {
     let outPath = env.data + "/py.stdout", errPath = env.data + "/py.stderr"
     do {
-        let run = try spawn([env.python, env.dir + "/peers/" + peerScript] + args, stdout: outPath, stderr: errPath)
+        let run = try spawn([env.python, env.dir + "/peers/" + script] + args, stdout: outPath, stderr: errPath)
         return try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
     } catch {
         log("  \(args.first ?? "python") failed: \(error)")

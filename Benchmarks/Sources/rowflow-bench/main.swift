@@ -15,16 +15,18 @@ struct Options {
     var appendResults = false
     var svdRows = 200_000
     var solverRows = 100_000
+    var dppRows = [10_000, 100_000, 1_000_000]
 }
 
-let caseNames = ["ingest-f32", "csv-parse", "rss-flat", "svd", "top-eig", "coreset", "solver"]
+let caseNames = ["ingest-f32", "csv-parse", "rss-flat", "svd", "top-eig", "coreset", "solver", "dpp"]
 
 let usageText = """
-    usage: rowflow-bench [--only NAME[,NAME]] [--rows N] [--svd-rows N] [--solver-rows N] [--runs K] [--append-results]
+    usage: rowflow-bench [--only NAME[,NAME]] [--rows N] [--svd-rows N] [--solver-rows N] [--dpp-rows N[,N]] [--runs K] [--append-results]
       cases: \(caseNames.joined(separator: ", "))
       --rows N          rows of each case's main input (default 1000000; rss-flat and coreset also run N/10)
       --svd-rows N      rows × 256 of the svd and top-eig input (default 200000)
       --solver-rows N   rows × 64 (+ target) of the solver input (default 100000)
+      --dpp-rows N[,N]  candidate counts of the dpp case (default 1e4,1e5,1e6)
       --runs K          runs per contender; the median is reported (default 3)
       --append-results  also append the printed section to RESULTS.md
     """
@@ -60,6 +62,7 @@ func parseOptions(_ args: [String]) -> Options {
         case "--runs": o.runs = count(value())
         case "--svd-rows": o.svdRows = count(value())
         case "--solver-rows": o.solverRows = count(value())
+        case "--dpp-rows": o.dppRows = value().split(separator: ",").map { count(String($0)) }
         case "--append-results": o.appendResults = true
         case "-h", "--help":
             print(usageText)
@@ -257,6 +260,7 @@ struct Result {
     var version: String?
     var error: String?
     var json: [String: Any]?  // the last run's peer JSON or rowflow run.json; the operator cases add scores to it
+    var jsons: [[String: Any]] = []  // every run's
 
     var ok: Bool { error == nil && !runs.isEmpty }
     var wall: Double { median(runs.map(\.seconds)) }
@@ -304,6 +308,7 @@ func measure(_ env: BenchEnv, _ contenders: [Contender], runs: Int) -> (results:
                 }
                 if let s = json?["seconds"] as? Double { results[i].inProcess.append(s) }
                 results[i].json = json
+                if let json { results[i].jsons.append(json) }
             } catch {
                 results[i].error = "\(error)"
                 log("  failed: \(error)")
@@ -476,6 +481,7 @@ for name in selected {
     case "top-eig": sections.append(topEig(env, rows: options.svdRows, runs: options.runs))
     case "coreset": sections.append(coreset(env, rows: rows, runs: options.runs))
     case "solver": sections.append(solver(env, rows: options.solverRows, runs: options.runs))
+    case "dpp": sections.append(dppCase(env, sizes: options.dppRows, runs: options.runs))
     default: sections.append(rssFlat(env, rows: rows, runs: options.runs))
     }
 }
