@@ -270,6 +270,9 @@ struct OnlineEngine: Equatable, Sendable {
     var weightVariance = 0.0
     var maxTerm = 0.0
     var thinned = 0
+    /// (rows seen, rows kept, expected size Σq) after every block: `kept_history.npy`. Cleared by a merge
+    /// (one shard's trajectory says nothing about the union's).
+    var history = BoundedHistory(width: 3)
 
     init(config: SensitivityConfig, width: Int) {
         self.width = width
@@ -391,6 +394,7 @@ struct OnlineEngine: Equatable, Sendable {
         blockCount = 0
         blocks += 1
         if let s = samples, kept.count > s { thin(target: max(1, 0.8 * Double(s))) }
+        history.record([Double(rowsSeen), Double(kept.count), expectedSize])
     }
 
     @inline(__always)
@@ -466,6 +470,7 @@ struct OnlineEngine: Equatable, Sendable {
         }
         c = cc
         rebuildK()
+        history.clear()
         blockStart = rowsSeen
         if let s = samples, kept.count > s { thin(target: max(1, 0.8 * Double(s))) }
     }
@@ -507,6 +512,7 @@ struct OnlineEngine: Equatable, Sendable {
         w.i64(blockStart); w.u64(UInt64(blockCount))
         w.f64s(Array(block[0..<blockCount * width])); w.f64s(Array(blockWeight[0..<blockCount])); w.i64s(Array(blockIndex[0..<blockCount]))
         w.i64(blocks); w.f64(expectedSize); w.f64(weightVariance); w.f64(maxTerm); w.u64(UInt64(thinned))
+        history.encode(&w)
     }
 
     mutating func decode(_ r: inout BinaryReader) throws(EngineError) {
@@ -518,6 +524,7 @@ struct OnlineEngine: Equatable, Sendable {
         let bx = try r.f64s(), bw = try r.f64s(), bi = try r.i64s()
         blocks = try r.i64(); expectedSize = try r.f64(); weightVariance = try r.f64(); maxTerm = try r.f64()
         let th = try r.u64()
+        try history.decode(&r, what: "sensitivity-sample")
         guard sumSquares.count == width, k.count == width * width, ridgeMax.count == width,
               rowsSeen >= 0, blockStart >= 0, blockStart <= rowsSeen, bc < UInt64(blockSize(startingAt: blockStart)),
               bx.count == Int(bc) * width, bw.count == Int(bc), bi.count == Int(bc), th < 1 << 40, !(c <= 0), !c.isNaN else {
@@ -829,7 +836,7 @@ struct MergeReduceEngine: Equatable, Sendable {
 /// Not promised: a fixed output size (it is random around the target), or accuracy beyond the ridge in
 /// directions carrying less than δ of energy.
 public struct SensitivitySampleOperator: MergeableOperator, Equatable {
-    public static let stateVersion: UInt16 = 1
+    public static let stateVersion: UInt16 = 2   // 2: online kept-rows history
 
     public let config: SensitivityConfig
     public let columns: Int
@@ -885,9 +892,11 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
         var summary: [(String, JSON)] = [("rows", .int(rowsSeen)), ("weight_sum", .double(weightSum)),
                                          ("p", .double(config.p)), ("method", .string(config.method.rawValue))]
         var extra: [(String, JSON)] = []
+        var history: NamedArray?
         let n = width
         if var o = online {
             try o.closeBlock(rng: rng, shard: shard)
+            history = o.history.array("kept_history")
             let sorted = o.kept.sorted()
             var oo = o
             oo.kept = sorted
@@ -947,6 +956,7 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
         arrays.append(NamedArray("weights", shape: [s], float64: weights))
         arrays.append(NamedArray("indices", shape: [s], int64: set.index))
         if sharded { arrays.append(NamedArray("shard", shape: [s], int64: set.shard)) }
+        if let history { arrays.append(history) }
         // The emitted stream: weighted batches of at most 8192 rows.
         var emitted: [RowBatch] = []
         var start = 0
