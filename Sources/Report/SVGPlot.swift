@@ -212,7 +212,7 @@ public struct Plot: Sendable {
             let every = (decades + 6) / 7
             for e in ea...eb {
                 let base = pow(10, Double(e))
-                if (e - ea) % every == 0, base >= lo * (1 - 1e-12), base <= hi * (1 + 1e-12) { major.append(base) }
+                if e % every == 0, base >= lo * (1 - 1e-12), base <= hi * (1 + 1e-12) { major.append(base) }
                 if decades <= 8 {
                     for m in 2...9 {
                         let v = Double(m) * base

@@ -266,3 +266,125 @@ func runPipeline(_ name: String) throws -> String {
         #expect(r.status == 74, "\(r.stderr)")
     }
 }
+
+/// Decodes a PNG with zlib alone (8-bit RGB or RGBA, non-interlaced, as Chromium writes screenshots) and
+/// prints its size, the fraction of pixels unlike the top-left (background) pixel, the fraction of strongly
+/// coloured pixels (the plots' palette), and the background's luma.
+let pngChecker = #"""
+import json, struct, sys, zlib
+data = open(sys.argv[1], 'rb').read()
+assert data[:8] == b'\x89PNG\r\n\x1a\n', 'not a PNG'
+pos, idat, w = 8, b'', None
+while pos < len(data):
+    n, kind = struct.unpack('>I4s', data[pos:pos + 8])
+    body = data[pos + 8:pos + 8 + n]
+    if kind == b'IHDR':
+        w, h, depth, ctype, _, _, interlace = struct.unpack('>IIBBBBB', body)
+        assert depth == 8 and ctype in (2, 6) and interlace == 0, (depth, ctype, interlace)
+    elif kind == b'IDAT':
+        idat += body
+    pos += 12 + n
+bpp = 3 if ctype == 2 else 4
+raw = zlib.decompress(idat)
+stride = w * bpp
+rows, prev, i = [], bytearray(stride), 0
+for y in range(h):
+    f = raw[i]; line = bytearray(raw[i + 1:i + 1 + stride]); i += 1 + stride
+    for x in range(stride):
+        a = line[x - bpp] if x >= bpp else 0
+        b = prev[x]
+        c = prev[x - bpp] if x >= bpp else 0
+        if f == 1: line[x] = (line[x] + a) & 255
+        elif f == 2: line[x] = (line[x] + b) & 255
+        elif f == 3: line[x] = (line[x] + (a + b) // 2) & 255
+        elif f == 4:
+            p = a + b - c; pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+    rows.append(line); prev = line
+bg = tuple(rows[0][0:3])
+diff = colour = 0
+for line in rows:
+    for x in range(0, stride, bpp):
+        r, g, b = line[x], line[x + 1], line[x + 2]
+        if abs(r - bg[0]) + abs(g - bg[1]) + abs(b - bg[2]) > 30: diff += 1
+        if max(r, g, b) - min(r, g, b) > 80: colour += 1
+print(json.dumps({'width': w, 'height': h, 'different': diff / (w * h), 'coloured': colour / (w * h),
+                  'background_luma': 0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2]}))
+"""#
+
+/// Chromium's binary, if installed (Debian's package is `chromium`).
+let chromiumPath: String? = {
+    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"] where FileManager.default.isExecutableFile(atPath: p) {
+        return p
+    }
+    // CI installs chromium (.ci/run sets ROWFLOW_REQUIRE_CHROMIUM=1): there its absence is a failure, not a skip.
+    if ProcessInfo.processInfo.environment["ROWFLOW_REQUIRE_CHROMIUM"] == "1" { return "/usr/bin/chromium" }
+    FileHandle.standardError.write(Data("ReportRenderingTests skipped: no chromium (apt-get install chromium; .ci/run installs it)\n".utf8))
+    return nil
+}()
+
+/// The page as a browser draws it: headless Chromium renders the report of the svd and halpern pipelines
+/// (light and dark colour schemes) without a console message, at the window size asked for, and not blank.
+@Suite(.serialized, .enabled(if: chromiumPath != nil, "chromium is not installed"))
+struct ReportRenderingTests {
+    struct Shot { var width: Int; var height: Int; var different: Double; var coloured: Double; var backgroundLuma: Double; var stderr: String }
+
+    func screenshot(_ html: String, dark: Bool, width: Int = 800, height: Int = 1200) throws -> Shot {
+        let png = temporaryDirectory("shot") + "/page.png"
+        var args = ["120", chromiumPath!, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--no-first-run",
+                    "--enable-logging=stderr", "--v=0", "--window-size=\(width),\(height)", "--screenshot=\(png)"]
+        if dark { args.append("--force-dark-mode") }
+        args.append("file://" + html)
+        let r = runProcess("/usr/bin/timeout", args, environment: ["HOME": temporaryDirectory("chromium-home"), "PATH": "/usr/bin:/bin"])
+        guard r.status == 0, FileManager.default.fileExists(atPath: png) else {
+            throw CheckError(message: "chromium exit \(r.status): \(r.stderr.suffix(2000))")
+        }
+        let script = temporaryDirectory("png") + "/png.py"
+        writeFile(script, pngChecker)
+        let p = runProcess("/usr/bin/env", ["python3", script, png])
+        guard let o = try? JSONSerialization.jsonObject(with: Data(p.stdout.utf8)) as? [String: Any] else {
+            throw CheckError(message: "png check: \(p.stdout) \(p.stderr)")
+        }
+        return Shot(width: o["width"] as? Int ?? 0, height: o["height"] as? Int ?? 0, different: o["different"] as? Double ?? 0,
+                    coloured: o["coloured"] as? Double ?? 0, backgroundLuma: o["background_luma"] as? Double ?? -1, stderr: r.stderr)
+    }
+
+    /// The DOM after Chromium parsed the page: as many <svg> elements as the file has (nothing dropped by
+    /// error recovery) and no console message.
+    func dumpDOM(_ html: String) throws -> (svgs: Int, stderr: String) {
+        let r = runProcess("/usr/bin/timeout", ["120", chromiumPath!, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                                                "--enable-logging=stderr", "--v=0", "--dump-dom", "file://" + html],
+                           environment: ["HOME": temporaryDirectory("chromium-home"), "PATH": "/usr/bin:/bin"])
+        guard r.status == 0 else { throw CheckError(message: "chromium --dump-dom exit \(r.status): \(r.stderr.suffix(2000))") }
+        return (r.stdout.components(separatedBy: "<svg").count - 1, r.stderr)
+    }
+
+    /// Console output reaches stderr as "…:INFO:CONSOLE(…)] "message", source: …" (errors, CSP refusals too).
+    func consoleLines(_ stderr: String) -> [String] {
+        stderr.split(separator: "\n").map(String.init).filter { $0.contains(":CONSOLE") || $0.contains("Refused to") || $0.contains("Uncaught") }
+    }
+
+    @Test(arguments: ["svd", "halpern-ridge", "dpp-legendre"])
+    func rendersWithoutErrors(name: String) throws {
+        let out = try runPipeline(name)
+        #expect(rowflow(["report", out]).status == 0)
+        let page = out + "/report.html"
+        let fileSVGs = (try String(contentsOfFile: page, encoding: .utf8)).components(separatedBy: "<svg").count - 1
+        let dom = try dumpDOM(page)
+        let figures = try expectedFigures(out).count
+        #expect(dom.svgs == fileSVGs && fileSVGs == figures, "\(dom.svgs) svg in the DOM, \(fileSVGs) in the file, \(figures) plots")
+        #expect(consoleLines(dom.stderr).isEmpty, "\(consoleLines(dom.stderr))")
+        // Dark mode once (pure-Python PNG decoding takes seconds a shot).
+        for dark in name == "svd" ? [false, true] : [false] {
+            let s = try screenshot(page, dark: dark)
+            #expect(s.width == 800 && s.height == 1200, "screenshot \(s.width)×\(s.height)")
+            #expect(consoleLines(s.stderr).isEmpty, "\(consoleLines(s.stderr))")
+            // Not blank: text, axes and plots cover well over 3 % of an 800×1200 window (a bare banner and
+            // title cover ~1 %), and the palette shows (coloured series and graph boxes).
+            #expect(s.different > 0.03, "only \(s.different) of the pixels differ from the background")
+            #expect(s.coloured > 0.001, "only \(s.coloured) of the pixels are coloured")
+            // The colour scheme followed: white page in light mode, dark page in dark mode.
+            #expect(dark ? s.backgroundLuma < 60 : s.backgroundLuma > 200, "background luma \(s.backgroundLuma), dark \(dark)")
+        }
+    }
+}
