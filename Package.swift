@@ -41,7 +41,7 @@ let package = Package(
         .testTarget(name: "OperatorsTests", dependencies: ["Operators", "EngineCore", "LinearAlgebra", "TestSupport"]),
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Operators", "EngineCore", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Manifest", "RowIO", "EngineCore", "Operators", "LinearAlgebra", "TestSupport"]),
-        .testTarget(name: "ReportTests", dependencies: ["Report", "EngineCore", "TestSupport"]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "EngineCore", "RowIO", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["RowIO", "EngineCore", "LinearAlgebra", "TestSupport", "FuzzHarness"]),
     ]
 )

@@ -162,6 +162,9 @@ public struct ReportBuilder {
         row("time", "\(runDatum("seconds")) s")
         row("throughput", "\(runDatum("rows_per_s")) rows/s" + (secs > 0 ? ", \(Num.show((bytes / secs / 1e6 * 1000).rounded() / 1000)) MB/s" : ""))
         row("seed, shard", "\(runDatum("seed")), \(runDatum("shard"))")
+        if let from = run.run.value["merged_from"]?.array?.compactMap(\.string), !from.isEmpty {
+            row("merged from", from.map { "<code>\(escapeXML($0))</code>" }.joined(separator: ", "))
+        }
         row("manifest", (run.run.string("manifest").map { "<code>\(escapeXML($0))</code>" } ?? "?")
             + " (sha256 <code>\(escapeXML(String((run.run.string("manifest_sha256") ?? "").prefix(16))))…</code>)")
         row("rowflow", escapeXML(run.run.string("version") ?? "?"))

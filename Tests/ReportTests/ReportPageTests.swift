@@ -1,4 +1,5 @@
 import EngineCore
+import RowIO
 import Foundation
 import TestSupport
 import Testing
@@ -386,5 +387,63 @@ struct ReportRenderingTests {
             // The colour scheme followed: white page in light mode, dark page in dark mode.
             #expect(dark ? s.backgroundLuma < 60 : s.backgroundLuma > 200, "background luma \(s.backgroundLuma), dark \(dark)")
         }
+    }
+}
+
+/// The histories the plots draw end where the operators' summaries end, and a merge (where one shard's
+/// trajectory means nothing for the union) writes none — and its report still draws the rest.
+@Suite(.serialized) struct HistoryOutputTests {
+    func lastRow(_ path: String) throws -> [Double] {
+        let a = try NpyReader.read(path)
+        #expect(a.shape.count == 2 && a.shape[1] == 3 && a.shape[0] >= 2 && a.shape[0] <= 1025, "\(a.shape)")
+        return Array(a.values.suffix(3))
+    }
+
+    /// Equal up to Foundation's JSON number parsing, which is not always correctly rounded (1 ulp).
+    func same(_ a: Double, _ b: Any?) -> Bool {
+        guard let b = (b as? Double) ?? (b as? Int).map(Double.init) else { return false }
+        return abs(a - b) <= 2e-16 * abs(b)
+    }
+
+    @Test func historiesEndAtTheSummary() throws {
+        let top = try runPipeline("top-eigenvector")
+        for id in ["top", "oja"] {
+            let s = try loadJSON(top + "/\(id)/summary.json")
+            let h = try lastRow(top + "/\(id)/eigenvalue_history.npy")
+            #expect(same(h[0], s["rows"]) && same(h[1], s["eigenvalue"]) && same(h[2], s["heavy_rows"]), "\(id): \(h) vs \(s)")
+        }
+        let hal = try runPipeline("halpern-ridge")
+        for id in ["vr", "det"] {
+            let s = try loadJSON(hal + "/\(id)/summary.json")
+            let h = try lastRow(hal + "/\(id)/residual_history.npy")
+            #expect(same(h[0], s["oracle_calls"]) && same(h[1], s["residual"]) && h[2] <= Double(s["restarts"] as! Int), "\(id): \(h)")
+            // The first point is the residual at the start: the solve's relative residual is measured from it.
+            let first = try NpyReader.read(hal + "/\(id)/residual_history.npy").values[1]
+            #expect(abs(h[1] / first - (s["relative_residual"] as! Double)) <= 1e-12 * (s["relative_residual"] as! Double))
+        }
+        let cs = try runPipeline("coreset-ridge")
+        let s = try loadJSON(cs + "/coreset/summary.json")
+        let h = try lastRow(cs + "/coreset/kept_history.npy")
+        #expect(same(h[0], s["rows"]) && same(h[1], s["size"]) && same(h[2], s["expected_size"]), "\(h)")
+    }
+
+    @Test func mergedRunHasNoKeptHistoryAndStillReports() throws {
+        let input = packageRoot + "/Fixtures/coreset-ridge/input.f32.zst"
+        let manifest = packageRoot + "/Pipelines/coreset-ridge.yaml"
+        let dir = temporaryDirectory("report-merge")
+        for k in 0..<2 {
+            let r = rowflow(["run", manifest, "--input", input, "--out", dir + "/s\(k)", "--shard", "\(k)", "--progress", "never"])
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(FileManager.default.fileExists(atPath: dir + "/s\(k)/coreset/kept_history.npy"))
+        }
+        let m = rowflow(["merge", manifest, dir + "/s0", dir + "/s1", "--out", dir + "/merged"])
+        #expect(m.status == 0, "\(m.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/merged/coreset/kept_history.npy"))
+        #expect(rowflow(["report", dir + "/merged"]).status == 0)
+        let c = try checkPage(dir + "/merged/report.html", runDir: dir + "/merged")
+        #expect(c.errors.isEmpty, "\(c.errors)")
+        #expect(c.figures.sorted() == ["graph", "sensitivity-weights"])
+        let html = try String(contentsOfFile: dir + "/merged/report.html", encoding: .utf8)
+        #expect(html.contains("merged from") && html.contains("a merged run") && !html.contains("Edges from the source assumed"))
     }
 }
