@@ -8,7 +8,7 @@ import EngineCore
 /// the stride doubles and every other kept row goes — so which events survive depends only on how many
 /// events there were, never on batching or timing, and the history is part of its operator's checkpointed
 /// state (a resumed run writes a byte-identical history). The latest event is always written last, so the
-/// final point of a curve is the operator's final state.
+/// final point of a curve is the operator's final state (see `array(_:closing:)`).
 /// Cost: O(width) per event, amortised; memory and state: ≤ (capacity + 1)·width doubles.
 public struct BoundedHistory: Sendable, Equatable {
     public let width: Int
@@ -49,11 +49,14 @@ public struct BoundedHistory: Sendable, Equatable {
     /// Forgets everything (e.g. after a merge, where one stream's history means nothing for the union).
     public mutating func clear() { self = BoundedHistory(width: width, capacity: capacity) }
 
-    /// The kept rows plus the latest event when it was not kept; nil before the first event.
-    public func array(_ name: String) -> NamedArray? {
-        guard events > 0 else { return nil }
+    /// The kept rows plus the latest event when it was not kept, plus `closing` (the operator's final values,
+    /// recorded only in the output so that `finish` leaves the state as it was) when it differs from that
+    /// last row; nil when there is nothing to write.
+    public func array(_ name: String, closing: [Double]? = nil) -> NamedArray? {
         var v = values
-        if (events - 1) % stride != 0 { v += last }
+        if events > 0 && (events - 1) % stride != 0 { v += last }
+        if let c = closing, c.count == width, v.count < width || Array(v.suffix(width)) != c { v += c }
+        guard !v.isEmpty else { return nil }
         return NamedArray(name, shape: [v.count / width, width], float64: v)
     }
 

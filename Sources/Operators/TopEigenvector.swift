@@ -556,9 +556,8 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
             exact = true
         }
         let final = [Double(rows), eigenvalue, Double(heavyCount)]
-        if history.last != final { history.record(final) }
         return OperatorOutput(arrays: [NamedArray("vector", shape: [columns], float64: TopEigenvector.signFixed(vector))]
-                                  + [history.array("eigenvalue_history")].compactMap { $0 },
+                                  + [history.array("eigenvalue_history", closing: final)].compactMap { $0 },
                               summary: summaryPairs(eigenvalue: eigenvalue, exact: exact, extra: nil))
     }
 
@@ -833,9 +832,8 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         let d = columns, kk = OjaTopEigenvector.copies
         let vec = (0..<d).map { v[$0 * kk + k] }
         let final = [Double(rows), eigenvalue(), 0]
-        if history.last != final { history.record(final) }
         return OperatorOutput(arrays: [NamedArray("vector", shape: [d], float64: TopEigenvector.signFixed(vec))]
-                                  + [history.array("eigenvalue_history")].compactMap { $0 },
+                                  + [history.array("eigenvalue_history", closing: final)].compactMap { $0 },
                               summary: summaryPairs())
     }
 

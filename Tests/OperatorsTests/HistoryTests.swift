@@ -51,3 +51,15 @@ import Testing
         #expect(throws: EngineError.self) { try bad.decode(&r, what: "t") }
     }
 }
+
+extension HistoryTests {
+    /// The closing row is written after the history when it differs from its last row, and only then.
+    @Test func closingRowIsAppendedOnce() throws {
+        var h = BoundedHistory(width: 2)
+        #expect(h.array("x", closing: [5, 6])?.shape == [1, 2])
+        h.record([1, 2])
+        #expect(h.array("x", closing: [1, 2])?.shape == [1, 2])
+        #expect(h.array("x", closing: [3, 4])?.shape == [2, 2])
+        #expect(h.events == 1, "array(closing:) leaves the state alone")
+    }
+}
