@@ -266,7 +266,7 @@ let sensitivitySampleDescriptor = OperatorDescriptor(
                       doc: "online: internal block (fixed row positions; auto 1024); merge-reduce: leaf size (auto: 4 × one reduction's output, ≥ 4096)"),
     ],
     outputs: ["rows", "targets (with a target)", "weights", "indices", "shard (with --shard)",
-              "kept_history (online: rows seen, rows kept, expected size; ≤ 1025 rows)"],
+              "kept_history (rows seen, rows kept, expected size (online); ≤ 1025 rows)"],
     mergeable: true, emitsRows: true, stateVersion: SensitivitySampleOperator.stateVersion,
     check: { p, _ in SensitivityConfig.problem(p) },
     make: { p, ctx throws(EngineError) in

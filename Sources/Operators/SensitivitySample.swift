@@ -603,6 +603,9 @@ struct MergeReduceEngine: Equatable, Sendable {
 
     static func == (a: MergeReduceEngine, b: MergeReduceEngine) -> Bool { a.encoded() == b.encoded() }
 
+    /// (rows seen, rows held in all buckets, NaN) after every leaf: `kept_history.npy`. Cleared by a merge.
+    var history = BoundedHistory(width: 3)
+
     mutating func update(_ batch: RowBatch, seed: UInt64, shard: Int64, purpose: UInt32) throws(EngineError) {
         let d = batch.columns
         for r in 0..<batch.count {
@@ -630,6 +633,8 @@ struct MergeReduceEngine: Equatable, Sendable {
         leafCount = 0
         let (reduced, e) = try reduce(set, level: 0, seed: seed, purpose: purpose)
         try insert(Bucket(set: reduced, epsilonBound: e), level: 0, seed: seed, purpose: purpose)
+        // No expected size here (keep probabilities are per reduction): NaN, which the report leaves out.
+        history.record([Double(rowsSeen), Double(buckets.reduce(0) { $0 + ($1?.set.count ?? 0) }), .nan])
     }
 
     /// Binary-counter carry: equal-level buckets merge and are resampled one level up.
@@ -748,6 +753,7 @@ struct MergeReduceEngine: Equatable, Sendable {
         for (level, b) in o.buckets.enumerated() {
             if let b { try insert(b, level: level, seed: seed, purpose: purpose) }
         }
+        history.clear()
     }
 
     /// The output: every bucket (partial leaf flushed), unioned; with `samples`, reduced once more to s.
@@ -784,6 +790,7 @@ struct MergeReduceEngine: Equatable, Sendable {
             if let b { w.f64(b.epsilonBound); b.set.encode(&w) }
         }
         w.i64(reductions); w.f64(maxScoreTotal); w.u64(UInt64(maxLewisIterations)); w.u64(UInt64(lewisFallbacks))
+        history.encode(&w)
     }
 
     mutating func decode(_ r: inout BinaryReader) throws(EngineError) {
@@ -811,6 +818,7 @@ struct MergeReduceEngine: Equatable, Sendable {
         let it = try r.u64(), fb = try r.u64()
         guard it < 1 << 20, fb < 1 << 40 else { throw .data(r.context, "sensitivity-sample merge-reduce state is inconsistent (counters)") }
         maxLewisIterations = Int(it); lewisFallbacks = Int(fb)
+        try history.decode(&r, what: "sensitivity-sample")
     }
 }
 
@@ -836,7 +844,7 @@ struct MergeReduceEngine: Equatable, Sendable {
 /// Not promised: a fixed output size (it is random around the target), or accuracy beyond the ridge in
 /// directions carrying less than δ of energy.
 public struct SensitivitySampleOperator: MergeableOperator, Equatable {
-    public static let stateVersion: UInt16 = 2   // 2: online kept-rows history
+    public static let stateVersion: UInt16 = 2   // 2: kept-rows history
 
     public let config: SensitivityConfig
     public let columns: Int
@@ -924,6 +932,7 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
             }
         } else {
             let r = try mergeReduce!.result(seed: seed, shard: shard, purpose: purpose)
+            history = r.engine.history.array("kept_history")
             set = r.set.sorted()
             weights = set.weight
             let name = config.method == .rootLeverage ? "root leverage σ_i = τ_i^{p/2}" : "ℓp Lewis weights σ_i = d^{max(0,p/2−1)}·w_i"

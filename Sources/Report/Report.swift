@@ -374,17 +374,17 @@ public struct ReportBuilder {
             var p = Plot(title: "\(op.id): kept rows per million over the stream", x: Plot.Axis("rows seen", scale: .log),
                          y: Plot.Axis("kept rows per 10⁶ rows seen", scale: .log))
             p.series.append(.init("kept", kind: .line, xs: rows, ys: kept, color: 0, marker: .circle))
-            p.series.append(.init("expected (Σ keep probabilities)", kind: .line, xs: rows, ys: expd, color: 2, dashed: true))
+            if expd.contains(where: { $0.isFinite }) {
+                p.series.append(.init("expected (Σ keep probabilities)", kind: .line, xs: rows, ys: expd, color: 2, dashed: true))
+            }
             if let b = s.number("size_bound"), let r = s.number("rows"), r > 0, b.isFinite {
                 p.references.append(.init(y: b / r * 1e6, name: "final size bound per 10⁶ rows", color: 1))
             }
             out += figure("sensitivity-kept", p, caption:
                 "The kept fraction as the stream grows: leverage sampling keeps O(d·log d / ε²) rows, so per million it should fall. Good: the curve falls and ends below the bound — "
                 + "\(datum(op, "size")) kept of \(datum(op, "rows")), size bound \(datum(op, "size_bound")).")
-        } else if s.string("method") == "online" {
-            out += "<p class=\"missing\">No kept_history.npy (a merged run, or written before state version 2): no kept-rows plot.</p>\n"
         } else {
-            out += "<p class=\"note\">The merge-reduce methods keep no history: no kept-rows plot.</p>\n"
+            out += "<p class=\"missing\">No kept_history.npy (a merged run, or written before state version 2): no kept-rows plot.</p>\n"
         }
         return out
     }

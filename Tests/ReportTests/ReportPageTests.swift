@@ -148,7 +148,7 @@ func expectedFigures(_ out: String) throws -> [String] {
         switch s["op"] as? String {
         case "truncated-svd": figs += ["svd-spectrum", "svd-relative-error"]
         case "top-eigenvector": figs += ["top-eigenvalue"] + (s["variant"] as? String == "random-order" ? ["top-heavy"] : [])
-        case "sensitivity-sample": figs += ["sensitivity-weights"] + (s["method"] as? String == "online" ? ["sensitivity-kept"] : [])
+        case "sensitivity-sample": figs += ["sensitivity-weights"] + (run["merged_from"] == nil ? ["sensitivity-kept"] : [])
         case "dpp-sample":
             figs.append("dpp-sample")
             if s["residual_ratio"] != nil { dppWithRatio += 1 }
@@ -425,6 +425,27 @@ struct ReportRenderingTests {
         let s = try loadJSON(cs + "/coreset/summary.json")
         let h = try lastRow(cs + "/coreset/kept_history.npy")
         #expect(same(h[0], s["rows"]) && same(h[1], s["size"]) && same(h[2], s["expected_size"]), "\(h)")
+    }
+
+    /// Merge-reduce keeps the (rows seen, rows held) trajectory too, with no expected size (NaN).
+    @Test func mergeReduceHistory() throws {
+        let dir = temporaryDirectory("report-mr")
+        writeFile(dir + "/m.yaml", """
+        version: 1
+        source: { format: f32, columns: 7, target: last }
+        operators:
+          - { id: lp, op: sensitivity-sample, params: { p: 1.5, method: root-leverage, samples: 300 } }
+        """)
+        let r = rowflow(["run", dir + "/m.yaml", "--input", packageRoot + "/Fixtures/coreset-ridge/input.f32.zst", "--out", dir + "/out"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let s = try loadJSON(dir + "/out/lp/summary.json")
+        let a = try NpyReader.read(dir + "/out/lp/kept_history.npy")
+        let rows = a.shape[0]
+        #expect(rows >= 2 && a.values[3 * (rows - 1)] == Double(s["rows"] as! Int))
+        #expect((0..<rows).allSatisfy { a.values[3 * $0 + 2].isNaN && a.values[3 * $0 + 1] <= a.values[3 * $0] })
+        #expect(rowflow(["report", dir + "/out"]).status == 0)
+        let c = try checkPage(dir + "/out/report.html", runDir: dir + "/out")
+        #expect(c.errors.isEmpty && c.figures.sorted() == ["graph", "sensitivity-kept", "sensitivity-weights"], "\(c.figures) \(c.errors)")
     }
 
     @Test func mergedRunHasNoKeptHistoryAndStillReports() throws {
