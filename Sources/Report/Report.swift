@@ -445,7 +445,7 @@ public struct ReportBuilder {
             let stride = max(1, (c.n + 1499) / 1500)
             var cx: [Double] = [], cy: [Double] = []
             for i in Swift.stride(from: 0, to: c.n, by: stride) { let (a, b) = point(c.x, i, d, c.y); cx.append(a); cy.append(b) }
-            p.series.append(.init("candidates" + (stride > 1 ? " (every \(stride)th)" : ""), kind: .dots, xs: cx, ys: cy, color: 5, opacity: 0.45))
+            p.series.append(.init("candidates" + (stride > 1 ? " (1 in \(stride))" : ""), kind: .dots, xs: cx, ys: cy, color: 5, opacity: 0.45))
             if oneD, let coef, coef.count == d {
                 // The sample's weighted least-squares fit evaluated at every candidate, drawn along x.
                 var fit: [(Double, Double)] = []

@@ -89,14 +89,14 @@ public struct Plot: Sendable {
         let left = 74.0, right = 18.0, bottom = 50.0
         let pw = width - left - right, ph = height - top - bottom
 
-        let (xd, xt) = domainAndTicks(axis: x, values: allX())
-        let (yd, yt) = domainAndTicks(axis: y, values: allY())
+        let (xd, xt) = domainAndTicks(axis: x, values: allX(), headroom: false)
+        let (yd, yt) = domainAndTicks(axis: y, values: allY(), headroom: true)
         func sx(_ v: Double) -> Double { left + pw * Plot.unit(v, xd, x.scale) }
         func sy(_ v: Double) -> Double { top + ph * (1 - Plot.unit(v, yd, y.scale)) }
 
         var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(f(width)) \(f(height))\" role=\"img\" aria-labelledby=\"\(id)-t\" class=\"plot\" font-size=\"12\">"
         s += "<title id=\"\(id)-t\">\(escapeXML(title))</title>"
-        s += "<defs><clipPath id=\"\(id)-clip\"><rect x=\"\(f(left))\" y=\"\(f(top))\" width=\"\(f(pw))\" height=\"\(f(ph))\"/></clipPath></defs>"
+        s += "<defs><clipPath id=\"\(id)-clip\"><rect x=\"\(f(left - 7))\" y=\"\(f(top - 7))\" width=\"\(f(pw + 14))\" height=\"\(f(ph + 14))\"/></clipPath></defs>"
         // Grid and ticks.
         s += "<g class=\"grid\" stroke=\"currentColor\" stroke-opacity=\"0.14\" stroke-width=\"1\">"
         for t in yt.major { s += "<line x1=\"\(f(left))\" x2=\"\(f(left + pw))\" y1=\"\(f(sy(t)))\" y2=\"\(f(sy(t)))\"/>" }
@@ -110,15 +110,19 @@ public struct Plot: Sendable {
         for t in xt.minor { s += "<line y1=\"\(f(top + ph))\" y2=\"\(f(top + ph + 3))\" x1=\"\(f(sx(t)))\" x2=\"\(f(sx(t)))\"/>" }
         s += "</g>"
         s += "<g class=\"ticklabels\" fill=\"currentColor\">"
+        // Y labels: skip one that would touch the one below it (dense 1…9 multiples on a short log axis).
+        var lastY = Double.infinity
         for (t, l) in zip(yt.major, yt.labels) {
-            s += "<text x=\"\(f(left - 8))\" y=\"\(f(sy(t) + 4))\" text-anchor=\"end\">\(escapeXML(l))</text>"
+            if lastY - sy(t) < 19 { continue }
+            lastY = sy(t)
+            s += "<text x=\"\(f(left - 8))\" y=\"\(f(sy(t) + 4))\" text-anchor=\"end\">\(escapeXML(Plot.minus(l)))</text>"
         }
         // X labels: drop any that would overlap its left neighbour (long category names, dense decades).
         var lastRight = -Double.infinity
         for (t, l) in zip(xt.major, xt.labels) {
             let w = Plot.textWidth(l), cx = sx(t)
             if cx - w / 2 < lastRight + 6 { continue }
-            s += "<text x=\"\(f(cx))\" y=\"\(f(top + ph + 19))\" text-anchor=\"middle\">\(escapeXML(l))</text>"
+            s += "<text x=\"\(f(cx))\" y=\"\(f(top + ph + 19))\" text-anchor=\"middle\">\(escapeXML(Plot.minus(l)))</text>"
             lastRight = cx + w / 2
         }
         s += "</g>"
@@ -127,11 +131,11 @@ public struct Plot: Sendable {
 
         // Data.
         s += "<g clip-path=\"url(#\(id)-clip)\">"
+        for se in series { s += render(se, sx: sx, sy: sy, baseline: sy(yd.lo)) }
         for r in references where r.y.isFinite && (y.scale == .linear || r.y > 0) {
             let col = r.color.map { "var(--c\($0 % 6))" } ?? "currentColor"
             s += "<line x1=\"\(f(left))\" x2=\"\(f(left + pw))\" y1=\"\(f(sy(r.y)))\" y2=\"\(f(sy(r.y)))\" style=\"stroke:\(col)\" stroke-width=\"1.5\" stroke-dasharray=\"2 4\"/>"
         }
-        for se in series { s += render(se, sx: sx, sy: sy, baseline: sy(yd.lo)) }
         s += "</g>"
 
         // Legend, above the plot area.
@@ -179,7 +183,9 @@ public struct Plot: Sendable {
     struct Ticks { var major: [Double]; var labels: [String]; var minor: [Double] }
     struct Domain { var lo: Double; var hi: Double }
 
-    func domainAndTicks(axis: Axis, values: [Double]) -> (Domain, Ticks) {
+    /// `headroom` (the vertical axis): a little room above the data, so a maximum on a tick is not drawn on
+    /// the frame; the horizontal axis ends at the tick at or after the data.
+    func domainAndTicks(axis: Axis, values: [Double], headroom: Bool = true) -> (Domain, Ticks) {
         let ok = values.filter { $0.isFinite && (axis.scale == .linear || $0 > 0) }
         var lo = axis.min ?? ok.min() ?? (axis.scale == .log ? 1 : 0)
         var hi = axis.max ?? ok.max() ?? (axis.scale == .log ? 10 : 1)
@@ -194,7 +200,7 @@ public struct Plot: Sendable {
             if axis.integer { step = Swift.max(1, step.rounded()) }
             if axis.min == nil { lo = (lo / step).rounded(.down) * step }
             // 3 % headroom first, so a maximum that falls on a tick is not drawn on the frame.
-            if axis.max == nil { hi = ((hi + 0.03 * (hi - lo)) / step).rounded(.up) * step }
+            if axis.max == nil { hi = ((hi + (headroom ? 0.03 : 0) * (hi - lo)) / step).rounded(.up) * step }
             var major: [Double] = []
             var t = (lo / step).rounded(.up) * step
             while t <= hi + step * 1e-9 { major.append(abs(t) < step * 1e-9 ? 0 : t); t += step }
@@ -203,7 +209,7 @@ public struct Plot: Sendable {
             var a = log10(lo), b = log10(hi)
             if b - a < 1e-9 { a -= 0.5; b += 0.5 }
             // The data's range plus 4 % on each side (not whole decades: a 385 maximum would waste 0.4 of one).
-            let pad = 0.04 * (b - a)
+            let pad = Swift.max(0.04 * (b - a), 0.04)
             if axis.min == nil { a -= pad; lo = pow(10, a) }
             if axis.max == nil { b += pad; hi = pow(10, b) }
             let ea = Int(a.rounded(.down)), eb = Int(b.rounded(.up))
@@ -214,11 +220,13 @@ public struct Plot: Sendable {
                 let base = pow(10, Double(e))
                 if e % every == 0, base >= lo * (1 - 1e-12), base <= hi * (1 + 1e-12) { major.append(base) }
                 if decades <= 8 {
+                    let span = log10(hi) - log10(lo)
                     for m in 2...9 {
                         let v = Double(m) * base
                         guard v >= lo, v <= hi else { continue }
-                        // Less than two decades shown: label 2 and 5 too, or there would be two labels at most.
-                        if decades <= 2 && (m == 2 || m == 5) { major.append(v) } else { minor.append(v) }
+                        // Few decades shown: label 2 and 5 too (under 1.2 decades every multiple), or there
+                        // would be one or two labels at most.
+                        if span < 1.2 || (decades <= 2 && (m == 2 || m == 5)) { major.append(v) } else { minor.append(v) }
                     }
                 }
             }
@@ -271,6 +279,9 @@ public struct Plot: Sendable {
         if plain { return k < 0 ? fixed(v, -k) : String(Int(v.rounded())) }
         return "\(m)×10" + superscript(k)
     }
+
+    /// A leading hyphen-minus as the typographic minus sign (tick labels only; captions stay machine-readable).
+    static func minus(_ s: String) -> String { s.hasPrefix("-") ? "−" + s.dropFirst() : s }
 
     static func superscript(_ n: Int) -> String {
         let map: [Character: String] = ["0": "⁰", "1": "¹", "2": "²", "3": "³", "4": "⁴", "5": "⁵", "6": "⁶", "7": "⁷",
