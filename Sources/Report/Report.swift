@@ -19,7 +19,7 @@ import Glibc
 public struct ReportBuilder {
     public let run: RunDirectory
     /// dpp-sample candidates are read from an .npy input of at most this many rows (and drawn thinned).
-    public static let candidateLimit: Int64 = 200_000
+    public static let candidateLimit: Int64 = 200_000   // and at most 64 MiB of file
     var figureCount = 0
 
     public init(runDirectory: String) throws(EngineError) {
@@ -396,8 +396,9 @@ public struct ReportBuilder {
         guard let spec = run.manifest, let input = run.run.string("input"), input.hasSuffix(".npy") else { return nil }
         let paths = input.hasPrefix("/") ? [input] : [input, run.path + "/../" + input]
         guard let p = paths.first(where: { FileBytes.exists($0) }) else { return nil }
-        guard let bytes = try? FileBytes.read(p, what: "npy", limit: 1 << 28), bytes.count > 10 else { return nil }
-        _ = bytes
+        // The whole file is read: only when it is small (the row limit below is checked after reading).
+        var st = stat()
+        guard stat(p, &st) == 0, st.st_size <= 64 << 20 else { return nil }
         guard let a = try? NpyReader.read(p), a.shape.count == 2, Int64(a.shape[0]) <= Self.candidateLimit else { return nil }
         let c = a.shape[1]
         guard let layout = try? RowLayout(rawColumns: c, config: spec.source, where: p) else { return nil }
@@ -515,7 +516,8 @@ public struct ReportBuilder {
             if !mx.isEmpty {
                 markers.append(.init("\(op.id) restarts", kind: .scatter, xs: mx, ys: my, color: i, marker: shapes[i % shapes.count]))
             }
-            if i == 0, let tol = s.value["params"]?["tolerance"]?.double ?? Optional(1e-8), let r0 = res.first {
+            // The exit test is on the residual relative to the start, except for games (on the duality gap).
+            if i == 0, s.string("problem") != "matrix-game", let tol = s.value["params"]?["tolerance"]?.double ?? Optional(1e-8), let r0 = res.first {
                 p.references.append(.init(y: tol * r0, name: "tolerance × initial residual"))
             }
             parts.append("\(escapeXML(op.id)) (\(escapeXML(algo))): residual \(datum(op, "residual")) after \(datum(op, "oracle_calls")) oracle calls, \(datum(op, "restarts")) restarts, "
