@@ -521,7 +521,8 @@ public struct ReportBuilder {
                 p.references.append(.init(y: tol * r0, name: "tolerance × initial residual"))
             }
             parts.append("\(escapeXML(op.id)) (\(escapeXML(algo))): residual \(datum(op, "residual")) after \(datum(op, "oracle_calls")) oracle calls, \(datum(op, "restarts")) restarts, "
-                         + (s.bool("converged") == true ? "converged" : "<b>not converged</b>"))
+                         + (s.bool("converged") == true ? "converged" : "<b>not converged</b>")
+                         + (s.number("duality_gap") != nil ? " (duality gap \(datum(op, "duality_gap")), the game's exit test)" : ""))
         }
         p.series += markers
         guard !p.series.isEmpty else { return "<p class=\"missing\">No residual_history.npy: no convergence plot.</p>\n" }
