@@ -31,6 +31,8 @@ demo: build
 	@echo "The data were generated with these coefficients (rowflow gen regression --seed 42 --noise 0.5):"
 	@grep '"beta"' Fixtures/quickstart/truth.json
 	@echo "Outputs are plain .npy files: python3 -c \"import numpy; print(numpy.load('/tmp/rowflow-demo/ridge/solution.npy'))\""
+	@$(BIN) report /tmp/rowflow-demo
+	@echo "A report page (one HTML file, inline SVG, opens offline): /tmp/rowflow-demo/report.html"
 
 # Builds the debug binary the end-to-end tests drive, then runs every test. OpenBLAS single-threaded, as the
 # binary runs it: tests run in parallel and share one BLAS thread pool, and a thread count changing under a

@@ -27,8 +27,10 @@ let package = Package(
         .target(name: "Operators", dependencies: ["EngineCore", "LinearAlgebra"]),
         .target(name: "Manifest", dependencies: ["EngineCore", "Operators", "Yams"]),
         .target(name: "Runtime", dependencies: ["EngineCore", "RowIO", "Operators", "Manifest", "LinearAlgebra"]),
+        // `rowflow report`: run directory → one HTML page with inline SVG (reads outputs, never operators' state).
+        .target(name: "Report", dependencies: ["EngineCore", "RowIO", "Manifest"]),
         .executableTarget(name: "rowflow", dependencies: [
-            "Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Runtime", "Report", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Reference implementations and fixtures shared by the test targets (never linked into the product).
         .target(name: "TestSupport", dependencies: ["EngineCore", "LinearAlgebra", "RowIO"], path: "Tests/TestSupport"),
@@ -39,6 +41,7 @@ let package = Package(
         .testTarget(name: "OperatorsTests", dependencies: ["Operators", "EngineCore", "LinearAlgebra", "TestSupport"]),
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Operators", "EngineCore", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Manifest", "RowIO", "EngineCore", "Operators", "LinearAlgebra", "TestSupport"]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "EngineCore", "RowIO", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["RowIO", "EngineCore", "LinearAlgebra", "TestSupport", "FuzzHarness"]),
     ]
 )

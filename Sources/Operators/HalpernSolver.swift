@@ -91,7 +91,7 @@ public struct HalpernConfig: Sendable, Equatable {
 /// Not promised: convergence without (restricted) strong monotonicity at the linear rate; a logistic
 /// problem on separable data with λ = 0 has no minimiser (the budget ends it).
 public struct HalpernSolver: IterativeOperator {
-    public static let stateVersion: UInt16 = 2
+    public static let stateVersion: UInt16 = 3   // 3: residual history
     static let powerIterations = 10
     static let restartFactor = 0.5
     static let innerCap = 60
@@ -153,6 +153,8 @@ public struct HalpernSolver: IterativeOperator {
     var gap = Double.nan
     var value = Double.nan
     var converged = false
+    /// (oracle calls, residual, restarts so far) at every full-pass residual: `residual_history.npy`.
+    var history = BoundedHistory(width: 3)
 
     // Scratch, never state.
     var scratch: RowBatch?
@@ -384,6 +386,7 @@ public struct HalpernSolver: IterativeOperator {
             gap = maxBtx - minBy
             value = v
         }
+        history.record([Double(oracleCalls), residual, Double(restartCount)])
     }
 
     /// `estimate` = F(u) = Σ_i F_i(u) (+λu), by blocks at fixed row positions.
@@ -716,7 +719,8 @@ public struct HalpernSolver: IterativeOperator {
         guard n > 0, phase == .done else {
             throw .data("halpern-solver", n == 0 && phase == .done ? "no rows to solve over" : "the solve did not run (finish before its steps)")
         }
-        return OperatorOutput(arrays: [NamedArray("solution", shape: [iterate.count], float64: iterate)],
+        return OperatorOutput(arrays: [NamedArray("solution", shape: [iterate.count], float64: iterate)]
+                                  + [history.array("residual_history")].compactMap { $0 },
                               summary: currentSummary())
     }
 
@@ -732,6 +736,7 @@ public struct HalpernSolver: IterativeOperator {
         w.i64(k); w.i64(t); w.i64(iterations); w.i64(oracleCalls); w.i64(restartCount)
         w.bool(fresh); w.f64(residual); w.f64(initialResidual); w.f64(anchorResidual)
         w.f64(gap); w.f64(value); w.bool(converged)
+        history.encode(&w)
         return w.bytes
     }
 
@@ -756,6 +761,7 @@ public struct HalpernSolver: IterativeOperator {
         k = try r.i64(); t = try r.i64(); iterations = try r.i64(); oracleCalls = try r.i64(); restartCount = try r.i64()
         fresh = try r.bool(); residual = try r.f64(); initialResidual = try r.f64(); anchorResidual = try r.f64()
         gap = try r.f64(); value = try r.f64(); converged = try r.bool()
+        try history.decode(&r, what: "halpern-solver")
         let m = dimension
         let iterating = phase == .iterate || phase == .done
         guard r.remaining == 0, n >= 0, n <= 1 << 40,

@@ -227,7 +227,7 @@ let topEigenvectorDescriptor = OperatorDescriptor(
         ParameterSpec("heavy_memory_mb", .int(min: 1, max: 1 << 20), default: .int(Int64(TopEigenvector.defaultHeavyMemoryMB)),
                       doc: "random-order: memory for heavy rows kept exactly; beyond it they are treated as light (heavy_overflow)"),
     ],
-    outputs: ["vector"], mergeable: false, stateVersion: TopEigenvector.stateVersion,
+    outputs: ["vector", "eigenvalue_history (rows, eigenvalue, heavy rows; ≤ 1025 rows)"], mergeable: false, stateVersion: TopEigenvector.stateVersion,
     mergeHint: "top-eigenvector has no mergeable form with a guarantee (Price & Xun); run gram (exact AᵀA) or truncated-svd on the shards, merge those, and take the top eigenvector of the merged result",
     make: { p, ctx in
         if p.string("variant") == "oja" {
@@ -265,7 +265,8 @@ let sensitivitySampleDescriptor = OperatorDescriptor(
         ParameterSpec("block_rows", .intOrAuto(min: 1, max: 1 << 24), default: .string("auto"),
                       doc: "online: internal block (fixed row positions; auto 1024); merge-reduce: leaf size (auto: 4 × one reduction's output, ≥ 4096)"),
     ],
-    outputs: ["rows", "targets (with a target)", "weights", "indices", "shard (with --shard)"],
+    outputs: ["rows", "targets (with a target)", "weights", "indices", "shard (with --shard)",
+              "kept_history (rows seen, rows kept, expected size (online); ≤ 1025 rows)"],
     mergeable: true, emitsRows: true, stateVersion: SensitivitySampleOperator.stateVersion,
     check: { p, _ in SensitivityConfig.problem(p) },
     make: { p, ctx throws(EngineError) in
@@ -301,7 +302,7 @@ let halpernDescriptor = OperatorDescriptor(
         ParameterSpec("sampling", .choice(["uniform", "importance"]), default: .string("uniform"),
                       doc: "vr-halpern mini-batches on regression problems: uniform rows (step from max‖a_i‖², O(1) memory) or ∝ ‖a_i‖² (step from the mean; n prefix sums in RAM)"),
     ],
-    outputs: ["solution"], mergeable: false, multiPass: true, stateVersion: HalpernSolver.stateVersion,
+    outputs: ["solution", "residual_history (oracle calls, residual, restarts; ≤ 1025 rows)"], mergeable: false, multiPass: true, stateVersion: HalpernSolver.stateVersion,
     check: { p, hasTarget in
         guard let problem = p.string("problem").flatMap(HalpernProblem.init(rawValue:)) else { return "halpern-solver: unknown problem" }
         if problem.needsTarget && !hasTarget { return "halpern-solver: problem \(problem.rawValue) needs a target (set source.target)" }

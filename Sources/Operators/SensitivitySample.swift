@@ -270,6 +270,9 @@ struct OnlineEngine: Equatable, Sendable {
     var weightVariance = 0.0
     var maxTerm = 0.0
     var thinned = 0
+    /// (rows seen, rows kept, expected size Σq) after every block: `kept_history.npy`. Cleared by a merge
+    /// (one shard's trajectory says nothing about the union's).
+    var history = BoundedHistory(width: 3)
 
     init(config: SensitivityConfig, width: Int) {
         self.width = width
@@ -391,6 +394,7 @@ struct OnlineEngine: Equatable, Sendable {
         blockCount = 0
         blocks += 1
         if let s = samples, kept.count > s { thin(target: max(1, 0.8 * Double(s))) }
+        history.record([Double(rowsSeen), Double(kept.count), expectedSize])
     }
 
     @inline(__always)
@@ -466,6 +470,7 @@ struct OnlineEngine: Equatable, Sendable {
         }
         c = cc
         rebuildK()
+        history.clear()
         blockStart = rowsSeen
         if let s = samples, kept.count > s { thin(target: max(1, 0.8 * Double(s))) }
     }
@@ -507,6 +512,7 @@ struct OnlineEngine: Equatable, Sendable {
         w.i64(blockStart); w.u64(UInt64(blockCount))
         w.f64s(Array(block[0..<blockCount * width])); w.f64s(Array(blockWeight[0..<blockCount])); w.i64s(Array(blockIndex[0..<blockCount]))
         w.i64(blocks); w.f64(expectedSize); w.f64(weightVariance); w.f64(maxTerm); w.u64(UInt64(thinned))
+        history.encode(&w)
     }
 
     mutating func decode(_ r: inout BinaryReader) throws(EngineError) {
@@ -518,6 +524,7 @@ struct OnlineEngine: Equatable, Sendable {
         let bx = try r.f64s(), bw = try r.f64s(), bi = try r.i64s()
         blocks = try r.i64(); expectedSize = try r.f64(); weightVariance = try r.f64(); maxTerm = try r.f64()
         let th = try r.u64()
+        try history.decode(&r, what: "sensitivity-sample")
         guard sumSquares.count == width, k.count == width * width, ridgeMax.count == width,
               rowsSeen >= 0, blockStart >= 0, blockStart <= rowsSeen, bc < UInt64(blockSize(startingAt: blockStart)),
               bx.count == Int(bc) * width, bw.count == Int(bc), bi.count == Int(bc), th < 1 << 40, !(c <= 0), !c.isNaN else {
@@ -596,6 +603,9 @@ struct MergeReduceEngine: Equatable, Sendable {
 
     static func == (a: MergeReduceEngine, b: MergeReduceEngine) -> Bool { a.encoded() == b.encoded() }
 
+    /// (rows seen, rows held in all buckets, NaN) after every leaf: `kept_history.npy`. Cleared by a merge.
+    var history = BoundedHistory(width: 3)
+
     mutating func update(_ batch: RowBatch, seed: UInt64, shard: Int64, purpose: UInt32) throws(EngineError) {
         let d = batch.columns
         for r in 0..<batch.count {
@@ -623,6 +633,8 @@ struct MergeReduceEngine: Equatable, Sendable {
         leafCount = 0
         let (reduced, e) = try reduce(set, level: 0, seed: seed, purpose: purpose)
         try insert(Bucket(set: reduced, epsilonBound: e), level: 0, seed: seed, purpose: purpose)
+        // No expected size here (keep probabilities are per reduction): NaN, which the report leaves out.
+        history.record([Double(rowsSeen), Double(buckets.reduce(0) { $0 + ($1?.set.count ?? 0) }), .nan])
     }
 
     /// Binary-counter carry: equal-level buckets merge and are resampled one level up.
@@ -741,6 +753,7 @@ struct MergeReduceEngine: Equatable, Sendable {
         for (level, b) in o.buckets.enumerated() {
             if let b { try insert(b, level: level, seed: seed, purpose: purpose) }
         }
+        history.clear()
     }
 
     /// The output: every bucket (partial leaf flushed), unioned; with `samples`, reduced once more to s.
@@ -777,6 +790,7 @@ struct MergeReduceEngine: Equatable, Sendable {
             if let b { w.f64(b.epsilonBound); b.set.encode(&w) }
         }
         w.i64(reductions); w.f64(maxScoreTotal); w.u64(UInt64(maxLewisIterations)); w.u64(UInt64(lewisFallbacks))
+        history.encode(&w)
     }
 
     mutating func decode(_ r: inout BinaryReader) throws(EngineError) {
@@ -804,6 +818,7 @@ struct MergeReduceEngine: Equatable, Sendable {
         let it = try r.u64(), fb = try r.u64()
         guard it < 1 << 20, fb < 1 << 40 else { throw .data(r.context, "sensitivity-sample merge-reduce state is inconsistent (counters)") }
         maxLewisIterations = Int(it); lewisFallbacks = Int(fb)
+        try history.decode(&r, what: "sensitivity-sample")
     }
 }
 
@@ -829,7 +844,7 @@ struct MergeReduceEngine: Equatable, Sendable {
 /// Not promised: a fixed output size (it is random around the target), or accuracy beyond the ridge in
 /// directions carrying less than δ of energy.
 public struct SensitivitySampleOperator: MergeableOperator, Equatable {
-    public static let stateVersion: UInt16 = 1
+    public static let stateVersion: UInt16 = 2   // 2: kept-rows history
 
     public let config: SensitivityConfig
     public let columns: Int
@@ -885,9 +900,11 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
         var summary: [(String, JSON)] = [("rows", .int(rowsSeen)), ("weight_sum", .double(weightSum)),
                                          ("p", .double(config.p)), ("method", .string(config.method.rawValue))]
         var extra: [(String, JSON)] = []
+        var history: NamedArray?
         let n = width
         if var o = online {
             try o.closeBlock(rng: rng, shard: shard)
+            history = o.history.array("kept_history")
             let sorted = o.kept.sorted()
             var oo = o
             oo.kept = sorted
@@ -915,6 +932,7 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
             }
         } else {
             let r = try mergeReduce!.result(seed: seed, shard: shard, purpose: purpose)
+            history = r.engine.history.array("kept_history")
             set = r.set.sorted()
             weights = set.weight
             let name = config.method == .rootLeverage ? "root leverage σ_i = τ_i^{p/2}" : "ℓp Lewis weights σ_i = d^{max(0,p/2−1)}·w_i"
@@ -947,6 +965,7 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
         arrays.append(NamedArray("weights", shape: [s], float64: weights))
         arrays.append(NamedArray("indices", shape: [s], int64: set.index))
         if sharded { arrays.append(NamedArray("shard", shape: [s], int64: set.shard)) }
+        if let history { arrays.append(history) }
         // The emitted stream: weighted batches of at most 8192 rows.
         var emitted: [RowBatch] = []
         var start = 0

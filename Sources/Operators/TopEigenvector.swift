@@ -8,7 +8,7 @@ import Glibc
 public enum TopEigenvector {
     public enum Variant: String, Sendable, CaseIterable { case randomOrder = "random-order", oja }
 
-    public static let stateVersion: UInt16 = 1
+    public static let stateVersion: UInt16 = 2   // 2: eigenvalue history
     public static let defaultHeavyMemoryMB = 256
     /// `order_suspect` when the order statistic exceeds this: P(|N(0,1)| > 5) ≈ 6·10⁻⁷ per group.
     public static let orderZLimit = 5.0
@@ -196,6 +196,9 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         var stepped: Bool
     }
     var stats: [BlockStat] = []
+    /// (rows, eigenvalue estimate, heavy rows kept) after every power step and at the end:
+    /// `eigenvalue_history.npy`.
+    var history = BoundedHistory(width: 3)
 
     public init(columns: Int, blocks: Int?, rowsKnown: Int64?, heavyMemoryMB: Int, seed: UInt64, shard: Int64, purpose: UInt32) {
         let d = columns
@@ -451,6 +454,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         flushChunk()
         step()
         recordStats(stepped: true)
+        history.record([Double(rows), eigenvalueEstimate(), Double(heavyCount)])
         advanceBlock()
     }
 
@@ -551,7 +555,9 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
             eigenvalue = value
             exact = true
         }
-        return OperatorOutput(arrays: [NamedArray("vector", shape: [columns], float64: TopEigenvector.signFixed(vector))],
+        let final = [Double(rows), eigenvalue, Double(heavyCount)]
+        return OperatorOutput(arrays: [NamedArray("vector", shape: [columns], float64: TopEigenvector.signFixed(vector))]
+                                  + [history.array("eigenvalue_history", closing: final)].compactMap { $0 },
                               summary: summaryPairs(eigenvalue: eigenvalue, exact: exact, extra: nil))
     }
 
@@ -593,6 +599,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         w.f64s(Array(chunk[0..<chunkCount * columns])); w.f64s(Array(coef[0..<chunkCount]))
         w.u64(UInt64(stats.count))
         for s in stats { w.i64(s.rows); w.f64(s.mass); w.f64(s.mass2); w.f64(s.lightDot); w.f64(s.lightWeight); w.bool(s.stepped) }
+        history.encode(&w)
         return w.bytes
     }
 
@@ -625,6 +632,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
             stats.append(BlockStat(rows: try r.i64(), mass: try r.f64(), mass2: try r.f64(), lightDot: try r.f64(), lightWeight: try r.f64(),
                                    stepped: try r.bool()))
         }
+        try history.decode(&r, what: "top-eigenvector")
         guard x.count == d, y.count == d, xPrev.count == d, heavyRows.count == heavyQ.count * d, heavyW.count == heavyQ.count,
               heavyAsGram || heavyCount == Int64(heavyQ.count),
               heavyGram.count == (heavyAsGram ? d * d : 0), !(heavyAsGram && !heavyRows.isEmpty),
@@ -685,6 +693,9 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
     var chunk: [Double]
     var chunkW: [Double]
     var chunkCount = 0
+    /// (rows, eigenvalue estimate, 0 heavy rows) every 1024 rows and at the end: `eigenvalue_history.npy`.
+    var history = BoundedHistory(width: 3)
+    static let historyEvery: Int64 = 1024
     /// Scratch (not state): P = A_c V.
     var p = [Double](repeating: 0, count: OjaTopEigenvector.chunkRows * OjaTopEigenvector.copies)
     let gammas = (0..<OjaTopEigenvector.copies).map { OjaTopEigenvector.gamma($0) }
@@ -771,6 +782,13 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
             for c in 0..<k { scoreCur[c] = 0 }
             weightCur = 0
         }
+        if processed % Self.historyEvery == 0 { history.record([Double(processed), eigenvalue(), 0]) }
+    }
+
+    /// The winner's score per unit weight × the total weight (summary.json's `eigenvalue`).
+    func eigenvalue() -> Double {
+        let (_, score, w) = winner()
+        return w > 0 ? score / w * weightSum : 0
     }
 
     /// Epoch ends: 1024·(2ʲ⁺¹ − 1), i.e. rows + 1024 a power of two (and a multiple of 1024).
@@ -813,7 +831,9 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         let (k, _, _) = winner()
         let d = columns, kk = OjaTopEigenvector.copies
         let vec = (0..<d).map { v[$0 * kk + k] }
-        return OperatorOutput(arrays: [NamedArray("vector", shape: [d], float64: TopEigenvector.signFixed(vec))],
+        let final = [Double(rows), eigenvalue(), 0]
+        return OperatorOutput(arrays: [NamedArray("vector", shape: [d], float64: TopEigenvector.signFixed(vec))]
+                                  + [history.array("eigenvalue_history", closing: final)].compactMap { $0 },
                               summary: summaryPairs())
     }
 
@@ -825,6 +845,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         w.f64s(v); w.f64s(scorePrev); w.f64s(scoreCur); w.f64(weightPrev); w.f64(weightCur)
         w.u64(UInt64(chunkCount))
         w.f64s(Array(chunk[0..<chunkCount * columns])); w.f64s(Array(chunkW[0..<chunkCount]))
+        history.encode(&w)
         return w.bytes
     }
 
@@ -841,6 +862,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         v = try r.f64s(); scorePrev = try r.f64s(); scoreCur = try r.f64s(); weightPrev = try r.f64(); weightCur = try r.f64()
         chunkCount = Int(try r.u64())
         let ch = try r.f64s(), cw = try r.f64s()
+        try history.decode(&r, what: "top-eigenvector")
         guard v.count == d * k, scorePrev.count == k, scoreCur.count == k, chunkCount < OjaTopEigenvector.chunkRows,
               ch.count == chunkCount * d, cw.count == chunkCount, processed % Int64(OjaTopEigenvector.chunkRows) == 0,
               rows == processed + Int64(chunkCount),

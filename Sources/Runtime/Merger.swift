@@ -80,7 +80,7 @@ public struct Merger: Sendable {
             ("rows_quarantined", .int(0)), ("bytes_in", .int(0)), ("seconds", .double((seconds * 1000).rounded() / 1000)),
             ("rows_per_s", .double(0)), ("manifest_sha256", .string(spec.sha256)), ("seed", .int(0)), ("shard", .int(0)),
             ("version", .string(RowflowVersion.string)), ("resumed_from_row", .int(0)),
-            ("merged_from", .array(inputs.map { .string($0) })),
+            ("merged_from", .array(inputs.map { .string($0) })), ("manifest", .string(manifestPath)),
             ("operators", .array(spec.operators.map { .string($0.id) })),
         ]))
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EngineCore
 import Manifest
+import Report
 import Runtime
 #if canImport(Glibc)
 import Glibc
@@ -13,7 +14,7 @@ struct Rowflow: ParsableCommand {
         commandName: "rowflow",
         abstract: "Streaming numerical linear algebra on row streams: one pass, bounded memory, honest error bounds.",
         version: RowflowVersion.string,
-        subcommands: [Run.self, Validate.self, Operators.self, Merge.self, Inspect.self, Gen.self])
+        subcommands: [Run.self, Validate.self, Operators.self, Merge.self, Inspect.self, Gen.self, ReportCommand.self])
 }
 
 func fail(_ e: EngineError) -> Never {
@@ -86,6 +87,16 @@ struct Inspect: ParsableCommand {
     @Argument var path: String
     func run() throws {
         do { print(try Inspector.describe(path)) } catch { fail(error) }
+    }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report", abstract: "Write a self-contained HTML page (inline SVG plots) for a run directory.")
+    @Argument(help: "The --out directory of a `rowflow run` (or merge).") var runDir: String
+    @Option(help: "The HTML file to write (default <run-dir>/report.html).") var out: String?
+    func run() throws {
+        do { try ReportBuilder.write(runDirectory: runDir, out: out ?? runDir + "/report.html") } catch { fail(error) }
     }
 }
 

@@ -64,6 +64,7 @@ import Testing
                  "s/singular_values.npy", "s/right_vectors.npy", "s/mean.npy", "s/explained_variance.npy", "s/summary.json", "s/state.bin",
                  "t/singular_values.npy", "t/right_vectors.npy", "t/summary.json", "t/state.bin",
                  "e/vector.npy", "e/summary.json", "o/vector.npy", "o/summary.json",
+                 "e/eigenvalue_history.npy", "o/eigenvalue_history.npy", "cs/kept_history.npy", "h/residual_history.npy",
                  "cs/rows.npy", "cs/targets.npy", "cs/weights.npy", "cs/indices.npy", "cs/summary.json", "cs/state.bin",
                  "csg/solution.npy", "csg/gram.npy", "csg/summary.json",
                  "cs1/rows.npy", "cs1/targets.npy", "cs1/weights.npy", "cs1/indices.npy", "cs1/summary.json", "cs1/state.bin",
