@@ -75,6 +75,16 @@ public struct Merger: Sendable {
         }
         let full = parts.filter { !$0.isEmpty }
         guard let first = full.first else {
+            if out == nil, let stateOut {
+                // A tree reduction may pair two empty shards: their merge is an empty blob covering both.
+                let blob = StateBlob(manifestSHA256: digest, seed: parts.first?.seed ?? 0, rowsRead: 0,
+                                     rowsSkipped: UInt64(parts.reduce(0) { $0 + $1.skipped }),
+                                     rowsQuarantined: UInt64(parts.reduce(0) { $0 + $1.quarantined }),
+                                     bytesIn: UInt64(parts.reduce(0) { $0 + $1.bytesIn }),
+                                     shards: parts.flatMap { $0.shards ?? [] }.sorted(), operators: []).encoded()
+                if stateOut == "-" { stdout(Base64.encode(blob) + "\n") } else { try FileBytes.writeAtomically(blob, to: stateOut, sync: true) }
+                return
+            }
             throw .data("merge", "no rows: every input is an empty shard")
         }
 

@@ -130,6 +130,13 @@ import Testing
         #expect(try loadJSON(dir + "/me/run.json")["rows_read"] as? Int == 4)
         let none = rowflow(["merge", csv, dir + "/e.txt", "--out", dir + "/mn"])
         #expect(none.status == 65 && none.stderr.contains("empty shard"), "\(none.stderr)")
+        // …but two empty shards in a tree reduction merge into an empty blob covering both.
+        let e2 = rowflow(["run", csv, "--input", dir + "/empty.csv", "--shard", "4", "--state-out", dir + "/e4.blob"])
+        #expect(e2.status == 0)
+        let pair = rowflow(["merge", csv, dir + "/e.txt", dir + "/e4.blob", "--state-out", "-"])
+        #expect(pair.status == 0, "\(pair.stderr)")
+        writeFile(dir + "/pair.txt", pair.stdout)
+        #expect(rowflow(["inspect", dir + "/pair.txt"]).stdout.contains("shards: 3, 4"))
         // Without --shard an empty input is still "no rows".
         #expect(rowflow(["run", csv, "--input", dir + "/empty.csv", "--state-out", "-"]).status == 65)
         // Known shape (f32): also an empty blob, merged with a full one.
