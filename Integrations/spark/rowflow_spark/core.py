@@ -46,6 +46,13 @@ class RowflowBinary:
 
     def resolve(self) -> Tuple[str, Dict[str, str]]:
         exe = _locate(self.path, executable=True)
+        if not os.access(exe, os.X_OK):
+            # Spark unpacks --archives without file modes (the executable bit is lost); the unpacked copy is the
+            # task's own, so restore it.
+            try:
+                os.chmod(exe, os.stat(exe).st_mode | 0o111)
+            except OSError as e:
+                raise PermissionError(f"rowflow_spark: {exe} is not executable and cannot be made so: {e}") from e
         env = dict(os.environ)
         env.update(self.env)
         # The trap of pipe(env=...): a replaced environment loses PATH and the library path. Keep the task's

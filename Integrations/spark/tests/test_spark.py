@@ -257,3 +257,26 @@ def test_cli_with_tree_merge(spark, data, rowflow, tmp_path, capsys):
 def test_task_error_names_code_and_message():
     e = RowflowTaskError(4, 65, "rowflow: error: -:3:2: bad value")
     assert "exit code 65 on shard 4" in str(e) and "bad value" in str(e)
+
+
+def test_binary_shipped_as_an_archive(spark, rowflow, tmp_path):
+    """package-rowflow.sh's archive through addArchive (what spark-submit --archives does): the task finds
+    rf/bin/rowflow relative to SparkFiles and loads the libraries shipped beside it."""
+    from pyspark import SparkFiles
+
+    archive = tmp_path / "rowflow-test.tar"
+    subprocess.run([os.path.join(os.path.dirname(os.path.dirname(__file__)), "package-rowflow.sh"), rowflow, str(archive)],
+                   check=True, capture_output=True)
+    sc = spark.sparkContext
+    sc.addArchive(str(archive) + "#rf")
+    m = tmp_path / "m.yaml"
+    m.write_text("version: 1\nsource: { format: csv, columns: 2 }\noperators: [{ id: g, op: gram }]\n")
+    shipped = RowflowBinary("rf/bin/rowflow", lib_dir="rf/lib")
+    states = text_states(sc, sc.parallelize(["1,2", "3,4", "5,6"], 2), str(m), shipped).collect()
+    merge_on_driver(states, str(m), str(tmp_path / "o"), RowflowBinary(rowflow))
+    assert load(str(tmp_path / "o"), "g/gram.npy").tolist() == [[35.0, 44.0], [44.0, 56.0]]
+    root = os.path.join(SparkFiles.getRootDirectory(), "rf")
+    exe, env = shipped.resolve()
+    assert exe == os.path.join(root, "bin", "rowflow") and env["LD_LIBRARY_PATH"].startswith(os.path.join(root, "lib"))
+    libs = subprocess.run(["ldd", exe], env={"LD_LIBRARY_PATH": env["LD_LIBRARY_PATH"]}, capture_output=True, text=True).stdout
+    assert os.path.join(root, "lib", "libswiftCore.so") in libs
