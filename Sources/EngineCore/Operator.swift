@@ -75,6 +75,13 @@ public protocol StreamOperator: Sendable {
     mutating func finish() throws(EngineError) -> OperatorOutput
     /// The operator's complete state, versioned by the operator (the engine adds the envelope).
     func encodeState() -> [UInt8]
+    /// The current value of arrays worth following during the stream (truncated-svd's factors under `decay`),
+    /// which `--emit-every` writes to `<out>/<id>/current/` beside its JSON line. Most operators have none.
+    func currentArrays() -> [NamedArray]
+}
+
+extension StreamOperator {
+    public func currentArrays() -> [NamedArray] { [] }
 }
 
 /// Operators whose states combine: shard runs merge into the answer of one run (DESIGN.md §7).

@@ -56,9 +56,17 @@ public struct RowBatch: Sendable {
     /// Empties the batch for reuse; buffers keep their capacity.
     public mutating func reset() { count = 0; stagedStart = 0 }
 
-    /// Gives the batch a float32 staging area (see `staged`).
-    public mutating func enableStaging() {
-        if staged == nil { staged = [Float](repeating: 0, count: columns * capacity) }
+    /// Staged rows carry the target after the features (raw rows `features…, target`).
+    public private(set) var stagedTarget = false
+    /// Floats per staged row.
+    var stagedStride: Int { columns + (stagedTarget ? 1 : 0) }
+
+    /// Gives the batch a float32 staging area (see `staged`); `withTarget`: each staged row ends with the
+    /// target, which `materialize()` moves to `targets`.
+    public mutating func enableStaging(withTarget: Bool = false) {
+        precondition(!withTarget || targets != nil, "a staged target needs a batch with targets")
+        stagedTarget = withTarget
+        if staged == nil { staged = [Float](repeating: 0, count: stagedStride * capacity) }
     }
 
     /// Rows staged but not yet converted.
@@ -67,10 +75,10 @@ public struct RowBatch: Sendable {
     /// Gives `body` the staging area from row `row` on (pointer, bytes of room) to write float32 rows into;
     /// `commitStaged` then appends them.
     public mutating func withStaging<R>(fromRow row: Int, _ body: (UnsafeMutableRawPointer, Int) throws(EngineError) -> R) throws(EngineError) -> R {
-        let d = columns, room = (capacity - row) * columns * 4
+        let stride = stagedStride, room = (capacity - row) * stride * 4
         var result: Result<R, EngineError>!
         staged!.withUnsafeMutableBytes { p in
-            result = Result { () throws(EngineError) -> R in try body(p.baseAddress! + row * d * 4, room) }
+            result = Result { () throws(EngineError) -> R in try body(p.baseAddress! + row * stride * 4, room) }
         }
         return try result.get()
     }
@@ -87,26 +95,38 @@ public struct RowBatch: Sendable {
     /// only taken when non-finite values are not allowed and bad rows fail the run).
     public mutating func materialize() throws(EngineError) {
         guard let st = staged, count > stagedStart else { stagedStart = count; return }
-        let d = columns, from = stagedStart, to = count
+        let d = columns, stride = stagedStride, from = stagedStart, to = count
         var bad: Int?
         features.withUnsafeMutableBufferPointer { f in
             st.withUnsafeBufferPointer { s in
                 for r in from..<to {
                     var probe: Double = 0
-                    let base = r * d
+                    let src = r * stride, dst = r * d
                     for j in 0..<d {
-                        let v = Double(s[base + j])
-                        f[base + j] = v
+                        let v = Double(s[src + j])
+                        f[dst + j] = v
                         probe += v * 0   // NaN iff some value is not finite
                     }
                     if probe.isNaN && bad == nil { bad = r }
                 }
             }
         }
+        if stagedTarget {
+            targets!.withUnsafeMutableBufferPointer { t in
+                st.withUnsafeBufferPointer { s in
+                    for r in from..<to {
+                        let v = Double(s[r * stride + d])
+                        t[r] = v
+                        if !v.isFinite && (bad == nil || r < bad!) { bad = r }
+                    }
+                }
+            }
+        }
         stagedStart = count
         if let r = bad {
-            let j = (0..<d).first { !features[r * d + $0].isFinite }!
-            throw .data("\(stagedSource): row \(indices[r] - stagedRowBase + 1)", "non-finite value \(features[r * d + j]) in column \(j + 1)",
+            let raw = (0..<stride).map { Double(st[r * stride + $0]) }
+            let j = raw.firstIndex { !$0.isFinite }!
+            throw .data("\(stagedSource): row \(indices[r] - stagedRowBase + 1)", "non-finite value \(raw[j]) in column \(j + 1)",
                         hint: "set source.allow_nonfinite: true, or on_bad_row: skip")
         }
     }

@@ -33,6 +33,11 @@ public struct RowLayout: Sendable, Equatable {
     public let hasWeight: Bool
     /// True when every raw field is a feature in order (the fast path).
     public let isIdentity: Bool
+    /// True when the raw fields are the features in order followed by the target (the fast path with a target).
+    public var isFeaturesThenTarget: Bool {
+        hasTarget && !hasWeight && rawColumns == features + 1 && roles[rawColumns - 1] == .target
+            && (0..<features).allSatisfy { roles[$0] == .feature($0) }
+    }
 
     public init(rawColumns c: Int, config: SourceConfig, where location: String) throws(EngineError) {
         var roles = [Role](repeating: .drop, count: c)

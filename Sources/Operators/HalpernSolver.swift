@@ -20,13 +20,17 @@ public struct HalpernConfig: Sendable, Equatable {
     public var maxOracleCalls: Int64?
     /// Re-anchor when the residual has halved (linear convergence on strongly monotone problems).
     public var restarts: Bool
+    /// vr-halpern on regression problems: draw mini-batch rows ∝ w_i‖a_i‖² instead of uniformly (keeps n
+    /// prefix sums in RAM; the step then uses the mean, not the maximum, of the row norms).
+    public var importanceSampling: Bool
 
     public init(problem: HalpernProblem, varianceReduced: Bool = true, lambda: Double = 0,
                 lower: Double = -.infinity, upper: Double = .infinity, tolerance: Double = 1e-8,
-                maxOracleCalls: Int64? = nil, restarts: Bool = true) {
+                maxOracleCalls: Int64? = nil, restarts: Bool = true, importanceSampling: Bool = false) {
         self.problem = problem; self.varianceReduced = varianceReduced; self.lambda = lambda
         self.lower = lower; self.upper = upper; self.tolerance = tolerance
         self.maxOracleCalls = maxOracleCalls; self.restarts = restarts
+        self.importanceSampling = importanceSampling
     }
 }
 
@@ -51,12 +55,24 @@ public struct HalpernConfig: Sendable, Equatable {
 ///   expected full-pass cost is O(n log k); the 1/√n floor (the paper's finite-sum choice) keeps the
 ///   estimator's accumulated variance bounded on long restart cycles at no more than the mini-batches' own
 ///   cost. Uniform sampling needs the on-average constant L_vr = n·maxᵢ w_i‖a_i‖² (+λ; /4 for logistic),
-///   computed in one pass, and η = 1/L_vr. Importance sampling (∝ ‖a_i‖², where the mean would suffice) is
-///   not implemented: it needs an O(n) alias table.
-/// - matrix games (both settings): inexact Halpern, u_{k+1} = λ_k u₀ + (1 − λ_k) z_k with z_k ≈ J_{η(F+G)}(u_k)
+///   computed in one pass, and η = 1/L_vr. With `sampling: importance` rows are drawn ∝ w_i‖a_i‖² (inverse
+///   CDF over n prefix sums built in the norm pass: 8 bytes of RAM per row) and the estimator divides by
+///   the draw probability, so the mean suffices: L_vr = Σᵢ w_i‖a_i‖² = trace(AᵀWA).
+/// - matrix games, `halpern`: inexact Halpern, u_{k+1} = λ_k u₀ + (1 − λ_k) z_k with z_k ≈ J_{η(F+G)}(u_k)
 ///   computed by the warm-started fixed-point iteration z ← Π(u_k − ηF(z)) (a contraction: η = 0.45/‖B‖₂),
-///   stopped when its step is ≤ η·r_anchor/(k+2)². The variance-reduced inner solver of Algorithm 2
-///   (VR-FoRB) is NOT implemented yet: `vr-halpern` runs this deterministic inner loop for games.
+///   stopped when its step is ≤ η·r_anchor/(k+2)².
+/// - matrix games, `vr-halpern` (Algorithm 2): the same inexact Halpern with η = 1/‖B‖₂, the resolvent
+///   computed by the loopless variance-reduced extragradient of Alacaoglu & Malitsky (2022) on the strongly
+///   monotone inner problem 0 ∈ F(z) + (z − u_k)/η + G(z): snapshot w with F(w) from a full pass, then per
+///   inner step z̄ = (1−p)z + pw, z½ = Π(z̄ − τĝ(w)), z ← Π(z̄ − τ[ĝ(w) + (n/b)Σ_{i∈S}(F_i(z½) − F_i(w)) +
+///   (z½ − w)/η]) over b = max(⌈√n⌉, 32) rows drawn uniformly, and w ← z with probability p = b/n. The
+///   step τ = 0.9√p/L̂ uses the mini-batch's mean-square constant L̂ = 1.1‖B‖₂·√(1 + n/b) + 1/η (F_i of a
+///   row touches x_i and y only, so Σᵢ‖F_iΔ‖² = ‖BΔy‖² + Σᵢ Δx_i²‖B_i‖² ≤ ‖B‖₂²‖Δ‖²; 1.1 covers the power
+///   iteration's underestimate of ‖B‖₂). At each refresh the inner residual
+///   r = ‖w − Π(u_k − ηF(w))‖ bounds ‖w − z*‖ ≤ (3 + η‖B‖₂)·r (strong monotonicity, μ = 1/η), and w is
+///   accepted as z_k once that bound is ≤ η·r_anchor/(k+2)². For dense B a row carries 1/n of F, so uniform
+///   row sampling has no √n advantage here (Σᵢ‖F_i‖² ≈ ‖F‖²): it is the algorithm, not a speed-up, and the
+///   benchmark says so.
 /// - Restarts: u₀ ← u_k whenever the residual has halved since the last anchor.
 ///
 /// Residual (reported, exit test): ‖u − J_{ηᵣG}(u − ηᵣF(u))‖/ηᵣ at the returned point (‖F(u)‖ when G = 0),
@@ -67,21 +83,29 @@ public struct HalpernConfig: Sendable, Equatable {
 /// Oracle calls: one per component evaluation F_i (a full pass is n, a mini-batch 2b), including the
 /// setup passes (the norm pass, power iterations) and the full passes for residuals.
 /// Cost: O(d) per component evaluation at BLAS-2 speed over fixed blocks of the row store. Memory: O(d)
-/// (games: O(n + d) — the row player's strategy has one entry per row) plus one block of rows; the row store
-/// itself is on disk beyond `rowstore.memory_mb`.
+/// (games: O(n + d) — the row player's strategy has one entry per row; importance sampling: n prefix sums)
+/// plus one block of rows; the row store itself is on disk beyond `rowstore.memory_mb`.
 /// Determinism: blocks are read at fixed row positions; every random draw is addressed by
 /// (seed, shard, purpose, iteration, draw), so the state (anchor, iterate, estimator, counters) is complete
 /// and a resumed solve is byte-identical.
 /// Not promised: convergence without (restricted) strong monotonicity at the linear rate; a logistic
 /// problem on separable data with λ = 0 has no minimiser (the budget ends it).
 public struct HalpernSolver: IterativeOperator {
-    public static let stateVersion: UInt16 = 1
+    public static let stateVersion: UInt16 = 2
     static let powerIterations = 10
     static let restartFactor = 0.5
     static let innerCap = 60
     static let purposeRefresh: UInt32 = 0x4841_0001
     static let purposeSample: UInt32 = 0x4841_0002
     static let purposePower: UInt32 = 0x4841_0003
+    static let purposeInnerRefresh: UInt32 = 0x4841_0004
+    static let purposeInnerSample: UInt32 = 0x4841_0005
+    /// Algorithm 2: inner work (in full passes' worth of oracle calls) after which the next snapshot is
+    /// accepted whatever its residual, so a too-tight inner tolerance cannot stall the outer iteration.
+    static let innerPassCap = 64
+    /// Algorithm 2's smallest mini-batch: below it a row read costs less than the O(n + d) projections of an
+    /// inner step, so tiny batches only add steps.
+    static let minGameBatch = 32
 
     enum Phase: UInt8 { case scan = 0, power = 1, start = 2, iterate = 3, done = 4 }
 
@@ -114,6 +138,8 @@ public struct HalpernSolver: IterativeOperator {
     /// F(iterate) when `fresh` (regression), the VR estimate otherwise; games: F(inner).
     var estimate: [Double] = []
     var inner: [Double] = []
+    /// Algorithm 2 (VR games): the extragradient snapshot w; `estimate` holds F(w).
+    var snapshot: [Double] = []
     var innerJ = 0
     var k: Int64 = 0
     var t: Int64 = 0
@@ -133,6 +159,9 @@ public struct HalpernSolver: IterativeOperator {
     var tmp: [Double] = []
     var work: [Double] = []
     var sortBuffer: [Double] = []
+    /// Importance sampling: prefix sums of w_i‖a_i‖² (n + 1), rebuilt by a pass when missing after a restore.
+    var cumulative: [Double] = []
+    var vrScratch: [[Double]] = []
 
     public init(config: HalpernConfig, columns: Int, hasTarget: Bool, seed: UInt64 = 0, shard: Int64 = 0, purpose: UInt32 = 0) {
         self.config = config
@@ -150,6 +179,7 @@ public struct HalpernSolver: IterativeOperator {
     /// λ inside F (ridge, logistic); lasso's λ lives in G.
     var smoothLambda: Double { config.problem == .ridge || config.problem == .logistic ? config.lambda : 0 }
     var curvature: Double { config.problem == .logistic ? 0.25 : 1 }
+    var importance: Bool { config.importanceSampling && config.varianceReduced && !isGame }
 
     // MARK: stream
 
@@ -174,7 +204,13 @@ public struct HalpernSolver: IterativeOperator {
         case .start:
             start(rows)
         case .iterate:
-            if isGame { gameStep(rows) } else if config.varianceReduced { vrStep(rows) } else { deterministicStep(rows) }
+            if isGame {
+                if config.varianceReduced { vrGameStep(rows) } else { gameStep(rows) }
+            } else if config.varianceReduced {
+                vrStep(rows)
+            } else {
+                deterministicStep(rows)
+            }
         case .done:
             break
         }
@@ -193,6 +229,7 @@ public struct HalpernSolver: IterativeOperator {
         var b = batchBuffer(rows)
         let d = columns
         var start = 0
+        if importance { cumulative = [0]; cumulative.reserveCapacity(n + 1) }
         while start < n {
             rows.read(start, blockRows, into: &b)
             for r in 0..<b.count {
@@ -201,6 +238,7 @@ public struct HalpernSolver: IterativeOperator {
                 let w = isGame ? 1 : b.weight(r)
                 maxComponent = max(maxComponent, w * s)
                 trace += w * s
+                if importance { cumulative.append(trace) }
             }
             start += b.count
         }
@@ -214,6 +252,39 @@ public struct HalpernSolver: IterativeOperator {
         } else {
             phase = .start
         }
+    }
+
+    /// The prefix sums again after a restore (same rows, same order, so the same sums); not an oracle cost of
+    /// the solve, so not counted — a resumed solve reports what the uninterrupted one does.
+    mutating func rebuildCumulative(_ rows: RowStoreReader) {
+        var b = batchBuffer(rows)
+        let d = columns
+        var total = 0.0
+        cumulative = [0]
+        cumulative.reserveCapacity(n + 1)
+        var start = 0
+        while start < n {
+            rows.read(start, blockRows, into: &b)
+            for r in 0..<b.count {
+                var s = 0.0
+                for j in 0..<d { let v = b.features[r * d + j]; s += v * v }
+                total += b.weight(r) * s
+                cumulative.append(total)
+            }
+            start += b.count
+        }
+        scratch = b
+    }
+
+    /// The row whose prefix-sum interval holds u·total (rows of zero mass are never drawn).
+    func importanceDraw(_ u: Double) -> Int {
+        let target = u * cumulative[n]
+        var lo = 0, hi = n - 1
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if cumulative[mid + 1] > target { hi = mid } else { lo = mid + 1 }
+        }
+        return lo
     }
 
     func normalize(_ v: inout [Double]) {
@@ -266,11 +337,11 @@ public struct HalpernSolver: IterativeOperator {
         let m = dimension
         if isGame {
             lipschitz = powerEstimate.squareRoot()
-            eta = lipschitz > 0 ? 0.45 / lipschitz : 1
+            eta = lipschitz > 0 ? (config.varianceReduced ? 1 : 0.45) / lipschitz : 1
             etaResidual = trace > 0 ? 1 / trace.squareRoot() : 1
         } else {
             lipschitz = config.varianceReduced
-                ? Double(n) * maxComponent * curvature + smoothLambda
+                ? (importance ? trace : Double(n) * maxComponent) * curvature + smoothLambda
                 : powerEstimate * curvature + smoothLambda
             eta = lipschitz > 0 ? 1 / lipschitz : 1
             let lr = trace * curvature + smoothLambda
@@ -286,6 +357,7 @@ public struct HalpernSolver: IterativeOperator {
         anchor = a0
         iterate = anchor
         inner = anchor
+        snapshot = isGame && config.varianceReduced ? anchor : []
         estimate = [Double](repeating: 0, count: m)
         work = [Double](repeating: 0, count: m)
         evaluateFresh(rows)
@@ -301,6 +373,7 @@ public struct HalpernSolver: IterativeOperator {
     /// (and gap, value); n oracle calls.
     mutating func evaluateFresh(_ rows: RowStoreReader) {
         if isGame { inner = iterate }
+        if !snapshot.isEmpty { snapshot = iterate }
         fullF(rows, at: isGame ? inner : iterate)
         fresh = true
         residual = forwardBackwardResidual(iterate, estimate, step: etaResidual)
@@ -476,6 +549,8 @@ public struct HalpernSolver: IterativeOperator {
         var next = [Double](repeating: 0, count: iterate.count)
         var one = RowBatch(columns: columns, capacity: 1, hasTarget: rows.hasTarget, hasWeight: true)
         let d = columns, problem = config.problem, scale = Double(n) / Double(b), lam = smoothLambda
+        if importance && cumulative.count != n + 1 { rebuildCumulative(rows) }
+        let total = importance ? cumulative[n] : 0
         repeat {
             if fresh {
                 if shouldStop() { phase = .done; return }
@@ -494,12 +569,15 @@ public struct HalpernSolver: IterativeOperator {
                 evaluateFresh(rows)
             } else {
                 for j in 0..<b {
-                    let i = min(n - 1, Int(sampler.uniform(index: UInt64(t), lane: UInt32(j)) * Double(n)))
+                    let u = sampler.uniform(index: UInt64(t), lane: UInt32(j))
+                    let i = importance ? importanceDraw(u) : min(n - 1, Int(u * Double(n)))
                     rows.read(i, 1, into: &one)
-                    var zNew = 0.0, zOld = 0.0
-                    for q in 0..<d { let a = one.features[q]; zNew += a * next[q]; zOld += a * iterate[q] }
+                    var zNew = 0.0, zOld = 0.0, norm2 = 0.0
+                    for q in 0..<d { let a = one.features[q]; zNew += a * next[q]; zOld += a * iterate[q]; norm2 += a * a }
                     let y = one.targets?[0] ?? 0
-                    let c = scale * one.weight(0) * (Self.derivative(problem, zNew, y) - Self.derivative(problem, zOld, y))
+                    let diff = Self.derivative(problem, zNew, y) - Self.derivative(problem, zOld, y)
+                    // Uniform: (n/b)·w_i·ΔF_i. Importance, q_i = w_i‖a_i‖²/T: w_i·ΔF_i/(b·q_i) = T·ΔF_i/(b‖a_i‖²).
+                    let c = importance ? (norm2 > 0 ? total / (Double(b) * norm2) * diff : 0) : scale * one.weight(0) * diff
                     if c != 0 { for q in 0..<d { estimate[q] += c * one.features[q] } }
                 }
                 if lam != 0 { for q in 0..<d { estimate[q] += lam * (next[q] - iterate[q]) } }
@@ -541,6 +619,82 @@ public struct HalpernSolver: IterativeOperator {
         }
     }
 
+    /// Algorithm 2 for games: inner VR-extragradient steps (and the outer updates they complete) until about
+    /// n oracle calls were spent. Invariant between inner steps: `estimate` = F(`snapshot`).
+    mutating func vrGameStep(_ rows: RowStoreReader) {
+        let callsAtStart = oracleCalls
+        let m = n + columns, d = columns
+        let b = min(n, max(Self.minGameBatch, Int(Double(n).squareRoot().rounded(.up))))
+        let p = min(1, Double(b) / Double(n))
+        let normB = 1.1 * lipschitz
+        let lHat = normB * (1 + Double(n) / Double(b)).squareRoot() + 1 / eta
+        let tau = 0.9 * p.squareRoot() / lHat
+        let scale = Double(n) / Double(b)
+        let refresh = CounterRandom(seed: seed, shard: shard, purpose: purpose ^ Self.purposeInnerRefresh)
+        let sampler = CounterRandom(seed: seed, shard: shard, purpose: purpose ^ Self.purposeInnerSample)
+        let innerCap = Self.innerPassCap * n / (2 * b) + 1
+        if vrScratch.count != 4 || vrScratch[0].count != m { vrScratch = [[Double]](repeating: [Double](repeating: 0, count: m), count: 4) }
+        var zbar = vrScratch[0], g = vrScratch[1], half = vrScratch[2], dir = vrScratch[3]
+        vrScratch = []
+        defer { vrScratch = [zbar, g, half, dir] }
+        var one = RowBatch(columns: columns, capacity: 1, hasTarget: rows.hasTarget, hasWeight: true)
+        repeat {
+            if innerJ == 0 {
+                // `iterate` was just evaluated: residual and gap are current.
+                if shouldStop() { phase = .done; return }
+                maybeRestart()
+            } else if oracleCalls >= budget {
+                phase = .done  // `iterate` has not moved since its fresh evaluation
+                return
+            }
+            // ĝ(w) = F(w) + (w − u_k)/η, the inner operator at the snapshot.
+            for i in 0..<m {
+                zbar[i] = (1 - p) * inner[i] + p * snapshot[i]
+                g[i] = estimate[i] + (snapshot[i] - iterate[i]) / eta
+                half[i] = zbar[i] - tau * g[i]
+            }
+            applyResolvent(&half, step: tau)
+            // dir = ĝ(w) + (z½ − w)/η + (n/b)Σ_{i∈S}(F_i(z½) − F_i(w)); F_i(x, y) = (e_i·B_i y, −x_i·B_iᵀ).
+            for i in 0..<m { dir[i] = g[i] + (half[i] - snapshot[i]) / eta }
+            for j in 0..<b {
+                let i = min(n - 1, Int(sampler.uniform(index: UInt64(t), lane: UInt32(j)) * Double(n)))
+                rows.read(i, 1, into: &one)
+                var dy = 0.0
+                for q in 0..<d { dy += one.features[q] * (half[n + q] - snapshot[n + q]) }
+                dir[i] += scale * dy
+                let dx = scale * (half[i] - snapshot[i])
+                if dx != 0 { for q in 0..<d { dir[n + q] -= dx * one.features[q] } }
+            }
+            oracleCalls += Int64(2 * b)
+            var z = inner
+            inner = []
+            for i in 0..<m { z[i] = zbar[i] - tau * dir[i] }
+            applyResolvent(&z, step: tau)
+            inner = z
+            innerJ += 1
+            t += 1
+            fresh = false
+            if innerJ >= innerCap || refresh.uniform(index: UInt64(t)) < p {
+                snapshot = inner
+                fullF(rows, at: snapshot)
+                // ‖w − z*‖ ≤ (3 + η‖B‖)·‖w − Π(u_k − ηF(w))‖ (μ = 1/η strong monotonicity of the inner problem).
+                for i in 0..<m { half[i] = iterate[i] - eta * estimate[i] }
+                applyResolvent(&half, step: eta)
+                var r = 0.0
+                for i in 0..<m { let e = snapshot[i] - half[i]; r += e * e }
+                let kk = Double(k + 2)
+                if (3 + eta * normB) * r.squareRoot() <= eta * anchorResidual / (kk * kk) || innerJ >= innerCap {
+                    let lam = 1 / kk
+                    for i in 0..<m { iterate[i] = lam * anchor[i] + (1 - lam) * snapshot[i] }
+                    k += 1; iterations += 1
+                    innerJ = 0
+                    evaluateFresh(rows)
+                    if shouldStop() { phase = .done; return }
+                }
+            }
+        } while oracleCalls - callsAtStart < Int64(n)
+    }
+
     // MARK: outputs
 
     public func currentSummary() -> [(String, JSON)] {
@@ -574,7 +728,7 @@ public struct HalpernSolver: IterativeOperator {
         w.f64(maxComponent); w.f64(trace); w.f64(maxAbs)
         w.u64(UInt64(powerIter)); w.f64s(powerVector); w.f64(powerEstimate)
         w.f64(lipschitz); w.f64(eta); w.f64(etaResidual)
-        w.f64s(anchor); w.f64s(iterate); w.f64s(estimate); w.f64s(inner); w.u64(UInt64(innerJ))
+        w.f64s(anchor); w.f64s(iterate); w.f64s(estimate); w.f64s(inner); w.f64s(snapshot); w.u64(UInt64(innerJ))
         w.i64(k); w.i64(t); w.i64(iterations); w.i64(oracleCalls); w.i64(restartCount)
         w.bool(fresh); w.f64(residual); w.f64(initialResidual); w.f64(anchorResidual)
         w.f64(gap); w.f64(value); w.bool(converged)
@@ -597,6 +751,7 @@ public struct HalpernSolver: IterativeOperator {
         powerIter = Int(try r.u64()); powerVector = try r.f64s(); powerEstimate = try r.f64()
         lipschitz = try r.f64(); eta = try r.f64(); etaResidual = try r.f64()
         anchor = try r.f64s(); iterate = try r.f64s(); estimate = try r.f64s(); inner = try r.f64s()
+        snapshot = try r.f64s()
         innerJ = Int(try r.u64())
         k = try r.i64(); t = try r.i64(); iterations = try r.i64(); oracleCalls = try r.i64(); restartCount = try r.i64()
         fresh = try r.bool(); residual = try r.f64(); initialResidual = try r.f64(); anchorResidual = try r.f64()
@@ -605,7 +760,8 @@ public struct HalpernSolver: IterativeOperator {
         let iterating = phase == .iterate || phase == .done
         guard r.remaining == 0, n >= 0, n <= 1 << 40,
               powerVector.count == (powerVector.isEmpty ? 0 : columns),
-              !iterating || (anchor.count == m && iterate.count == m && estimate.count == m && inner.count == m) else {
+              !iterating || (anchor.count == m && iterate.count == m && estimate.count == m && inner.count == m),
+              snapshot.isEmpty || snapshot.count == m else {
             throw .data(context, "halpern-solver state is inconsistent (array lengths or trailing bytes)")
         }
         if iterating { work = [Double](repeating: 0, count: m) }

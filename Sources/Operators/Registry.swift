@@ -298,6 +298,8 @@ let halpernDescriptor = OperatorDescriptor(
                       doc: "budget of component evaluations (absent: 1000·n); when hit the run succeeds with converged: false"),
         ParameterSpec("restarts", .bool, default: .bool(true),
                       doc: "re-anchor whenever the residual has halved (linear convergence on strongly monotone problems)"),
+        ParameterSpec("sampling", .choice(["uniform", "importance"]), default: .string("uniform"),
+                      doc: "vr-halpern mini-batches on regression problems: uniform rows (step from max‖a_i‖², O(1) memory) or ∝ ‖a_i‖² (step from the mean; n prefix sums in RAM)"),
     ],
     outputs: ["solution"], mergeable: false, multiPass: true, stateVersion: HalpernSolver.stateVersion,
     check: { p, hasTarget in
@@ -324,7 +326,7 @@ func halpernConfig(_ p: ParamValues) -> HalpernConfig {
                   varianceReduced: p.string("algorithm") != "halpern", lambda: p.double("lambda") ?? 0,
                   lower: p.double("lower") ?? -.infinity, upper: p.double("upper") ?? .infinity,
                   tolerance: p.double("tolerance") ?? 1e-8, maxOracleCalls: p.int("max_oracle_calls"),
-                  restarts: p.bool("restarts") ?? true)
+                  restarts: p.bool("restarts") ?? true, importanceSampling: p.string("sampling") == "importance")
 }
 
 let dppSampleDescriptor = OperatorDescriptor(

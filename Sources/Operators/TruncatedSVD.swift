@@ -613,6 +613,16 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         return scalars(r) + [("singular_values", .array(r.singularValues.map { .double($0) }))]
     }
 
+    /// The factors so far (singular values, right vectors, and the mean when centring), for `--emit-every`:
+    /// with `decay` < 1 they follow a drifting stream.
+    public func currentArrays() -> [NamedArray] {
+        guard rows > 0, let r = try? result() else { return [] }
+        var arrays = [NamedArray("singular_values", shape: [config.rank], float64: r.singularValues),
+                      NamedArray("right_vectors", shape: [config.rank, columns], float64: r.rightVectors)]
+        if let m = r.mean { arrays.append(NamedArray("mean", shape: [columns], float64: m)) }
+        return arrays
+    }
+
     public mutating func finish() throws(EngineError) -> OperatorOutput {
         let r = try result()
         let k = config.rank, d = columns

@@ -49,8 +49,10 @@ final class BinaryDecoder: RowDecoder {
     /// Float32 rows that can go to a batch's staging area untouched: nothing to select or reorder, no value
     /// allowed to be non-finite and a bad row fails the run (so the check can wait for `materialize()`).
     var stagesFloat32: Bool {
-        element == .f4 && layout!.isIdentity && isLittleEndianHost && config.onBadRow == .fail && !config.allowNonfinite
+        element == .f4 && (layout!.isIdentity || stagesTarget) && isLittleEndianHost && config.onBadRow == .fail && !config.allowNonfinite
     }
+    /// Staged rows end with the target (features in order, then the target: `target: last`).
+    var stagesTarget: Bool { layout!.isFeaturesThenTarget }
 
     func fill(_ batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) -> Bool {
         let layout = layout!

@@ -206,6 +206,8 @@ public final class SourceReader: @unchecked Sendable {
 
     /// Whether batches with a staging area take the float32 fast path on this input.
     public var stagesFloat32: Bool { (decoder as? BinaryDecoder)?.stagesFloat32 ?? false }
+    /// Staged rows carry the target last (see `RowBatch.enableStaging(withTarget:)`).
+    public var stagesTarget: Bool { (decoder as? BinaryDecoder)?.stagesTarget ?? false }
 
     public var bytesIn: Int64 { bytesInFinished + (input?.file.bytesIn ?? 0) }
     public var rowsConsumed: Int64 { decoder?.rowsConsumed ?? rowsFinished }

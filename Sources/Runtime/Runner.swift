@@ -308,7 +308,7 @@ public final class Runner: @unchecked Sendable {
         func newBatch() -> RowBatch {
             var b = RowBatch(columns: shape.columns, capacity: cap, hasTarget: shape.hasTarget, hasWeight: hasWeight)
             // Float32 input: the decode thread only decompresses into the staging area; this thread converts.
-            if options.threads > 1 && src.stagesFloat32 { b.enableStaging() }
+            if options.threads > 1 && src.stagesFloat32 { b.enableStaging(withTarget: src.stagesTarget) }
             return b
         }
 
@@ -426,7 +426,7 @@ public final class Runner: @unchecked Sendable {
             try graph.feed(r == 0 && take == batch.count ? batch : batch.slice(r, take), from: "source")
             r += take
             rowsDelivered += Int64(take)
-            if rowsDelivered % n == 0 { emitLines() }
+            if rowsDelivered % n == 0 { try emitLines() }
         }
     }
 
@@ -493,11 +493,22 @@ public final class Runner: @unchecked Sendable {
         lastCheckpointTime = monotonicSeconds()
     }
 
-    func emitLines() {
+    /// One JSON line per operator; operators with current arrays (truncated-svd's factors) also get them
+    /// written to `<out>/<id>/current/<name>.npy` (each renamed into place, so a reader never sees half a
+    /// file), named in the line as `"current"` — written before the line, so the line never points ahead.
+    func emitLines() throws(EngineError) {
         for s in spec.operators {
-            let line = JSON.object([("id", .string(s.id)), ("rows", .int(rowsDelivered)),
-                                    ("summary", .object(graph.ops[s.id]!.currentSummary()))])
-            stdout(line.encoded() + "\n")
+            let op = graph.ops[s.id]!
+            var pairs: [(String, JSON)] = [("id", .string(s.id)), ("rows", .int(rowsDelivered)),
+                                           ("summary", .object(op.currentSummary()))]
+            let arrays = op.currentArrays()
+            if !arrays.isEmpty {
+                let dir = output.operatorDir(s.id) + "/current"
+                try FileBytes.makeDirectory(dir)
+                for a in arrays { try FileBytes.writeAtomically(NpyWriter.encode(a), to: dir + "/" + a.name + ".npy") }
+                pairs.append(("current", .string(dir)))
+            }
+            stdout(JSON.object(pairs).encoded() + "\n")
         }
     }
 }

@@ -116,7 +116,7 @@ import Testing
         #expect(bad.status == 64 && bad.stderr.contains("different parameters"), "\(bad.stderr)")
     }
 
-    /// `--emit-every` streams the current singular values; `group` without `epsilon` is refused at validation
+    /// `--emit-every` streams the current singular values and factors; `group` without `epsilon` is refused at validation
     /// (exit 64, with file:line:column); a missing rank names the parameter.
     @Test func emitAndValidation() throws {
         let input = dir + "/emit.f64"
@@ -126,6 +126,14 @@ import Testing
         #expect(e.status == 0, "\(e.stderr)")
         let lines = e.stdout.split(separator: "\n")
         #expect(lines.count == 3 && lines.allSatisfy { $0.contains("\"singular_values\"") && $0.contains("\"tail_energy_bound\"") }, "\(e.stdout)")
+        // The factors stream too: the last emit (at row 3000, the end) left the current factors, which must be
+        // byte-identical to the final outputs (same state, same computation); the line names their folder.
+        #expect(lines.allSatisfy { $0.contains("\"current\":\"\(dir)/o-emit/s/current\"") }, "\(e.stdout)")
+        for name in ["singular_values", "right_vectors"] {
+            let current = try Data(contentsOf: URL(fileURLWithPath: dir + "/o-emit/s/current/\(name).npy"))
+            let final = try Data(contentsOf: URL(fileURLWithPath: dir + "/o-emit/s/\(name).npy"))
+            #expect(current == final, "\(name)")
+        }
         let g = manifest("source: { format: f64, columns: 8 }\noperators:\n  - { id: s, op: truncated-svd, params: { rank: 2, group: 3 } }\n")
         let v = rowflow(["validate", g])
         #expect(v.status == 64 && v.stderr.contains("needs params.epsilon") && v.stderr.contains(".yaml:"), "\(v.stderr)")

@@ -254,21 +254,48 @@ final class LockedLines: @unchecked Sendable {
 @Suite struct StagedFloat32Tests {
     let dir = temporaryDirectory("staged")
 
-    func decodeStaged(_ path: String, _ cfg: SourceConfig, batchRows: Int) throws -> (rows: [[Double]], indices: [Int64]) {
+    func decodeStaged(_ path: String, _ cfg: SourceConfig, batchRows: Int) throws -> (rows: [[Double]], targets: [Double], indices: [Int64]) {
         let src = try SourceReader(path: path, config: cfg, bad: BadRowHandler(policy: .fail))
         let l = src.layout!
         #expect(src.stagesFloat32)
-        var batch = RowBatch(columns: l.features, capacity: batchRows, hasTarget: false, hasWeight: false)
-        batch.enableStaging()
-        var rows: [[Double]] = [], indices: [Int64] = []
+        #expect(src.stagesTarget == l.hasTarget)
+        var batch = RowBatch(columns: l.features, capacity: batchRows, hasTarget: l.hasTarget, hasWeight: false)
+        batch.enableStaging(withTarget: src.stagesTarget)
+        var rows: [[Double]] = [], targets: [Double] = [], indices: [Int64] = []
         while true {
             batch.reset()
             let more = try src.fill(&batch, deferConversion: true)
             try batch.materialize()
-            for r in 0..<batch.count { rows.append(Array(batch.features[r * l.features..<(r + 1) * l.features])); indices.append(batch.indices[r]) }
+            for r in 0..<batch.count {
+                rows.append(Array(batch.features[r * l.features..<(r + 1) * l.features])); indices.append(batch.indices[r])
+                if let t = batch.targets { targets.append(t[r]) }
+            }
             if !more { break }
         }
-        return (rows, indices)
+        return (rows, targets, indices)
+    }
+
+    /// `target: last`: staged rows carry the target, which materialize() moves to `targets`; same rows,
+    /// targets and indices as the converting path, and a non-finite target is the same error.
+    @Test func targetLastStaged() throws {
+        let n = 20_000, c = 5
+        let values = (0..<(n * c)).map { Float(cos(Double($0)) * 10) }
+        let bytes = values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } }
+        let sink = try ByteSink(path: dir + "/t.f32.zst", zstd: true)
+        try sink.write(bytes); try sink.close()
+        var cfg = SourceConfig(); cfg.format = .f32; cfg.columns = c; cfg.target = .last
+        let ref = try decodeAll(dir + "/t.f32.zst", cfg, batchRows: 4096)
+        #expect(ref.targets.count == n && ref.rows[0].count == c - 1)
+        for b in [1, 13, 8192] {
+            let s = try decodeStaged(dir + "/t.f32.zst", cfg, batchRows: b)
+            #expect(s.rows == ref.rows && s.targets == ref.targets && s.indices == ref.indices, "batch \(b)")
+        }
+        let f = { (v: [Float]) in v.flatMap { x in withUnsafeBytes(of: x.bitPattern.littleEndian) { Array($0) } } }
+        var cfg2 = SourceConfig(); cfg2.format = .f32; cfg2.columns = 2; cfg2.target = .last
+        writeBytes(dir + "/tnan.f32", f([1, 2, 3, 4, 5, .infinity]))
+        let e = errorOf { _ = try decodeStaged(dir + "/tnan.f32", cfg2, batchRows: 8) }
+        let r = errorOf { _ = try decodeAll(dir + "/tnan.f32", cfg2) }
+        #expect(e?.location == dir + "/tnan.f32: row 3" && e?.message == r?.message, "\(String(describing: e)) vs \(String(describing: r))")
     }
 
     /// 3 columns (12-byte records never align with zstd's 128 KiB output), plain and zstd, many batch sizes.
