@@ -153,6 +153,10 @@ public final class Runner: @unchecked Sendable {
             if options.checkpointEvery != nil || options.resume {
                 throw .usage("--state-out", "checkpoints need an output directory", hint: "add --out <dir>")
             }
+            if options.emitEvery != nil {
+                throw .usage("--state-out", "--emit-every writes under the output directory (truncated-svd's current factors)",
+                             hint: "add --out <dir>")
+            }
             if spec.source.onBadRow == .quarantine {
                 throw .usage("--state-out", "on_bad_row: quarantine writes <out>/quarantine.txt and needs an output directory",
                              hint: "add --out <dir>, or use on_bad_row: skip")
