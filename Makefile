@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libopenblas-dev libzstd-dev zstd pkgconf
 BIN := .build/release/rowflow
 
-.PHONY: deps build debug demo test bench fuzz record-fixtures clean
+.PHONY: deps build debug demo test test-spark bench fuzz record-fixtures clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -39,6 +39,17 @@ demo: build
 # test would change the last bits that its byte-identity checks compare.
 test: debug
 	OPENBLAS_NUM_THREADS=1 $(SWIFT) test
+	@$(MAKE) --no-print-directory test-spark
+
+# Integrations/spark on local[2,4], driving the debug binary `debug` just built (ROWFLOW_BIN). Runs when pyspark,
+# pyarrow, pandas and java are there (.ci/run installs them); under CI=true their absence is an error.
+PYTHON ?= python3
+SPARK_ROWFLOW_BIN ?= $(CURDIR)/.build/debug/rowflow
+test-spark:
+	@if $(PYTHON) -c "import pyspark, pyarrow, pandas, numpy, pytest" 2>/dev/null && command -v java >/dev/null; then \
+	  cd Integrations/spark && ROWFLOW_BIN=$(SPARK_ROWFLOW_BIN) OPENBLAS_NUM_THREADS=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests; \
+	elif [ "$$CI" = true ]; then echo "Spark tests need java and: pip install -r Integrations/spark/requirements.txt" >&2; exit 1; \
+	else echo "skipping the Spark tests: no pyspark/java (apt-get install openjdk-17-jre-headless; pip install -r Integrations/spark/requirements.txt)"; fi
 
 bench: build
 	$(MAKE) -C Benchmarks run

@@ -3,7 +3,7 @@ import Foundation
 import RowIO
 
 /// `rowflow inspect`: a run directory (run.json and each operator's summary), a .npy file (dtype, shape, the
-/// first values) or a state file (its envelope).
+/// first values), a state file (its envelope) or a state blob (binary or base64 lines: its header and states).
 public enum Inspector {
     public static func describe(_ path: String) throws(EngineError) -> String {
         guard FileBytes.exists(path) else { throw .notFound(path, "no such file or directory") }
@@ -24,7 +24,24 @@ public enum Inspector {
             payload: \(e.payload.count) bytes
             """
         }
-        throw .usage(path, "not a run directory, .npy file or rowflow state")
+        if StateBlob.looksLikeBlob(bytes) {
+            let blobs = try StateBlob.decodeAll(bytes, context: path)
+            var lines: [String] = []
+            for (i, b) in blobs.enumerated() {
+                let form = bytes.starts(with: StateBlob.magic) ? "binary" : "base64 line \(i + 1)"
+                lines.append("\(path): rowflow state blob (format \(StateBlob.formatVersion), \(form)), checksum OK")
+                lines.append("manifest sha256: " + b.manifestSHA256.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined())
+                lines.append("shards: \(b.shards.map(String.init).joined(separator: ", ")), seed: \(b.seed)")
+                lines.append("rows read \(b.rowsRead), skipped \(b.rowsSkipped), quarantined \(b.rowsQuarantined); \(b.bytesIn) bytes in")
+                if b.isEmpty { lines.append("empty shard: no operator states (merge skips it)") }
+                for e in b.operators {
+                    let env = try StateEnvelope.decode(e.envelope, context: "\(path): '\(e.id)'")
+                    lines.append("  \(e.id): \(env.kind) (state version \(env.stateVersion)), \(env.columns) columns, target: \(env.hasTarget), \(env.payload.count) bytes, params digest \(env.paramsDigest.prefix(16))…")
+                }
+            }
+            return lines.joined(separator: "\n")
+        }
+        throw .usage(path, "not a run directory, .npy file, rowflow state or state blob")
     }
 
     /// A run directory in words: the run's status and counts, then each operator's scalars and arrays

@@ -4,42 +4,105 @@ import Manifest
 import Operators
 import RowIO
 
-/// `rowflow merge`: combines the states of shard runs (`<run-dir>/<id>/state.bin`) into the output layout of
-/// one run (DESIGN.md §7). States must come from the same manifest parameters and shape; operators that read
-/// the source must be mergeable (exit 64 otherwise); operators downstream of a merged sampler run on the
-/// merged sample. Shards are merged in the order given.
+/// `rowflow merge`: combines the states of shard runs into the output layout of one run (DESIGN.md §7).
+///
+/// Inputs are shard run directories (`<run-dir>/<id>/state.bin`), state blobs (`rowflow run --state-out`;
+/// binary files, or text files of base64 lines, one blob per line) or `-` (base64 lines on stdin). States must
+/// come from the same manifest parameters and shape; operators that read the source must be mergeable (exit 64
+/// otherwise); operators downstream of a merged sampler run on the merged sample. Inputs are merged in the
+/// order given (lines of a file in order); empty shards are skipped; a shard number met twice is refused
+/// (double counting). `--out` writes the layout of one run, `--state-out` the merged states as one blob again
+/// (for tree reductions); at least one of them.
 public struct Merger: Sendable {
     public let manifestPath: String
     public let inputs: [String]
-    public let out: String
+    public let out: String?
+    public let stateOut: String?
     let registry: OperatorRegistry
+    let stdout: @Sendable (String) -> Void
+    let stderr: @Sendable (String) -> Void
 
-    public init(manifestPath: String, inputs: [String], out: String, registry: OperatorRegistry = .standard) {
+    public init(manifestPath: String, inputs: [String], out: String?, stateOut: String? = nil, registry: OperatorRegistry = .standard,
+                stdout: @escaping @Sendable (String) -> Void = Console.out, stderr: @escaping @Sendable (String) -> Void = Console.err) {
         self.manifestPath = manifestPath
         self.inputs = inputs
         self.out = out
+        self.stateOut = stateOut
         self.registry = registry
+        self.stdout = stdout
+        self.stderr = stderr
+    }
+
+    /// One shard's contribution: its states by operator id and its counters.
+    struct Part {
+        var label: String
+        var envelopes: [String: [UInt8]]
+        var rows: Int64 = 0, skipped: Int64 = 0, quarantined: Int64 = 0, bytesIn: Int64 = 0
+        var seed: UInt64 = 0
+        /// The shard numbers it covers; nil when unknown (a run directory without run.json).
+        var shards: [Int64]?
+        var manifestSHA256: [UInt8]?
+        var isEmpty: Bool { envelopes.isEmpty }
     }
 
     public func run() throws(EngineError) {
         let started = monotonicSeconds()
         let spec = try ManifestParser.load(manifestPath, registry: registry)
-        guard !inputs.isEmpty else { throw .usage("merge", "no shard runs given") }
+        guard !inputs.isEmpty else { throw .usage("merge", "no shard runs or state blobs given") }
+        guard out != nil || stateOut != nil else { throw .usage("merge", "nowhere to write", hint: "give --out <dir>, --state-out <path>|-, or both") }
         for s in spec.consumers(of: "source") where !s.descriptor.mergeable {
             throw .usage(s.location, "operator '\(s.id)' (\(s.kind)) is not mergeable, so shard runs cannot be combined",
                          hint: s.descriptor.mergeHint ?? "run it on the whole input, or use a mergeable operator (gram, moments, truncated-svd, sensitivity-sample) on the source")
         }
-        // Every source operator's state from every shard, checked against this manifest.
-        var merged: [String: any StreamOperator] = [:]
-        var shape: StreamShape?
-        var rows: Int64 = 0
-        for (k, path) in inputs.enumerated() {
-            guard FileBytes.isDirectory(path) else {
-                throw .usage(path, "expected a shard run directory (state blobs are not supported by this build)")
+        let sources = spec.consumers(of: "source")
+        var parts: [Part] = []
+        for path in inputs { parts += try load(path, spec: spec) }
+
+        // A shard counted twice would be counted twice in every sum: refuse rather than guess.
+        var seen: [Int64: String] = [:]
+        for p in parts where !p.isEmpty {
+            for k in p.shards ?? [] {
+                if let first = seen[k] {
+                    throw .usage(p.label, "shard \(k) is also in \(first): merging it twice would count its rows twice",
+                                 hint: "give each shard once (keep only the blob of the successful attempt)")
+                }
+                seen[k] = p.label
             }
-            for s in spec.consumers(of: "source") {
-                let file = path + "/" + s.id + "/state.bin"
-                let env = try StateEnvelope.decode(try FileBytes.read(file, what: "state"), context: file)
+        }
+        let digest = StateBlob.digest(hex: spec.sha256)
+        for p in parts where p.manifestSHA256 != nil && p.manifestSHA256! != digest {
+            stderr("rowflow: warning: \(p.label): written with a manifest whose sha256 differs from \(manifestPath)'s (operator parameters are still checked)\n")
+        }
+        let full = parts.filter { !$0.isEmpty }
+        guard let first = full.first else {
+            if out == nil, let stateOut {
+                // A tree reduction may pair two empty shards: their merge is an empty blob covering both.
+                let blob = StateBlob(manifestSHA256: digest, seed: parts.first?.seed ?? 0, rowsRead: 0,
+                                     rowsSkipped: UInt64(parts.reduce(0) { $0 + $1.skipped }),
+                                     rowsQuarantined: UInt64(parts.reduce(0) { $0 + $1.quarantined }),
+                                     bytesIn: UInt64(parts.reduce(0) { $0 + $1.bytesIn }),
+                                     shards: parts.flatMap { $0.shards ?? [] }.sorted(), operators: []).encoded()
+                if stateOut == "-" { stdout(Base64.encode(blob) + "\n") } else { try FileBytes.writeAtomically(blob, to: stateOut, sync: true) }
+                return
+            }
+            throw .data("merge", "no rows: every input is an empty shard")
+        }
+
+        // Every source operator's state from every non-empty shard, checked against this manifest.
+        var merged: [String: any StreamOperator] = [:]
+        var origin: [String: StateEnvelope] = [:]
+        var shape: StreamShape?
+        for p in full {
+            for id in p.envelopes.keys where spec.op(id)?.input != "source" {
+                throw .usage(p.label, "holds a state for operator '\(id)', which does not read the source in \(manifestPath)",
+                             hint: "merge with the manifest the shards ran with")
+            }
+            for s in sources {
+                let file = FileBytes.isDirectory(p.label) ? p.label + "/" + s.id + "/state.bin" : p.label + ": '" + s.id + "'"
+                guard let bytes = p.envelopes[s.id] else {
+                    throw .usage(p.label, "no state for operator '\(s.id)' (\(s.kind))", hint: "merge with the manifest the shards ran with")
+                }
+                let env = try StateEnvelope.decode(bytes, context: file)
                 guard env.kind == s.kind else {
                     throw .usage(file, "state is of operator kind '\(env.kind)', the manifest's '\(s.id)' is '\(s.kind)'")
                 }
@@ -57,39 +120,105 @@ public struct Merger: Sendable {
                 shape = sh
                 let ctx = OperatorContext(shape: sh, seed: env.seed, shard: env.shard, purpose: CRC32C.checksum(Array(s.id.utf8)))
                 let op = try s.descriptor.restore(s.params, ctx, env.payload, file)
-                if k == 0 {
-                    merged[s.id] = op
-                } else {
-                    var acc = merged[s.id]!
+                if var acc = merged[s.id] {
                     try s.descriptor.merge!(&acc, op)
                     merged[s.id] = acc
+                } else {
+                    merged[s.id] = op
+                    origin[s.id] = env
                 }
             }
-            rows += shardRows(path)
         }
+        let rows = parts.reduce(Int64(0)) { $0 + $1.rows }
+        let shards = parts.contains { $0.shards == nil } ? nil : parts.flatMap { $0.shards! }.sorted()
+
+        if let stateOut {
+            // The merged states, enveloped as the first shard's were: finish() leaves these operators' states
+            // as they are, so no finish is needed for the blob.
+            var entries: [StateBlob.Entry] = []
+            for s in sources {
+                let o = origin[s.id]!
+                let env = StateEnvelope(kind: s.kind, stateVersion: s.descriptor.stateVersion, paramsDigest: s.params.digest,
+                                        columns: o.columns, hasTarget: o.hasTarget, shard: o.shard, seed: o.seed,
+                                        payload: merged[s.id]!.encodeState())
+                entries.append(StateBlob.Entry(id: s.id, envelope: env.encoded()))
+            }
+            let blob = StateBlob(manifestSHA256: digest, seed: first.seed, rowsRead: UInt64(rows),
+                                 rowsSkipped: UInt64(parts.reduce(0) { $0 + $1.skipped }),
+                                 rowsQuarantined: UInt64(parts.reduce(0) { $0 + $1.quarantined }),
+                                 bytesIn: UInt64(parts.reduce(0) { $0 + $1.bytesIn }),
+                                 shards: shards ?? parts.flatMap { $0.shards ?? [] }.sorted(), operators: entries).encoded()
+            if stateOut == "-" { stdout(Base64.encode(blob) + "\n") } else { try FileBytes.writeAtomically(blob, to: stateOut, sync: true) }
+        }
+        guard let out else { return }
         let writer = OutputWriter(dir: out)
         try writer.prepare()
-        let graph = try Graph(spec: spec, shape: shape!, seed: 0, shard: 0, rowStoreDir: out + "/rowstore")
+        let graph = try Graph(spec: spec, shape: shape!, seed: first.seed, shard: 0, rowStoreDir: out + "/rowstore")
         for (id, op) in merged { graph.ops[id] = op }
         try graph.finishAll { (id, o) throws(EngineError) in
             try writer.writeOperator(spec.op(id)!, output: o, state: graph.stateBytes(id))
         }
         let seconds = monotonicSeconds() - started
-        try writer.writeRunJSON(.object([
-            ("status", .string("complete")), ("rows_read", .int(rows)), ("rows_skipped", .int(0)),
-            ("rows_quarantined", .int(0)), ("bytes_in", .int(0)), ("seconds", .double((seconds * 1000).rounded() / 1000)),
-            ("rows_per_s", .double(0)), ("manifest_sha256", .string(spec.sha256)), ("seed", .int(0)), ("shard", .int(0)),
-            ("version", .string(RowflowVersion.string)), ("resumed_from_row", .int(0)),
+        var json: [(String, JSON)] = [
+            ("status", .string("complete")), ("rows_read", .int(rows)),
+            ("rows_skipped", .int(parts.reduce(0) { $0 + $1.skipped })),
+            ("rows_quarantined", .int(parts.reduce(0) { $0 + $1.quarantined })),
+            ("bytes_in", .int(parts.reduce(0) { $0 + $1.bytesIn })), ("seconds", .double((seconds * 1000).rounded() / 1000)),
+            ("rows_per_s", .double(0)), ("manifest_sha256", .string(spec.sha256)), ("seed", .int(Int64(bitPattern: first.seed))),
+            ("shard", .int(0)), ("version", .string(RowflowVersion.string)), ("resumed_from_row", .int(0)),
             ("merged_from", .array(inputs.map { .string($0) })), ("manifest", .string(manifestPath)),
-            ("operators", .array(spec.operators.map { .string($0.id) })),
-        ]))
+        ]
+        if let shards { json.append(("shards", .array(shards.map { .int($0) }))) }
+        json.append(("operators", .array(spec.operators.map { .string($0.id) })))
+        try writer.writeRunJSON(.object(json))
     }
 
-    /// rows_read of a shard run, from its run.json (0 when absent).
-    func shardRows(_ dir: String) -> Int64 {
-        guard let bytes = try? FileBytes.read(dir + "/run.json", what: "run.json") else { return 0 }
-        let text = String(decoding: bytes, as: UTF8.self)
-        guard let r = text.range(of: "\"rows_read\": ") else { return 0 }
-        return Int64(text[r.upperBound...].prefix { $0.isNumber }) ?? 0
+    /// The shard parts in one input: a run directory (one part), a blob file or stdin (one part per blob).
+    func load(_ path: String, spec: PipelineSpec) throws(EngineError) -> [Part] {
+        if path != "-" && FileBytes.isDirectory(path) { return [try loadRunDirectory(path, spec: spec)] }
+        if path != "-" && !FileBytes.exists(path) { throw .notFound(path, "no such shard run directory or state blob") }
+        let bytes = try FileBytes.read(path == "-" ? "/dev/stdin" : path, what: "state blob")
+        let label = path == "-" ? "stdin" : path
+        guard StateBlob.looksLikeBlob(bytes) else {
+            throw .usage(label, "not a shard run directory or a rowflow state blob",
+                         hint: "give run directories (rowflow run --out) or blobs (rowflow run --state-out)")
+        }
+        let blobs = try StateBlob.decodeAll(bytes, context: label)
+        return blobs.enumerated().map { (i, b) in
+            var envs: [String: [UInt8]] = [:]
+            for e in b.operators { envs[e.id] = e.envelope }
+            return Part(label: blobs.count == 1 ? label : "\(label):\(i + 1)", envelopes: envs, rows: Int64(b.rowsRead),
+                        skipped: Int64(b.rowsSkipped), quarantined: Int64(b.rowsQuarantined), bytesIn: Int64(b.bytesIn),
+                        seed: b.seed, shards: b.shards, manifestSHA256: b.manifestSHA256)
+        }
+    }
+
+    /// A run directory: each source operator's `state.bin` and run.json's counters. A directory with no state
+    /// files and no rows read is an empty shard.
+    func loadRunDirectory(_ dir: String, spec: PipelineSpec) throws(EngineError) -> Part {
+        var run: [String: Any] = [:]
+        if let bytes = try? FileBytes.read(dir + "/run.json", what: "run.json") {
+            run = ((try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]) ?? [:]
+        }
+        func int(_ k: String) -> Int64 { (run[k] as? NSNumber)?.int64Value ?? 0 }
+        var part = Part(label: dir, envelopes: [:], rows: int("rows_read"), skipped: int("rows_skipped"),
+                        quarantined: int("rows_quarantined"), bytesIn: int("bytes_in"),
+                        seed: UInt64(bitPattern: int("seed")))
+        if let list = run["shards"] as? [NSNumber] {
+            part.shards = list.map { $0.int64Value }
+        } else if run["shard"] != nil {
+            part.shards = [int("shard")]
+        }
+        if let s = run["status"] as? String, s != "complete" {
+            throw .usage(dir, "the shard run's status is '\(s)', not complete", hint: "re-run (or --resume) that shard first")
+        }
+        let sources = spec.consumers(of: "source")
+        let present = sources.filter { FileBytes.exists(dir + "/" + $0.id + "/state.bin") }
+        if present.isEmpty && part.rows == 0 && !run.isEmpty { return part }
+        for s in sources {
+            let file = dir + "/" + s.id + "/state.bin"
+            part.envelopes[s.id] = try FileBytes.read(file, what: "state")
+        }
+        return part
     }
 }

@@ -18,7 +18,12 @@ public struct RunOptions: Sendable {
     public var shard: Int64? = nil
     public var checkpointEvery: Int64? = nil
     public var resume = false
+    /// `--state-out`: a path, or "-" for one base64 line on stdout.
     public var stateOut: String? = nil
+    /// false with `--state-out` and no explicit `--out`: the blob is the whole result and nothing is written
+    /// under `out` (no run.json, outputs, checkpoints or quarantine file), so concurrent shard tasks that share
+    /// a working directory (Spark executors) cannot collide.
+    public var writeOutputs = true
     public var emitEvery: Int64? = nil
     public var progress: ProgressMode = .auto
     public var threads = 2
@@ -92,13 +97,14 @@ public final class Runner: @unchecked Sendable {
     public func run() throws(EngineError) -> RunReport {
         started = monotonicSeconds()
         spec = try ManifestParser.load(options.manifestPath, registry: registry)
-        if options.stateOut != nil {
-            throw .usage("--state-out", "state blobs are not implemented yet in this build",
-                         hint: "merge run folders instead: each shard run writes <out>/<id>/state.bin")
-        }
+        if options.stateOut != nil { try checkStateOut() }
         seed = options.seed
         shard = options.shard ?? 0
         output = OutputWriter(dir: options.out)
+        guard options.writeOutputs else {
+            // State only: the blob is the result; nothing goes under --out.
+            return try execute()
+        }
         try output.prepare()
         let every = options.checkpointEvery ?? spec.checkpoint?.everyRows
         if every != nil || options.resume {
@@ -129,6 +135,51 @@ public final class Runner: @unchecked Sendable {
             let interrupted = error.status == .interrupted || error.status == .terminated
             try? output.writeRunJSON(runJSON(status: interrupted ? "interrupted" : "failed", error: error))
             throw error
+        }
+    }
+
+    /// `--state-out` carries only mergeable states, so a manifest with a non-mergeable operator on the source is
+    /// refused before any row is read (the blob could never be merged); stdout must carry the blob alone.
+    func checkStateOut() throws(EngineError) {
+        for s in spec.consumers(of: "source") where !s.descriptor.mergeable {
+            throw .usage(s.location, "--state-out: operator '\(s.id)' (\(s.kind)) reads the source and is not mergeable, so a shard's state could never be merged",
+                         hint: s.descriptor.mergeHint ?? "use a mergeable operator (gram, moments, truncated-svd, sensitivity-sample) on the source; operators reading a mergeable sampler run at merge")
+        }
+        if options.stateOut == "-" && options.emitEvery != nil {
+            throw .usage("--state-out -", "stdout carries the state blob alone; --emit-every would mix JSON lines into it",
+                         hint: "write the blob to a file (--state-out <path>) to use --emit-every")
+        }
+        if !options.writeOutputs {
+            if options.checkpointEvery != nil || options.resume {
+                throw .usage("--state-out", "checkpoints need an output directory", hint: "add --out <dir>")
+            }
+            if options.emitEvery != nil {
+                throw .usage("--state-out", "--emit-every writes under the output directory (truncated-svd's current factors)",
+                             hint: "add --out <dir>")
+            }
+            if spec.source.onBadRow == .quarantine {
+                throw .usage("--state-out", "on_bad_row: quarantine writes <out>/quarantine.txt and needs an output directory",
+                             hint: "add --out <dir>, or use on_bad_row: skip")
+            }
+        }
+    }
+
+    /// Writes the blob: the mergeable states of the source's operators (none for an empty shard).
+    func writeStateBlob(to path: String, empty: Bool) throws(EngineError) {
+        var entries: [StateBlob.Entry] = []
+        if !empty, let graph {
+            for s in spec.consumers(of: "source") {
+                guard let bytes = graph.stateBytes(s.id) else { throw .internal("--state-out", "no state for operator '\(s.id)'") }
+                entries.append(StateBlob.Entry(id: s.id, envelope: bytes))
+            }
+        }
+        let blob = StateBlob(manifestSHA256: StateBlob.digest(hex: spec.sha256), seed: seed, rowsRead: UInt64(rowsFed),
+                             rowsSkipped: UInt64(source?.bad.skipped ?? 0), rowsQuarantined: UInt64(source?.bad.quarantined ?? 0),
+                             bytesIn: UInt64(source?.bytesIn ?? 0), shards: [shard], operators: entries).encoded()
+        if path == "-" {
+            stdout(Base64.encode(blob) + "\n")
+        } else {
+            try FileBytes.writeAtomically(blob, to: path, sync: true)
         }
     }
 
@@ -174,6 +225,12 @@ public final class Runner: @unchecked Sendable {
         let bad = BadRowHandler(policy: spec.source.onBadRow, quarantine: sink)
         let src = try SourceReader(path: options.input, config: spec.source, bad: bad)
         source = src
+        if src.layout == nil && spec.source.columns == nil && options.shard != nil, let path = options.stateOut {
+            // An empty shard whose shape nothing states: valid, and its blob holds no states (merge skips it).
+            try writeStateBlob(to: path, empty: true)
+            return RunReport(rowsRead: 0, rowsSkipped: bad.skipped, rowsQuarantined: bad.quarantined, bytesIn: src.bytesIn,
+                             seconds: monotonicSeconds() - started, outputs: [])
+        }
         let shape = try streamShape(src)
         graph = try Graph(spec: spec, shape: shape, seed: seed, shard: shard, sharded: options.shard != nil,
                           rowStoreDir: options.out + "/rowstore",
@@ -215,6 +272,13 @@ public final class Runner: @unchecked Sendable {
                         hint: bad.skipped + bad.quarantined > 0 ? "every row was bad (\(bad.skipped + bad.quarantined) skipped)" : nil)
         }
         var outputs: [(String, OperatorOutput)] = []
+        if !options.writeOutputs, let path = options.stateOut {
+            // State only: the source's operators are all mergeable and their finish() leaves the state as it is,
+            // so the states are final now; operators downstream of a sampler run at merge, on the merged sample.
+            try writeStateBlob(to: path, empty: rowsFed == 0)
+            return RunReport(rowsRead: rowsFed, rowsSkipped: bad.skipped, rowsQuarantined: bad.quarantined,
+                             bytesIn: src.bytesIn, seconds: monotonicSeconds() - started, outputs: [])
+        }
         let start = resumeFrom?.finishing == true ? Int(resumeFrom!.finishIndex) : 0
         try graph.finishAll(from: start, afterStep: { (i: Int) throws(EngineError) in
             try self.betweenSteps(finishIndex: i)
@@ -223,6 +287,7 @@ public final class Runner: @unchecked Sendable {
             outputs.append((id, out))
         })
         try qfile.close()
+        if let path = options.stateOut { try writeStateBlob(to: path, empty: rowsFed == 0) }
         return RunReport(rowsRead: rowsFed, rowsSkipped: bad.skipped, rowsQuarantined: bad.quarantined,
                          bytesIn: src.bytesIn, seconds: monotonicSeconds() - started, outputs: outputs)
     }
@@ -390,6 +455,11 @@ public final class Runner: @unchecked Sendable {
     func checkSignals(finishing: Bool, finishIndex: Int) throws(EngineError) {
         let sig = Signals.pending
         guard sig != 0 else { return }
+        guard options.writeOutputs else {
+            // --state-out without --out has nowhere to checkpoint: stop at once; the shard is simply re-run.
+            throw EngineError(sig == SIGINT ? .interrupted : .terminated, "row \(rowsFed)",
+                              "interrupted by \(sig == SIGINT ? "SIGINT" : "SIGTERM") (no checkpoint: --state-out without --out)")
+        }
         // While a resume is still skipping to its checkpoint, that checkpoint is already the newest one.
         let skipping = resumeFrom.map { rowsFed < Int64($0.rowsFed) } ?? false
         if !skipping {

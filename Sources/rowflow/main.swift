@@ -26,7 +26,7 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a pipeline manifest over an input stream.")
     @Argument(help: "The pipeline manifest (YAML).") var manifest: String
     @Option(help: "Input: a file, a directory of shards, or - for stdin.") var input: String = "-"
-    @Option(help: "Output directory.") var out: String = "rowflow-out"
+    @Option(help: "Output directory (default rowflow-out; with --state-out and no --out, none is written).") var out: String?
     @Option(help: "Seed for every random choice.") var seed: UInt64 = 0
     @Option(help: "This run is shard k of a larger input (for merge).") var shard: Int64?
     @Option(name: .customLong("checkpoint-every"), help: "Write a checkpoint every n rows.") var checkpointEvery: Int64?
@@ -39,7 +39,8 @@ struct Run: ParsableCommand {
     func run() throws {
         var o = RunOptions(manifestPath: manifest)
         o.input = input == "-" ? nil : input
-        o.out = out
+        o.out = out ?? "rowflow-out"
+        o.writeOutputs = out != nil || stateOut == nil
         o.seed = seed
         o.shard = shard
         o.checkpointEvery = checkpointEvery
@@ -75,10 +76,11 @@ struct Operators: ParsableCommand {
 struct Merge: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Combine shard runs into the output of one run.")
     @Argument var manifest: String
-    @Argument(help: "Run directories (or state blobs) of the shards.") var inputs: [String]
-    @Option(help: "Output directory.") var out: String
+    @Argument(help: "Shard run directories, state blobs (binary or base64 lines), or - for base64 lines on stdin.") var inputs: [String]
+    @Option(help: "Output directory.") var out: String?
+    @Option(name: .customLong("state-out"), help: "Also (or only) write the merged states as one blob (a path, or - for stdout).") var stateOut: String?
     func run() throws {
-        do { try Merger(manifestPath: manifest, inputs: inputs, out: out).run() } catch { fail(error) }
+        do { try Merger(manifestPath: manifest, inputs: inputs, out: out, stateOut: stateOut).run() } catch { fail(error) }
     }
 }
 

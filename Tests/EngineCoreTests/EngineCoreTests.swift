@@ -105,3 +105,66 @@ import Testing
         #expect(s.count == 2 && s.indices == [20, 40] && s.targets! == [2.5, 4.5])
     }
 }
+
+@Suite struct StateBlobTests {
+    func sample() -> StateBlob {
+        let env = StateEnvelope(kind: "gram", stateVersion: 1, paramsDigest: String(repeating: "ab", count: 32), columns: 3,
+                                hasTarget: true, shard: 5, seed: 9, payload: (0..<200).map { UInt8(truncatingIfNeeded: $0 &* 37) })
+        return StateBlob(manifestSHA256: (0..<32).map { UInt8($0) }, seed: 9, rowsRead: 12345, rowsSkipped: 2, rowsQuarantined: 1,
+                         bytesIn: 99999, shards: [5], operators: [.init(id: "g", envelope: env.encoded()), .init(id: "m", envelope: env.encoded())])
+    }
+
+    /// RFC 4648 §10 test vectors, both ways, and rejection of non-canonical text.
+    @Test func base64Vectors() {
+        let vectors = ["": "", "f": "Zg==", "fo": "Zm8=", "foo": "Zm9v", "foob": "Zm9vYg==", "fooba": "Zm9vYmE=", "foobar": "Zm9vYmFy"]
+        for (plain, coded) in vectors {
+            #expect(Base64.encode(Array(plain.utf8)) == coded)
+            #expect(Base64.decode(Array(coded.utf8)) == Array(plain.utf8))
+        }
+        #expect(Base64.decode(Array("Zm9".utf8)) == nil)
+        #expect(Base64.decode(Array("Zm9*".utf8)) == nil)
+        let all = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 131) }
+        #expect(Base64.decode(Array(Base64.encode(all).utf8)) == all)
+    }
+
+    /// Binary and base64 forms decode to the blob encoded; several base64 lines give several blobs; the
+    /// documented prefix holds.
+    @Test func roundTrip() throws {
+        let b = sample()
+        #expect(try StateBlob.decode(b.encoded(), context: "t") == b)
+        #expect(try StateBlob.decodeAll(b.encoded(), context: "t") == [b])
+        let line = Base64.encode(b.encoded())
+        #expect(line.hasPrefix(StateBlob.base64Prefix + "MDE"))
+        var empty = b
+        empty.operators = []
+        empty.shards = [7]
+        let text = Array((line + "\n\r\n  " + Base64.encode(empty.encoded()) + " \r\n").utf8)
+        #expect(StateBlob.looksLikeBlob(text) && StateBlob.looksLikeBlob(b.encoded()))
+        #expect(try StateBlob.decodeAll(text, context: "t") == [b, empty])
+        #expect(try StateBlob.decodeAll(text, context: "t")[1].isEmpty)
+    }
+
+    /// Every single flipped byte is caught (magic, version or checksum: exit 65), and truncation too.
+    @Test func corruptionIsDetected() {
+        let bytes = sample().encoded()
+        for i in stride(from: 0, to: bytes.count, by: 3) {
+            var c = bytes
+            c[i] ^= 0x10
+            do {
+                _ = try StateBlob.decode(c, context: "b")
+                Issue.record("flip at byte \(i) not detected")
+            } catch {
+                #expect(error.status == .dataError)
+            }
+        }
+        var c = bytes
+        c[100] ^= 1
+        do { _ = try StateBlob.decode(c, context: "b"); Issue.record("not detected") } catch {
+            #expect(error.description.contains("checksum mismatch"))
+        }
+        for n in [0, 10, 50, bytes.count - 1] {
+            #expect(throws: EngineError.self) { _ = try StateBlob.decode(Array(bytes.prefix(n)), context: "b") }
+        }
+        #expect(throws: EngineError.self) { _ = try StateBlob.decodeAll(Array("UkZCTE9C!!!\n".utf8), context: "b") }
+    }
+}

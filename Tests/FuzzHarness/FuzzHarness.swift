@@ -27,6 +27,8 @@ public enum FuzzHarness {
         case "checkpoint":
             _ = try? Checkpoint.decode(data, context: "fuzz")
         case "state":
+            // The same bytes as a state blob too (binary or base64 lines): decoding must fail cleanly, never trap.
+            _ = try? StateBlob.decodeAll(data, context: "fuzz")
             guard let env = try? StateEnvelope.decode(data, context: "fuzz"), env.columns <= 4096 else { return }
             let ctx = OperatorContext(shape: StreamShape(columns: env.columns, hasTarget: env.hasTarget), seed: 0, shard: 0, purpose: 0)
             for d in OperatorRegistry.standard.descriptors where d.kind == env.kind {
