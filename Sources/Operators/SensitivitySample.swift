@@ -270,6 +270,8 @@ struct OnlineEngine: Equatable, Sendable {
     var weightVariance = 0.0
     var maxTerm = 0.0
     var thinned = 0
+    /// After a merge: the sum of the parts' log-det potentials (see `sizeBound`); nil for one stream.
+    var mergedPotential: Double?
     /// (rows seen, rows kept, expected size Σq) after every block: `kept_history.npy`. Cleared by a merge
     /// (one shard's trajectory says nothing about the union's).
     var history = BoundedHistory(width: 3)
@@ -453,6 +455,7 @@ struct OnlineEngine: Equatable, Sendable {
     /// side is thinned by its stored draws, exactly), then `samples` thins the union as in the stream.
     mutating func merge(_ o: OnlineEngine) {
         let cc = min(c, o.c)
+        mergedPotential = potential() + o.potential()
         kept.append(contentsOf: o.kept)
         rowsSeen += o.rowsSeen
         weightSum += o.weightSum
@@ -484,9 +487,18 @@ struct OnlineEngine: Equatable, Sendable {
     /// c(1+ε)·log₂det(I + Δ⁻¹K): the log-det potential bound on Σ q (CMP Lemma 3.3: Σ_i min(1, l_i) ≤
     /// log₂ det(M_n)/det(Δ) for exact online leverages), evaluated with the sample's own K — what the size
     /// should stay below when blocks do not hide a sudden new direction.
+    ///
+    /// A merged engine's rows were scored by each part's own online process, so its potential is the sum of
+    /// the parts' (each ≥ what the union's K would give): `mergedPotential`, fixed at the merge.
     func sizeBound() -> Double {
-        let n = width
         if c.isInfinite { return Double(rowsSeen) }
+        return min(Double(rowsSeen), c * epsilonFactor * potential() / log(2))
+    }
+
+    /// log det(I + Δ⁻¹K) of this stream's kept Gram (natural log), or the parts' sum after a merge.
+    func potential() -> Double {
+        if let p = mergedPotential { return p }
+        let n = width
         var a = k
         var logdet = 0.0
         for j in 0..<n {
@@ -496,7 +508,7 @@ struct OnlineEngine: Equatable, Sendable {
         }
         guard (try? RowScores.choleskyUpper(&a, n: n)) != nil else { return .infinity }
         for j in 0..<n { logdet += 2 * log(a[j * n + j]) }
-        return min(Double(rowsSeen), c * epsilonFactor * logdet / log(2))
+        return logdet
     }
 
     func encoded() -> [UInt8] {
@@ -512,6 +524,7 @@ struct OnlineEngine: Equatable, Sendable {
         w.i64(blockStart); w.u64(UInt64(blockCount))
         w.f64s(Array(block[0..<blockCount * width])); w.f64s(Array(blockWeight[0..<blockCount])); w.i64s(Array(blockIndex[0..<blockCount]))
         w.i64(blocks); w.f64(expectedSize); w.f64(weightVariance); w.f64(maxTerm); w.u64(UInt64(thinned))
+        w.f64(mergedPotential ?? .nan)
         history.encode(&w)
     }
 
@@ -524,6 +537,8 @@ struct OnlineEngine: Equatable, Sendable {
         let bx = try r.f64s(), bw = try r.f64s(), bi = try r.i64s()
         blocks = try r.i64(); expectedSize = try r.f64(); weightVariance = try r.f64(); maxTerm = try r.f64()
         let th = try r.u64()
+        let mp = try r.f64()
+        mergedPotential = mp.isNaN ? nil : mp
         try history.decode(&r, what: "sensitivity-sample")
         guard sumSquares.count == width, k.count == width * width, ridgeMax.count == width,
               rowsSeen >= 0, blockStart >= 0, blockStart <= rowsSeen, bc < UInt64(blockSize(startingAt: blockStart)),
@@ -844,7 +859,7 @@ struct MergeReduceEngine: Equatable, Sendable {
 /// Not promised: a fixed output size (it is random around the target), or accuracy beyond the ridge in
 /// directions carrying less than δ of energy.
 public struct SensitivitySampleOperator: MergeableOperator, Equatable {
-    public static let stateVersion: UInt16 = 2   // 2: kept-rows history
+    public static let stateVersion: UInt16 = 3   // 2: kept-rows history; 3: merged size-bound potential
 
     public let config: SensitivityConfig
     public let columns: Int
