@@ -666,6 +666,22 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
         #expect(abs(mr.weights.reduce(0, +) / GOLDEN_MR_WEIGHT_SUM - 1) < 1e-12)
     }
 
+    /// The rows of (a, y) cut into `shards` contiguous shards, each sampled by its own sharded operator, round
+    /// tripped through its state bytes (as `rowflow merge` reads state.bin) and merged in shard order.
+    func mergedShards(_ a: Matrix, _ y: [Double], shards: Int, config c: SensitivityConfig, seed: UInt64, batchRows: Int) throws -> SensitivitySampleOperator {
+        let n = a.rows, d = a.cols
+        var acc: SensitivitySampleOperator?
+        for k in 0..<shards {
+            let lo = k * n / shards, hi = (k + 1) * n / shards
+            let part = Matrix(rows: hi - lo, cols: d, storage: Array(a.storage[lo * d..<hi * d]))
+            let op = try fed(sampler(c, columns: d, target: true, seed: seed, shard: Int64(k), sharded: true),
+                             batches(part, targets: Array(y[lo..<hi]), batchRows: batchRows))
+            let restored = try SensitivitySampleOperator(config: c, context: context(columns: d, target: true), state: op.encodeState(), where_: "t")
+            if acc == nil { acc = restored } else { try acc!.merge(restored) }
+        }
+        return acc!
+    }
+
     /// Shards: each shard's operator draws from its own stream (identical data in two shards gives different
     /// samples); merged coresets carry the shard of every row; 2 and 4 shards merged give a coreset of the
     /// whole within the guarantee (p = 2 online: distortion ≤ ε + δ-term; merge-reduce p = 2: ≤ its bound),
@@ -676,17 +692,8 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
         let (a, y) = hardRegression(n: n, d: 5, seed: 35)
         let z = augmented(a, y)
         for c in [SensitivityConfig(epsilon: 0.5), SensitivityConfig(samples: 1500), SensitivityConfig(p: 2, samples: 1500, method: .mergeReduce, blockRows: 3000)] {
-            var acc: SensitivitySampleOperator?
-            for k in 0..<shards {
-                let lo = k * n / shards, hi = (k + 1) * n / shards
-                let part = Matrix(rows: hi - lo, cols: 5, storage: Array(a.storage[lo * 5..<hi * 5]))
-                let op = try fed(sampler(c, columns: 5, target: true, seed: 3, shard: Int64(k), sharded: true),
-                                 batches(part, targets: Array(y[lo..<hi]), batchRows: 1000))
-                // Round trip through bytes, as `rowflow merge` does.
-                let restored = try SensitivitySampleOperator(config: c, context: context(columns: 5, target: true), state: op.encodeState(), where_: "t")
-                if acc == nil { acc = restored } else { try acc!.merge(restored) }
-            }
-            let m = coreset(try acc!.finish())
+            var acc = try mergedShards(a, y, shards: shards, config: c, seed: 3, batchRows: 1000)
+            let m = coreset(try acc.finish())
             let shardsSeen = Set(m.shards ?? [])
             #expect(shardsSeen == Set((0..<shards).map(Int64.init)), "\(c.method): shards \(shardsSeen)")
             // Global row of each kept row: shard k's local index + its offset.
@@ -721,18 +728,10 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
         let shards = 16, n = 12_000
         let (a, y) = hardRegression(n: n, d: 5, seed: 36)
         let c = SensitivityConfig(epsilon: 0.5)
-        var acc: SensitivitySampleOperator?
+        var acc = try mergedShards(a, y, shards: shards, config: c, seed: 4, batchRows: 500)
         var single = 0.0
-        for k in 0..<shards {
-            let lo = k * n / shards, hi = (k + 1) * n / shards
-            let part = Matrix(rows: hi - lo, cols: 5, storage: Array(a.storage[lo * 5..<hi * 5]))
-            let op = try fed(sampler(c, columns: 5, target: true, seed: 4, shard: Int64(k), sharded: true),
-                             batches(part, targets: Array(y[lo..<hi]), batchRows: 500))
-            let restored = try SensitivitySampleOperator(config: c, context: context(columns: 5, target: true), state: op.encodeState(), where_: "t")
-            if acc == nil { acc = restored } else { try acc!.merge(restored) }
-        }
-        if var e = acc!.online { e.mergedPotential = nil; single = e.sizeBound() }
-        let m = coreset(try acc!.finish())
+        if var e = acc.online { e.mergedPotential = nil; single = e.sizeBound() }
+        let m = coreset(try acc.finish())
         print("16 shards × 750 rows: merged size \(m.z.rows), size_bound \(m.double("size_bound")), single-stream formula \(single)")
         #expect(Double(m.z.rows) <= m.double("size_bound"))
         #expect(Double(m.z.rows) > single)
