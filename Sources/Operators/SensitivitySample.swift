@@ -304,21 +304,32 @@ struct OnlineEngine: Equatable, Sendable {
     static func == (a: OnlineEngine, b: OnlineEngine) -> Bool { a.encoded() == b.encoded() }
 
     mutating func update(_ batch: RowBatch, rng: CounterRandom, shard: Int64) throws(EngineError) {
-        let d = batch.columns
-        var size = blockSize(startingAt: blockStart)
-        for r in 0..<batch.count {
-            let base = blockCount * width
-            for j in 0..<d { block[base + j] = batch.features[r * d + j] }
-            if width > d { block[base + d] = batch.targets?[r] ?? 0 }
-            blockWeight[blockCount] = batch.weight(r)
-            blockIndex[blockCount] = batch.indices[r]
-            blockCount += 1
-            rowsSeen += 1
-            weightSum += batch.weight(r)
-            if blockCount == size {
-                try closeBlock(rng: rng, shard: shard)
-                size = blockSize(startingAt: blockStart)
+        let d = batch.columns, width = self.width
+        var r = 0
+        while r < batch.count {
+            // Rows up to the open block's end at once: [a | y] rows copied with memcpy, no per-value checks.
+            let size = blockSize(startingAt: blockStart)
+            let take = min(size - blockCount, batch.count - r), start = blockCount
+            block.withUnsafeMutableBufferPointer { bp in
+                batch.features.withUnsafeBufferPointer { fp in
+                    for k in 0..<take {
+                        (bp.baseAddress! + (start + k) * width).update(from: fp.baseAddress! + (r + k) * d, count: d)
+                    }
+                }
+                if width > d {
+                    for k in 0..<take { bp[(start + k) * width + d] = batch.targets?[r + k] ?? 0 }
+                }
             }
+            for k in 0..<take {
+                let w = batch.weight(r + k)
+                blockWeight[start + k] = w
+                blockIndex[start + k] = batch.indices[r + k]
+                weightSum += w
+            }
+            blockCount += take
+            rowsSeen += Int64(take)
+            r += take
+            if blockCount == size { try closeBlock(rng: rng, shard: shard) }
         }
     }
 
@@ -351,23 +362,21 @@ struct OnlineEngine: Equatable, Sendable {
         } catch {
             throw .data("sensitivity-sample", "online ridge matrix is not positive definite (\(error.description)); non-finite or huge values in the rows?")
         }
-        // √w-scaled rows → h_i = w_i·a_iᵀM⁻¹a_i, all rows of the block in one dgemm.
+        // h_i = w_i·a_iᵀM⁻¹a_i: the block's rows as they are in one dgemm, then the weights (no scaled copy
+        // of the block: one pass over its rows fewer).
         var scaled = scratchScaled, z = scratchZ, h = scratchH
         scratchScaled = []; scratchZ = []; scratchH = []   // keep the buffers uniquely referenced (no copy)
         defer { scratchScaled = scaled; scratchZ = z; scratchH = h }
-        for i in 0..<m {
-            let s = blockWeight[i].squareRoot()
-            for j in 0..<n { scaled[i * n + j] = s * block[i * n + j] }
-        }
         factor.withUnsafeBufferPointer { fp in
-            scaled.withUnsafeBufferPointer { sp in
+            block.withUnsafeBufferPointer { bp in
                 z.withUnsafeMutableBufferPointer { zp in
                     h.withUnsafeMutableBufferPointer { hp in
-                        RowScores.quadraticForms(inverseFactor: fp.baseAddress!, n: n, x: sp.baseAddress!, rows: m, scratch: zp.baseAddress!, into: hp.baseAddress!)
+                        RowScores.quadraticForms(inverseFactor: fp.baseAddress!, n: n, x: bp.baseAddress!, rows: m, scratch: zp.baseAddress!, into: hp.baseAddress!)
                     }
                 }
             }
         }
+        for i in 0..<m { h[i] *= blockWeight[i] }
         // Keep decisions; the kept rows' √(w/q)-scaled copies go to `scaled` (reused) for one dsyrk.
         var keptInBlock = 0
         block.withUnsafeBufferPointer { bp in
