@@ -37,6 +37,13 @@ final class BoundedQueue<T>: @unchecked Sendable {
         return true
     }
 
+    /// Items waiting now (a snapshot: the other thread may change it right after).
+    var count: Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return items.count
+    }
+
     /// Blocks while empty; nil once closed and drained.
     func pop() -> T? {
         pthread_mutex_lock(&mutex)

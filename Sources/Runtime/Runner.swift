@@ -339,6 +339,13 @@ public final class Runner: @unchecked Sendable {
                 batch.position = self.position(src)
                 switch result {
                 case let .success(more):
+                    // A batch already waiting means the operators are the slower stage: convert staged float32
+                    // rows here, on the core that has time to spare. The conversion is exact and its error is
+                    // the one the compute thread would raise before feeding this batch, in the same order, so
+                    // where it runs changes only the wall time.
+                    if full.count > 0 {
+                        do throws(EngineError) { try batch.materialize() } catch { full.push(.failure(error)); return }
+                    }
                     // `consume`: this thread lets go of the buffers before the compute thread writes them.
                     if !full.push(.success(consume batch)) { return }
                     if !more { full.push(.success(nil)); return }
