@@ -9,11 +9,7 @@ import Testing
 @Suite(.serialized) struct CoresetCommandLineTests {
     let dir = temporaryDirectory("coreset")
 
-    func manifest(_ body: String) -> String {
-        let p = dir + "/m-\(UUID().uuidString.prefix(8)).yaml"
-        writeFile(p, "version: 1\n" + body)
-        return p
-    }
+    func manifest(_ body: String) -> String { writeManifest(in: dir, body) }
 
     /// Rows of [A | y] with column scales over four orders of magnitude, 1 % heavy rows, y = Aβ + noise.
     func data(rows n: Int, seed: UInt64) -> (a: Matrix, y: [Double]) {

@@ -61,13 +61,9 @@ func canonical(_ v: Any) -> String {
 @Suite(.serialized) struct CommandLineTests {
     let dir = temporaryDirectory("cli")
 
-    func manifest(_ body: String) -> String {
-        let p = dir + "/m-\(UUID().uuidString.prefix(8)).yaml"
-        writeFile(p, "version: 1\n" + body)
-        return p
-    }
+    func manifest(_ body: String) -> String { writeManifest(in: dir, body) }
 
-    func f32(_ values: [Float]) -> [UInt8] { values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } } }
+    func f32(_ values: [Float]) -> [UInt8] { f32Bytes(values) }
 
     /// Every malformed input of issue 2 §7: its exit code (DESIGN.md §5) and the place named in the message.
     @Test func malformedInputsExitWithCodeAndPlace() throws {

@@ -9,11 +9,7 @@ import Testing
 @Suite(.serialized) struct SVDEndToEndTests {
     let dir = temporaryDirectory("svd")
 
-    func manifest(_ body: String) -> String {
-        let p = dir + "/m-\(UUID().uuidString.prefix(8)).yaml"
-        writeFile(p, "version: 1\n" + body)
-        return p
-    }
+    func manifest(_ body: String) -> String { writeManifest(in: dir, body) }
 
     /// Raw little-endian f32/f64 rows as a row-major float64 matrix (f32 → f64 is exact, as in the engine).
     func load(_ path: String, columns d: Int, f32: Bool) throws -> Matrix {

@@ -9,13 +9,9 @@ import Testing
 @Suite(.serialized) struct StateBlobEndToEndTests {
     let dir = temporaryDirectory("blob")
 
-    func manifest(_ body: String) -> String {
-        let p = dir + "/m-\(UUID().uuidString.prefix(8)).yaml"
-        writeFile(p, "version: 1\n" + body)
-        return p
-    }
+    func manifest(_ body: String) -> String { writeManifest(in: dir, body) }
 
-    func f32(_ values: [Float]) -> [UInt8] { values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } } }
+    func f32(_ values: [Float]) -> [UInt8] { f32Bytes(values) }
 
     static let pipeline = """
     source: { format: f32, columns: 7, target: last }

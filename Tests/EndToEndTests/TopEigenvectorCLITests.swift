@@ -8,11 +8,7 @@ import Testing
 @Suite(.serialized) struct TopEigenvectorCLITests {
     let dir = temporaryDirectory("topeig-cli")
 
-    func manifest(_ body: String) -> String {
-        let p = dir + "/m-\(UUID().uuidString.prefix(8)).yaml"
-        writeFile(p, "version: 1\n" + body)
-        return p
-    }
+    func manifest(_ body: String) -> String { writeManifest(in: dir, body) }
 
     /// Not mergeable (Price & Xun): `rowflow merge` refuses with exit 64 before reading any state, and the hint
     /// names the mergeable alternatives.

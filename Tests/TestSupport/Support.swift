@@ -71,6 +71,18 @@ public func writeFile(_ path: String, _ text: String) {
     try! text.write(toFile: path, atomically: true, encoding: .utf8)
 }
 
+/// A manifest file with `body` after `version: 1`, under a fresh name in `dir`; returns its path.
+public func writeManifest(in dir: String, _ body: String) -> String {
+    let p = dir + "/m-\(UUID().uuidString.prefix(8)).yaml"
+    writeFile(p, "version: 1\n" + body)
+    return p
+}
+
+/// Little-endian float32 bytes, as `source.format: f32` reads them.
+public func f32Bytes(_ values: [Float]) -> [UInt8] {
+    values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } }
+}
+
 public func writeBytes(_ path: String, _ bytes: [UInt8]) {
     FileManager.default.createFile(atPath: path, contents: Data(bytes))
 }
