@@ -75,13 +75,14 @@ public protocol StreamOperator: Sendable {
     mutating func finish() throws(EngineError) -> OperatorOutput
     /// The operator's complete state, versioned by the operator (the engine adds the envelope).
     func encodeState() -> [UInt8]
-    /// The current value of arrays worth following during the stream (truncated-svd's factors under `decay`),
-    /// which `--emit-every` writes to `<out>/<id>/current/` beside its JSON line. Most operators have none.
-    func currentArrays() -> [NamedArray]
+    /// What `--emit-every` reports now: the summary scalars, and arrays worth following during the stream
+    /// (truncated-svd's factors under `decay`), written to `<out>/<id>/current/` beside the JSON line. One call,
+    /// so an operator computes its current result once for both. Most operators have no arrays.
+    func currentEmit() -> (summary: [(String, JSON)], arrays: [NamedArray])
 }
 
 extension StreamOperator {
-    public func currentArrays() -> [NamedArray] { [] }
+    public func currentEmit() -> (summary: [(String, JSON)], arrays: [NamedArray]) { (currentSummary(), []) }
 }
 
 /// Operators whose states combine: shard runs merge into the answer of one run (DESIGN.md §7).

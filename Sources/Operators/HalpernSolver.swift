@@ -56,8 +56,8 @@ public struct HalpernConfig: Sendable, Equatable {
 ///   estimator's accumulated variance bounded on long restart cycles at no more than the mini-batches' own
 ///   cost. Uniform sampling needs the on-average constant L_vr = n·maxᵢ w_i‖a_i‖² (+λ; /4 for logistic),
 ///   computed in one pass, and η = 1/L_vr. With `sampling: importance` rows are drawn ∝ w_i‖a_i‖² (inverse
-///   CDF over n prefix sums built in the norm pass: 8 bytes of RAM per row) and the estimator divides by
-///   the draw probability, so the mean suffices: L_vr = Σᵢ w_i‖a_i‖² = trace(AᵀWA).
+///   CDF over n prefix sums, built in one pass before the first mini-batch: 8 bytes of RAM per row) and the
+///   estimator divides by the draw probability, so the mean suffices: L_vr = Σᵢ w_i‖a_i‖² = trace(AᵀWA).
 /// - matrix games, `halpern`: inexact Halpern, u_{k+1} = λ_k u₀ + (1 − λ_k) z_k with z_k ≈ J_{η(F+G)}(u_k)
 ///   computed by the warm-started fixed-point iteration z ← Π(u_k − ηF(z)) (a contraction: η = 0.45/‖B‖₂),
 ///   stopped when its step is ≤ η·r_anchor/(k+2)².
@@ -161,7 +161,7 @@ public struct HalpernSolver: IterativeOperator {
     var tmp: [Double] = []
     var work: [Double] = []
     var sortBuffer: [Double] = []
-    /// Importance sampling: prefix sums of w_i‖a_i‖² (n + 1), rebuilt by a pass when missing after a restore.
+    /// Importance sampling: prefix sums of w_i‖a_i‖² (n + 1), built by `buildCumulative` when first needed.
     var cumulative: [Double] = []
     var vrScratch: [[Double]] = []
 
@@ -231,7 +231,6 @@ public struct HalpernSolver: IterativeOperator {
         var b = batchBuffer(rows)
         let d = columns
         var start = 0
-        if importance { cumulative = [0]; cumulative.reserveCapacity(n + 1) }
         while start < n {
             rows.read(start, blockRows, into: &b)
             for r in 0..<b.count {
@@ -240,7 +239,6 @@ public struct HalpernSolver: IterativeOperator {
                 let w = isGame ? 1 : b.weight(r)
                 maxComponent = max(maxComponent, w * s)
                 trace += w * s
-                if importance { cumulative.append(trace) }
             }
             start += b.count
         }
@@ -256,9 +254,11 @@ public struct HalpernSolver: IterativeOperator {
         }
     }
 
-    /// The prefix sums again after a restore (same rows, same order, so the same sums); not an oracle cost of
-    /// the solve, so not counted — a resumed solve reports what the uninterrupted one does.
-    mutating func rebuildCumulative(_ rows: RowStoreReader) {
+    /// The prefix sums of w_i‖a_i‖² for importance sampling: built by one pass over the row store when the
+    /// first mini-batch needs them, and again after a restore (scratch, not state: same rows, same order, same
+    /// sums). Not an oracle cost (the norm pass already counted these rows), so a resumed solve reports what
+    /// the uninterrupted one does.
+    mutating func buildCumulative(_ rows: RowStoreReader) {
         var b = batchBuffer(rows)
         let d = columns
         var total = 0.0
@@ -552,7 +552,7 @@ public struct HalpernSolver: IterativeOperator {
         var next = [Double](repeating: 0, count: iterate.count)
         var one = RowBatch(columns: columns, capacity: 1, hasTarget: rows.hasTarget, hasWeight: true)
         let d = columns, problem = config.problem, scale = Double(n) / Double(b), lam = smoothLambda
-        if importance && cumulative.count != n + 1 { rebuildCumulative(rows) }
+        if importance && cumulative.count != n + 1 { buildCumulative(rows) }
         let total = importance ? cumulative[n] : 0
         repeat {
             if fresh {

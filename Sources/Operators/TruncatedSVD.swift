@@ -607,16 +607,17 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         return s
     }
 
-    public func currentSummary() -> [(String, JSON)] {
-        guard let r = try? result() else { return [("rows", .int(rows)), ("weight_sum", .double(weightSum))] }
-        // The k values are small enough for an emit line; the vectors (k×d) are not.
-        return scalars(r) + [("singular_values", .array(r.singularValues.map { .double($0) }))]
+    public func currentSummary() -> [(String, JSON)] { currentEmit().summary }
+
+    /// The summary and the factors so far, from one `result()`: with `decay` < 1 they follow a drifting stream.
+    public func currentEmit() -> (summary: [(String, JSON)], arrays: [NamedArray]) {
+        guard let r = try? result() else { return ([("rows", .int(rows)), ("weight_sum", .double(weightSum))], []) }
+        // The k values are small enough for an emit line; the vectors (k×d) go to files.
+        return (scalars(r) + [("singular_values", .array(r.singularValues.map { .double($0) }))], rows > 0 ? factorArrays(r) : [])
     }
 
-    /// The factors so far (singular values, right vectors, and the mean when centring), for `--emit-every`:
-    /// with `decay` < 1 they follow a drifting stream.
-    public func currentArrays() -> [NamedArray] {
-        guard rows > 0, let r = try? result() else { return [] }
+    /// singular_values, right_vectors and, when centring, mean.
+    func factorArrays(_ r: Result) -> [NamedArray] {
         var arrays = [NamedArray("singular_values", shape: [config.rank], float64: r.singularValues),
                       NamedArray("right_vectors", shape: [config.rank, columns], float64: r.rightVectors)]
         if let m = r.mean { arrays.append(NamedArray("mean", shape: [columns], float64: m)) }
@@ -625,14 +626,12 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
 
     public mutating func finish() throws(EngineError) -> OperatorOutput {
         let r = try result()
-        let k = config.rank, d = columns
-        var arrays = [NamedArray("singular_values", shape: [k], float64: r.singularValues),
-                      NamedArray("right_vectors", shape: [k, d], float64: r.rightVectors)]
-        if let m = r.mean {
+        let k = config.rank
+        var arrays = factorArrays(r)
+        if r.mean != nil {
             let w = r.effectiveWeight
             let ev = r.singularValues.map { w > 1 ? $0 * $0 / (w - 1) : .nan }
             let total = w > 1 ? r.frobeniusSq / (w - 1) : .nan
-            arrays.append(NamedArray("mean", shape: [d], float64: m))
             arrays.append(NamedArray("explained_variance", shape: [k], float64: ev))
             arrays.append(NamedArray("explained_variance_ratio", shape: [k], float64: ev.map { total > 0 ? $0 / total : .nan }))
         }

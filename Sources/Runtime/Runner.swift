@@ -509,10 +509,8 @@ public final class Runner: @unchecked Sendable {
     /// file), named in the line as `"current"` — written before the line, so the line never points ahead.
     func emitLines() throws(EngineError) {
         for s in spec.operators {
-            let op = graph.ops[s.id]!
-            var pairs: [(String, JSON)] = [("id", .string(s.id)), ("rows", .int(rowsDelivered)),
-                                           ("summary", .object(op.currentSummary()))]
-            let arrays = op.currentArrays()
+            let (summary, arrays) = graph.ops[s.id]!.currentEmit()
+            var pairs: [(String, JSON)] = [("id", .string(s.id)), ("rows", .int(rowsDelivered)), ("summary", .object(summary))]
             if !arrays.isEmpty {
                 let dir = output.operatorDir(s.id) + "/current"
                 try FileBytes.makeDirectory(dir)
