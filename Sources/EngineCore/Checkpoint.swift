@@ -132,7 +132,7 @@ public struct RowFingerprint: Sendable, Equatable {
     public mutating func absorb(_ b: RowBatch) {
         for r in 0..<b.count where b.indices[r] & 1023 == 0 {
             var h = CounterRandom.splitmix(value ^ UInt64(bitPattern: b.indices[r]))
-            for j in 0..<b.columns { h = CounterRandom.splitmix(h ^ b.features[r * b.columns + j].bitPattern) }
+            for j in 0..<b.columns { h = CounterRandom.splitmix(h ^ b.feature(r, j).bitPattern) }
             if let t = b.targets { h = CounterRandom.splitmix(h ^ t[r].bitPattern) }
             if let w = b.weights { h = CounterRandom.splitmix(h ^ w[r].bitPattern) }
             value = h

@@ -39,10 +39,15 @@ public struct StreamShape: Sendable, Equatable {
     public var hasTarget: Bool
     /// Rows in the stream, when the input says so (npy shape, file size, zstd content size).
     public var rowsKnown: Int64?
-    public init(columns: Int, hasTarget: Bool, rowsKnown: Int64? = nil) {
+    /// Every value the operator receives is a float32 value, unscaled (the manifest's source is `format: f32`
+    /// and the operator reads the source, not a sampler's weighted rows). Decided from the manifest alone, so
+    /// a run, its resume and a merge of its shards agree; operators may then accumulate in float32.
+    public var float32Values: Bool
+    public init(columns: Int, hasTarget: Bool, rowsKnown: Int64? = nil, float32Values: Bool = false) {
         self.columns = columns
         self.hasTarget = hasTarget
         self.rowsKnown = rowsKnown
+        self.float32Values = float32Values
     }
 }
 
@@ -79,10 +84,15 @@ public protocol StreamOperator: Sendable {
     /// (truncated-svd's factors under `decay`), written to `<out>/<id>/current/` beside the JSON line. One call,
     /// so an operator computes its current result once for both. Most operators have no arrays.
     func currentEmit() -> (summary: [(String, JSON)], arrays: [NamedArray])
+    /// True when this operator reads a batch's features from `RowBatch.withFloat32Rows` whenever the batch
+    /// offers them, never from `features`: if every reader of the source says so, the engine checks float32
+    /// input for non-finite values but does not widen it into `features`.
+    var readsFloat32Rows: Bool { get }
 }
 
 extension StreamOperator {
     public func currentEmit() -> (summary: [(String, JSON)], arrays: [NamedArray]) { (currentSummary(), []) }
+    public var readsFloat32Rows: Bool { false }
 }
 
 /// Operators whose states combine: shard runs merge into the answer of one run (DESIGN.md §7).

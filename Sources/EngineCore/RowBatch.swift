@@ -54,7 +54,21 @@ public struct RowBatch: Sendable {
     public var isEmpty: Bool { count == 0 }
 
     /// Empties the batch for reuse; buffers keep their capacity.
-    public mutating func reset() { count = 0; stagedStart = 0 }
+    public mutating func reset() { count = 0; stagedStart = 0; mixed = false; featuresUnfilled = false }
+
+    /// Some row of this batch did not come through the staging area.
+    private var mixed = false
+
+    /// The batch's rows as the float32 values they were read as (`features` holds the same values, widened
+    /// exactly), with the floats between row starts — or nil unless every row was staged and converted. For
+    /// operators that compute in float32: reading these skips narrowing `features` again and gives the same
+    /// bits.
+    public func withFloat32Rows<R>(_ body: (UnsafePointer<Float>, _ stride: Int) throws(EngineError) -> R) throws(EngineError) -> R? {
+        guard let st = staged, !mixed, count > 0, stagedStart == count else { return nil }
+        var result: Result<R, EngineError>!
+        st.withUnsafeBufferPointer { p in result = Result { () throws(EngineError) -> R in try body(p.baseAddress!, stagedStride) } }
+        return try result.get()
+    }
 
     /// Staged rows carry the target after the features (raw rows `features…, target`).
     public private(set) var stagedTarget = false
@@ -87,8 +101,50 @@ public struct RowBatch: Sendable {
     public mutating func commitStaged(_ n: Int, firstIndex: Int64) {
         precondition(staged != nil && count + n <= capacity)
         if stagedRows == 0 { stagedStart = count }
+        if stagedStart != 0 { mixed = true }
         for k in 0..<n { indices[count + k] = firstIndex + Int64(k) }
         count += n
+    }
+
+    /// `features` was left unfilled (`checkStaged()`): the rows are only in the staging area.
+    public private(set) var featuresUnfilled = false
+
+    /// Feature `j` of row `r`, from wherever the batch holds it.
+    @inline(__always)
+    public func feature(_ r: Int, _ j: Int) -> Double {
+        featuresUnfilled ? Double(staged![r * stagedStride + j]) : features[r * columns + j]
+    }
+
+    /// `materialize()` for readers of `withFloat32Rows` only: the same check for non-finite values, with the
+    /// same error, and the targets widened, but `features` left unfilled (`featuresUnfilled`).
+    public mutating func checkStaged() throws(EngineError) {
+        guard let st = staged, count > stagedStart else { stagedStart = count; return }
+        precondition(stagedStart == 0, "a batch is either materialized or checked, whole")
+        let stride = stagedStride, n = count * stride
+        var bad = false
+        st.withUnsafeBufferPointer { s in
+            let sp = s.baseAddress!
+            var probe = SIMD16<Float>(repeating: 0), j = 0
+            while j + 16 <= n {
+                probe += UnsafeRawPointer(sp + j).loadUnaligned(as: SIMD16<Float>.self) * 0
+                j += 16
+            }
+            var tail: Float = 0
+            while j < n { tail += sp[j] * 0; j += 1 }
+            bad = (probe.sum() + tail).isNaN
+        }
+        if bad {
+            try materialize()   // finds the first bad row and raises its error
+            return
+        }
+        if stagedTarget {
+            let d = columns
+            targets!.withUnsafeMutableBufferPointer { t in
+                st.withUnsafeBufferPointer { s in for r in 0..<count { t[r] = Double(s[r * stride + d]) } }
+            }
+        }
+        stagedStart = count
+        featuresUnfilled = true
     }
 
     /// Converts staged rows into `features`; a non-finite value is an error naming its row (the fast path is
@@ -99,15 +155,26 @@ public struct RowBatch: Sendable {
         var bad: Int?
         features.withUnsafeMutableBufferPointer { f in
             st.withUnsafeBufferPointer { s in
+                let sp = s.baseAddress!, fp = f.baseAddress!
                 for r in from..<to {
-                    var probe: Double = 0
-                    let src = r * stride, dst = r * d
-                    for j in 0..<d {
-                        let v = Double(s[src + j])
-                        f[dst + j] = v
-                        probe += v * 0   // NaN iff some value is not finite
+                    // v·0 is NaN iff v is not finite; eight lanes keep the check off one long add chain.
+                    var probe = SIMD8<Double>(repeating: 0)
+                    let src = sp + r * stride, dst = fp + r * d
+                    var j = 0
+                    while j + 8 <= d {
+                        let v = SIMD8<Double>(UnsafeRawPointer(src + j).loadUnaligned(as: SIMD8<Float>.self))
+                        UnsafeMutableRawPointer(dst + j).storeBytes(of: v, as: SIMD8<Double>.self)
+                        probe += v * 0
+                        j += 8
                     }
-                    if probe.isNaN && bad == nil { bad = r }
+                    var tail: Double = 0
+                    while j < d {
+                        let v = Double(src[j])
+                        dst[j] = v
+                        tail += v * 0
+                        j += 1
+                    }
+                    if (probe.sum() + tail).isNaN && bad == nil { bad = r }
                 }
             }
         }
@@ -135,6 +202,7 @@ public struct RowBatch: Sendable {
     @inline(__always)
     public mutating func appendSlot(index: Int64) -> Int {
         precondition(count < capacity)
+        mixed = true
         let r = count
         indices[r] = index
         count += 1
@@ -148,6 +216,7 @@ public struct RowBatch: Sendable {
     /// Removes the given slots (ascending), moving later rows down.
     public mutating func removeRows(_ slots: [Int]) {
         guard !slots.isEmpty else { return }
+        mixed = true
         var dst = slots[0], k = 0
         for src in slots[0]..<count {
             if k < slots.count && slots[k] == src { k += 1; continue }
@@ -176,7 +245,7 @@ public struct RowBatch: Sendable {
     public mutating func append(from other: RowBatch, row r: Int) {
         precondition(other.columns == columns)
         let s = appendSlot(index: other.indices[r])
-        for j in 0..<columns { features[s * columns + j] = other.features[r * columns + j] }
+        for j in 0..<columns { features[s * columns + j] = other.feature(r, j) }
         if targets != nil { targets![s] = other.targets?[r] ?? 0 }
         if weights != nil { weights![s] = other.weight(r) }
         if shards != nil || other.shards != nil {

@@ -17,6 +17,73 @@ public enum BlockKernels {
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(rows), 1, x, Int32(n), 1, c, Int32(n))
     }
 
+    /// C (n×n, upper triangle only) = Xᵀ X in float32 for a `rows × n` block X with row stride `lda` (ssyrk,
+    /// β = 0). Each entry's error is at most γ_{rows+1}·Σ_r |x_ri||x_rj| (u = 2⁻²⁴) whatever order the kernel
+    /// sums in, which is why callers keep `rows` small and add the results in float64.
+    public static func syrkUpperFloat32(_ x: UnsafePointer<Float>, rows: Int, n: Int, lda: Int, into c: UnsafeMutablePointer<Float>) {
+        if n == 0 { return }
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(rows), 1, x, Int32(lda), 0, c, Int32(n))
+    }
+
+    /// C (upper triangle) += T (upper triangle), T in float32 widened exactly.
+    public static func addUpper(_ t: UnsafePointer<Float>, n: Int, into c: UnsafeMutablePointer<Double>) {
+        for i in 0..<n {
+            let ct = c + i * n, tt = t + i * n
+            var j = i
+            while j + 8 <= n {
+                let v = SIMD8<Double>(UnsafeRawPointer(tt + j).loadUnaligned(as: SIMD8<Float>.self))
+                let w = UnsafeRawPointer(ct + j).loadUnaligned(as: SIMD8<Double>.self) + v
+                UnsafeMutableRawPointer(ct + j).storeBytes(of: w, as: SIMD8<Double>.self)
+                j += 8
+            }
+            while j < n { ct[j] += Double(tt[j]); j += 1 }
+        }
+    }
+
+    /// Narrows `count` values to float32 and returns Σ (narrowed − original)² (0 iff every value was a float32).
+    public static func narrow(_ x: UnsafePointer<Double>, count: Int, into y: UnsafeMutablePointer<Float>) -> Double {
+        var err = 0.0
+        for i in 0..<count {
+            let f = Float(x[i])
+            y[i] = f
+            let delta = Double(f) - x[i]
+            err += delta * delta
+        }
+        return err
+    }
+
+    /// Σ x_i² over n entries, in a fixed order (eight interleaved partial sums, then added pairwise), so the
+    /// result never depends on where the row sits in memory.
+    @inline(__always)
+    public static func sumOfSquares(_ x: UnsafePointer<Double>, n: Int) -> Double {
+        var acc = SIMD8<Double>(repeating: 0)
+        var j = 0
+        while j + 8 <= n {
+            let v = UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Double>.self)
+            acc += v * v
+            j += 8
+        }
+        var s = acc.sum()
+        while j < n { s += x[j] * x[j]; j += 1 }
+        return s
+    }
+
+    /// `sumOfSquares` of float32 values, widened exactly: the same operations, so the same result as on the
+    /// widened row.
+    @inline(__always)
+    public static func sumOfSquares(_ x: UnsafePointer<Float>, n: Int) -> Double {
+        var acc = SIMD8<Double>(repeating: 0)
+        var j = 0
+        while j + 8 <= n {
+            let v = SIMD8<Double>(UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self))
+            acc += v * v
+            j += 8
+        }
+        var s = acc.sum()
+        while j < n { let v = Double(x[j]); s += v * v; j += 1 }
+        return s
+    }
+
     /// xᵀy over n entries (ddot).
     @inline(__always)
     public static func dot(_ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, n: Int) -> Double {

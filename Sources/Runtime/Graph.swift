@@ -38,14 +38,20 @@ final class Graph: @unchecked Sendable {
     func storePath(_ input: String) -> String { rowStoreDir + "/" + input + ".rows" }
 
     /// Samplers pass rows on with the same columns and target (and add weights), so every operator sees the
-    /// source's shape; only the row count is unknown downstream of a sampler.
+    /// source's shape; only the row count is unknown downstream of a sampler, and its rows are weighted.
     func context(_ s: OperatorSpec) -> OperatorContext {
         var sh = shape
-        if s.input != "source" { sh.rowsKnown = nil }
+        if s.input != "source" { sh.rowsKnown = nil; sh.float32Values = false }
         return OperatorContext(shape: sh, seed: seed, shard: shard, purpose: CRC32C.checksum(Array(s.id.utf8)), sharded: sharded)
     }
 
     /// Feeds one batch to the consumers of `from` ("source" or a sampler's id).
+    /// Every reader of the source takes float32 rows (`StreamOperator.readsFloat32Rows`) and no row store
+    /// copies them: source batches need not fill `features`.
+    var sourceReadsFloat32Only: Bool {
+        stores["source"] == nil && spec.consumers(of: "source").allSatisfy { ops[$0.id]!.readsFloat32Rows }
+    }
+
     func feed(_ batch: RowBatch, from: String) throws(EngineError) {
         if let store = stores[from] { try store.append(batch) }
         for s in spec.consumers(of: from) { try ops[s.id]!.update(batch) }

@@ -113,7 +113,7 @@ public struct Merger: Sendable {
                 guard env.stateVersion == s.descriptor.stateVersion else {
                     throw .data(file, "state version \(env.stateVersion), this rowflow reads \(s.descriptor.stateVersion)")
                 }
-                let sh = StreamShape(columns: env.columns, hasTarget: env.hasTarget)
+                let sh = StreamShape(columns: env.columns, hasTarget: env.hasTarget, float32Values: spec.source.format == .f32)
                 if let prev = shape, prev != sh {
                     throw .usage(file, "shard shapes differ: \(prev.columns) columns (target: \(prev.hasTarget)) vs \(sh.columns) (target: \(sh.hasTarget))")
                 }

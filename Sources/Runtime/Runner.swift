@@ -293,7 +293,8 @@ public final class Runner: @unchecked Sendable {
     }
 
     func streamShape(_ src: SourceReader) throws(EngineError) -> StreamShape {
-        if let l = src.layout { return StreamShape(columns: l.features, hasTarget: l.hasTarget, rowsKnown: src.rowsKnown) }
+        let f32 = spec.source.format == .f32
+        if let l = src.layout { return StreamShape(columns: l.features, hasTarget: l.hasTarget, rowsKnown: src.rowsKnown, float32Values: f32) }
         // An empty input: the shape can only come from the manifest.
         guard let c = spec.source.columns else {
             if options.shard != nil {
@@ -303,7 +304,7 @@ public final class Runner: @unchecked Sendable {
             throw .data(src.displayName, "no rows: the input is empty")
         }
         let l = try RowLayout(rawColumns: c, config: spec.source, where: options.manifestPath)
-        return StreamShape(columns: l.features, hasTarget: l.hasTarget, rowsKnown: 0)
+        return StreamShape(columns: l.features, hasTarget: l.hasTarget, rowsKnown: 0, float32Values: f32)
     }
 
     func stream(_ src: SourceReader, shape: StreamShape, progress: ProgressReporter) throws(EngineError) {
@@ -327,6 +328,10 @@ public final class Runner: @unchecked Sendable {
             }
             return
         }
+        // Rows that only float32 readers see are checked for non-finite values but never widened (a batch cut
+        // for --emit-every or shuffled is copied from `features`, so those keep the conversion).
+        let float32Only = src.stagesFloat32 && options.emitEvery == nil && shuffler == nil && graph.sourceReadsFloat32Only
+        func convert(_ b: inout RowBatch) throws(EngineError) { if float32Only { try b.checkStaged() } else { try b.materialize() } }
         // Two threads: decode there → queue → compute here. Three batches circulate.
         let full = BoundedQueue<Result<RowBatch?, EngineError>>(capacity: 2)
         let free = BoundedQueue<RowBatch>(capacity: 4)
@@ -344,7 +349,7 @@ public final class Runner: @unchecked Sendable {
                     // the one the compute thread would raise before feeding this batch, in the same order, so
                     // where it runs changes only the wall time.
                     if full.count > 0 {
-                        do throws(EngineError) { try batch.materialize() } catch { full.push(.failure(error)); return }
+                        do throws(EngineError) { try convert(&batch) } catch { full.push(.failure(error)); return }
                     }
                     // `consume`: this thread lets go of the buffers before the compute thread writes them.
                     if !full.push(.success(consume batch)) { return }
@@ -367,7 +372,7 @@ public final class Runner: @unchecked Sendable {
             case .item(.success(nil)): return
             case .item(.success(var batch?)):
                 popped = .timedOut   // drop the queue's reference so the conversion below writes in place
-                try batch.materialize()
+                try convert(&batch)
                 try consume(batch, progress: progress, src: src)
                 free.push(consume batch)
             }

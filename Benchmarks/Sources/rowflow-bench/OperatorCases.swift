@@ -97,12 +97,13 @@ func svdCase(_ env: BenchEnv, rows: Int, runs: Int) -> Section {
         floorContender(zst),
         .rowflow(env, "rowflow truncated-svd rank 16, incremental", manifest: "f32x256-tsvd-incremental.yaml", input: zst, out: "svd-inc"),
         .rowflow(env, "rowflow truncated-svd rank 16, auto", manifest: "f32x256-tsvd-auto.yaml", input: zst, out: "svd-auto"),
+        .rowflow(env, "rowflow truncated-svd rank 16, gram, precision float64", manifest: "f32x256-tsvd-gram64.yaml", input: zst, out: "svd-gram64"),
         .peer(env, "sklearn IncrementalPCA(16, batch_size=8192), zstandard stream", script: peerScript, input: zst,
               args: ["ipca", zst, "\(cols)", "\(k)", ref], maxRuns: 1),
         .peer(env, "sklearn randomized_svd(16), in memory", script: peerScript, input: zst,
               args: ["rsvd", zst, "\(cols)", "\(k)", ref]),
     ], runs: runs)
-    for i in [1, 2] { score(env, &results[i], ["score-svd", ref, results[i].contender.outDir! + "/t", "false"]) }
+    for i in [1, 2, 3] { score(env, &results[i], ["score-svd", ref, results[i].contender.outDir! + "/t", "false"]) }
     let floor = results[0]
     let metrics = [
         Metric(header: "σ max rel err") { $0.contender.name.contains("floor") ? "—" : sci(num($0, "sigma_rel_err")) },
@@ -119,13 +120,22 @@ func svdCase(_ env: BenchEnv, rows: Int, runs: Int) -> Section {
         \(opTable(results, ratioHeader: "wall ÷ floor", ratio: { $0.wall / floor.wall }, metrics: metrics))
 
         """
-    let inc = results[1], ipca = results[3]
+    let inc = results[1], auto = results[2], ipca = results[4]
     if let nm = notMeasured("rowflow incremental faster than IncrementalPCA with σ error ≤ 1e-3", [inc, ipca]) {
         text += "\n" + nm
     } else {
         let speed = ipca.wall / inc.wall, err = num(inc, "sigma_rel_err") ?? .infinity
         text += "\nGoal rowflow incremental faster than IncrementalPCA with σ error ≤ 1e-3: "
             + "\(verdict(speed > 1 && err <= 1e-3)) (×\(f(speed, 2)) wall; σ error \(sci(err)))."
+    }
+    if let nm = notMeasured("rowflow auto within 1.5× of the floor, σ error ≤ IncrementalPCA's", [floor, auto, ipca]) {
+        text += "\n" + nm
+    } else {
+        let ratio = auto.wall / floor.wall
+        let err = num(auto, "sigma_rel_err") ?? .infinity, peerErr = num(ipca, "sigma_rel_err") ?? 0
+        text += "\nGoal rowflow auto within 1.5× of the floor, σ error ≤ IncrementalPCA's: "
+            + "\(verdict(ratio <= 1.5 && err <= peerErr)) (\(f(ratio, 2)); σ error \(sci(err)) vs \(sci(peerErr)); "
+            + "×\(f(ipca.wall / auto.wall, 1)) IncrementalPCA's speed)."
     }
     text += "\n\nIncrementalPCA ran once (slow peer); every other contender \(runs) times. " + background
     return Section(name: "svd", text: text, versions: peerVersion(results))
