@@ -31,9 +31,11 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
     public static let float32ChunkRows = 64
 
     /// `precision: auto`: float32 chunks when the rows are float32 values to begin with (nothing is rounded
-    /// on the way in), unscaled and uncentred, and the method is gram; float64 otherwise.
-    public static func autoPrecision(method: Method, center: Bool, float32Values: Bool) -> Precision {
-        method == .gram && !center && float32Values ? .float32 : .float64
+    /// on the way in), unscaled and uncentred, the method is gram and k ≤ 24 — so that float32's worst-case
+    /// margin √k·γ₆₅·F² stays ≤ 2e-5·F² (at d = 1000, k = 100 it would be 3.9e-5·F², loosening a relative bound
+    /// of 2.5e-5 to 6e-3 for a 1.2× speed-up); float64 otherwise.
+    public static func autoPrecision(method: Method, rank: Int, center: Bool, float32Values: Bool) -> Precision {
+        method == .gram && !center && float32Values && rank <= 24 ? .float32 : .float64
     }
 
     /// Basis vectors the incremental sketch keeps: k′ = k + oversample, at most d.
@@ -82,7 +84,7 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
         switch p.string("precision") ?? "auto" {
         case "float32": precision = .float32
         case "float64": precision = .float64
-        default: precision = autoPrecision(method: method, center: center, float32Values: float32Values)
+        default: precision = autoPrecision(method: method, rank: Int(k), center: center, float32Values: float32Values)
         }
         return TruncatedSVDConfig(rank: Int(k), oversample: over, method: method, blockRows: b,
                                   center: center, decay: p.double("decay") ?? 1, precision: precision)
@@ -118,10 +120,11 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
 ///   compensation); centring adds the error of its shifted means (below). Each re-orthonormalisation adds
 ///   u·(16·d·k′·tr E + 16·k·k′·λ₁). `gram` adds k·u·((b + 2)·‖C‖_F² + 2·(F² + ‖C‖_F²)) per block and
 ///   16·k·d·u·λ₁ for the final eigensolver. `precision: float32` (the Gram method's chunks of 64 rows formed
-///   by ssyrk, then added in float64) adds k·γ₆₅·‖C‖_F² per block with γ₆₅ = 65·u₃₂/(1 − 65·u₃₂), u₃₂ = 2⁻²⁴
-///   (|error| ≤ γ₆₅·Σ|a||a|ᵀ entrywise, whose spectral norm is ≤ Σ‖a‖²): ≈ 6e-5·F² over the run at k = 16 —
-///   far above the actual error (≈ 1e-9·λ₁ measured), the price of a bound that holds for any data. A block
-///   whose values could overflow or underflow float32 products takes the float64 path. The margin is therefore O(k·(k′+b)·u·Σ_t λ₁(E_t)) — linear in the
+///   by ssyrk, then added in float64) adds √k·γ₆₅·‖C‖_F² per block with γ₆₅ = 65·u₃₂/(1 − 65·u₃₂), u₃₂ = 2⁻²⁴
+///   (|error| ≤ γ₆₅·Σ|a||a|ᵀ entrywise, whose Frobenius norm is ≤ Σ‖a‖², and a top-k sum moves by at most
+///   √k times a perturbation's Frobenius norm): ≈ 1.6e-5·F² over the run at k = 16 — far above the actual
+///   error (≈ 1e-9·λ₁ measured), the price of a bound that holds for any data. A block whose values could
+///   overflow or underflow float32 products takes the float64 path. The margin is therefore O(k·(k′+b)·u·Σ_t λ₁(E_t)) — linear in the
 ///   number of blocks T, at worst ≈ 16·k·(k′+2b)·u·T·σ₁² (≈ 8e-8·σ₁² for k = 16, b = 32, 10⁶ rows); it is
 ///   reported as `rounding_margin`. The property tests measure the actual rounding defect (where the truth
 ///   is known to rounding) at ≥ 10× below it (≈ 40× at worst observed).
@@ -140,7 +143,7 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
 ///
 /// **Output.** k values always, zero-padded: a value at or below the noise floor of a Gram-based method
 /// (λ ≤ 64·u·max(d, k′+b)·λ₁, i.e. σ ≤ 8·√(u·max(…))·σ₁ ≈ 1e-6·σ₁) counts as zero, and so does its vector's
-/// row; with `precision: float32` the floor is λ ≤ u₃₂·√d·λ₁ (σ ≤ 1e-3·σ₁ at d = 256); `numerical_rank` counts
+/// row; with `precision: float32` the floor is λ ≤ 8·u₃₂·λ₁ (σ ≤ 7e-4·σ₁); `numerical_rank` counts
 /// the values above it (incremental: among the k′ tracked, so at most k′).
 /// Vectors are rows of `right_vectors`, each with its largest-magnitude entry positive.
 ///
@@ -453,11 +456,12 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
             if float32Eligible(masses) {
                 e += gramFloat32(c, rows: n, float32: float32)
                 // Per chunk of m rows the float32 Gram is off by H with |H| ≤ γ_{m+1}·Σ|a||a|ᵀ entrywise, so
-                // ‖H‖₂ ≤ γ_{m+1}·Σ‖a‖² (Perron–Frobenius), plus (m+1)·2⁻¹⁴⁹ per entry for subnormal results;
-                // Ky Fan moves the top-k sum by k·‖H‖₂. Adding the chunk in float64 is covered below.
+                // ‖H‖_F ≤ γ_{m+1}·‖Σ|a||a|ᵀ‖_F ≤ γ_{m+1}·Σ‖a‖², plus (m+1)·2⁻¹⁴⁹ per entry for subnormal
+                // results; the top-k sum moves by at most Σ_{j≤k} σ_j(H) ≤ √k·‖H‖_F. Adding the chunk in float64
+                // is covered below.
                 let m = Double(TruncatedSVDConfig.float32ChunkRows + 1), u32 = 0x1p-24
                 let chunks = Double((n + TruncatedSVDConfig.float32ChunkRows - 1) / TruncatedSVDConfig.float32ChunkRows)
-                margin += k * (m * u32 / (1 - m * u32) * normSq + chunks * Double(d) * m * 0x1p-149)
+                margin += k.squareRoot() * (m * u32 / (1 - m * u32) * normSq + chunks * Double(d) * m * 0x1p-149)
             } else {
                 gram.withUnsafeMutableBufferPointer { g in BlockKernels.syrkUpper(c!, rows: n, n: d, into: g.baseAddress!) }
             }
@@ -661,9 +665,10 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         }
         let top = values.first ?? 0
         var floor = 64 * u * Double(order) * top
-        // Chunks formed in float32 leave noise eigenvalues of ≈ 1e-10–1e-8·λ₁ on rank-deficient float32 inputs
-        // (measured: d = 64 and 256, 2·10³–10⁶ rows); u₃₂·√d·λ₁ sits ≈ 100× above that.
-        if config.method == .gram && config.precision == .float32 { floor = max(floor, 0x1p-24 * Double(d).squareRoot() * top) }
+        // Chunks formed in float32 leave noise eigenvalues of ≈ 3e-10–6e-9·λ₁ on rank-deficient float32 inputs
+        // of 2·10³–10⁶ rows (d = 64, 256), more on a few chunks: u₃₂·√64·λ₁ ≈ 4.8e-7·λ₁ (the error of one
+        // chunk's sums) sits ≥ 80× above the large-n noise and clears it for every instance of the tests.
+        if config.method == .gram && config.precision == .float32 { floor = max(floor, 0x1p-24 * 8 * top) }
         let rank = values.prefix { $0 > floor }.count
         var sv = [Double](repeating: 0, count: k)
         var rv = [Double](repeating: 0, count: k * d)

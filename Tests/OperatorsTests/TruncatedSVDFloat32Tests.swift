@@ -36,7 +36,7 @@ import Testing
     /// representation error), and rows scaled by 2^±100 (blocks float32 cannot take fall back to float64).
     /// Reference: dgesdd in float64 on the effective matrix. Where rank ≤ k the bound must equal the truth to
     /// twice the margin, and the measured defect must stay below the margin (the margin is a worst case ≈
-    /// k·γ₆₅·F²; the actual float32 error is orders of magnitude smaller, so a broken margin — say γ for one
+    /// √k·γ₆₅·F²; the actual float32 error is orders of magnitude smaller, so a broken margin — say γ for one
     /// row instead of 65 — would still pass, but a missing one or a wrong chunk result would not).
     @Test func boundHoldsOnRandomInstances() throws {
         let rng = CounterRandom(seed: 3232, shard: 0, purpose: 9)
@@ -87,7 +87,7 @@ import Testing
     }
 
     /// Values against dgesdd on 20,000 float32 rows (d = 64, slow spectrum): within the run's own certificate
-    /// (σ² − σ̂² and σ̂² − σ² ≤ margin + the reference's error), and the same certificate is ≤ k·γ₆₅·F²
+    /// (σ² − σ̂² and σ̂² − σ² ≤ margin + the reference's error), and the same certificate is ≤ √k·γ₆₅·F²
     /// plus the float64 terms — the margin the documentation states.
     @Test func valuesWithinCertificate() throws {
         let d = 64, k = 8, n = 20_000
@@ -101,7 +101,8 @@ import Testing
             #expect(abs(est - truth) <= r.roundingMargin + refErr, "σ_\(j): \(r.singularValues[j]) vs \(ref.s[j])")
         }
         let gamma = 65 * 0x1p-24 / (1 - 65 * 0x1p-24)
-        #expect(r.roundingMargin >= Double(k) * gamma * r.frobeniusSq && r.roundingMargin <= 1.01 * Double(k) * gamma * r.frobeniusSq)
+        let stated = Double(k).squareRoot() * gamma * r.frobeniusSq
+        #expect(r.roundingMargin >= stated && r.roundingMargin <= 1.01 * stated)
         print("truncated-svd float32: max relative σ error \(relativeError(Array(r.singularValues.prefix(k)), Array(ref.s.prefix(k)))), margin/F² \(r.roundingMargin / r.frobeniusSq)")
     }
 
@@ -124,7 +125,7 @@ import Testing
         #expect(plain.readsFloat32Rows)
     }
 
-    /// `precision: auto` takes float32 only for uncentred gram on float32 sources; explicit values win; the
+    /// `precision: auto` takes float32 only for uncentred gram on float32 sources with rank ≤ 24; explicit values win; the
     /// incremental method ignores it; a float64 state is refused by a float32 operator.
     @Test func resolution() throws {
         let desc = OperatorRegistry.standard["truncated-svd"]!
@@ -137,6 +138,7 @@ import Testing
         #expect(try TruncatedSVDConfig.resolve(params(gram), columns: 8, float32Values: true).precision == .float32)
         #expect(try TruncatedSVDConfig.resolve(params(gram), columns: 8, float32Values: false).precision == .float64)
         #expect(try TruncatedSVDConfig.resolve(params(gram + [("center", .bool(true))]), columns: 8, float32Values: true).precision == .float64)
+        #expect(try TruncatedSVDConfig.resolve(params(gram + [("rank", .int(25))]), columns: 64, float32Values: true).precision == .float64)
         #expect(try TruncatedSVDConfig.resolve(params(gram + [("precision", .string("float64"))]), columns: 8, float32Values: true).precision == .float64)
         #expect(try TruncatedSVDConfig.resolve(params(gram + [("precision", .string("float32"))]), columns: 8, float32Values: false).precision == .float32)
         #expect(try TruncatedSVDConfig.resolve(params([("method", .string("incremental")), ("precision", .string("float32"))]), columns: 8).precision == .float64)
