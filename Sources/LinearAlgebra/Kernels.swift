@@ -84,6 +84,37 @@ public enum BlockKernels {
         return s
     }
 
+    /// Narrows `count` float64 values to float32 (rounding to nearest; exact for values that are float32s).
+    public static func narrowRows(_ x: UnsafePointer<Double>, count: Int, into y: UnsafeMutablePointer<Float>) {
+        var i = 0
+        while i + 8 <= count {
+            let v = SIMD8<Float>(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Double>.self))
+            UnsafeMutableRawPointer(y + i).storeBytes(of: v, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count { y[i] = Float(x[i]); i += 1 }
+    }
+
+    /// Z ← Z·R for a row-major `rows × n` block Z and an upper-triangular n×n R, in float32 (strmm).
+    public static func trmmRightUpperFloat32(_ r: UnsafePointer<Float>, n: Int, rows m: Int, inPlace z: UnsafeMutablePointer<Float>) {
+        if m == 0 || n == 0 { return }
+        cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, Int32(m), Int32(n), 1, r, Int32(n), z, Int32(n))
+    }
+
+    /// Widens `rows` float32 rows of `columns` values, `stride` floats apart, into a dense float64 block.
+    public static func widen(_ x: UnsafePointer<Float>, rows: Int, columns n: Int, stride: Int, into y: UnsafeMutablePointer<Double>) {
+        for i in 0..<rows {
+            let src = x + i * stride, dst = y + i * n
+            var j = 0
+            while j + 8 <= n {
+                let v = SIMD8<Double>(UnsafeRawPointer(src + j).loadUnaligned(as: SIMD8<Float>.self))
+                UnsafeMutableRawPointer(dst + j).storeBytes(of: v, as: SIMD8<Double>.self)
+                j += 8
+            }
+            while j < n { dst[j] = Double(src[j]); j += 1 }
+        }
+    }
+
     /// xᵀy over n entries (ddot).
     @inline(__always)
     public static func dot(_ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, n: Int) -> Double {

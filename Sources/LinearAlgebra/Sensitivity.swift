@@ -45,19 +45,16 @@ public enum RowScores {
         for i in 0..<n { for j in 0..<i { r[i * n + j] = 0 } }
     }
 
-    /// out[i] = x_iᵀ S⁻¹ x_i = ‖x_iᵀR⁻¹‖² given R⁻¹ (full row-major, from `invertUpper`): one dgemm for the
-    /// block — at gemm speed, about 4× a right-sided dtrsm on tall-skinny blocks here, for 2× the flops.
+    /// out[i] = x_iᵀ S⁻¹ x_i = ‖x_iᵀR⁻¹‖² given R⁻¹ (upper triangular, row-major, from `invertUpper`): a copy
+    /// of the block and one dtrmm — half a dgemm's flops; measured 0.17 s against dgemm's 0.25 s for 10⁶ rows
+    /// of 65, and about 4× faster than a right-sided dtrsm with R on these tall-skinny blocks.
     public static func quadraticForms(inverseFactor ri: UnsafePointer<Double>, n: Int, x: UnsafePointer<Double>, rows m: Int,
                                       scratch z: UnsafeMutablePointer<Double>, into out: UnsafeMutablePointer<Double>) {
         if m == 0 { return }
         if n == 0 { for i in 0..<m { out[i] = 0 }; return }
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(n), 1, x, Int32(n), ri, Int32(n), 0, z, Int32(n))
-        for i in 0..<m {
-            var s = 0.0
-            let row = z + i * n
-            for j in 0..<n { s += row[j] * row[j] }
-            out[i] = s
-        }
+        z.update(from: x, count: m * n)
+        cblas_dtrmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, Int32(m), Int32(n), 1, ri, Int32(n), z, Int32(n))
+        for i in 0..<m { out[i] = BlockKernels.sumOfSquares(z + i * n, n: n) }
     }
 
     /// out[i] = x_iᵀ S⁻¹ x_i for the rows of a row-major m×n block X, given the factor R of S = RᵀR from

@@ -790,3 +790,50 @@ let GOLDEN_MR_COUNT = 60
 let GOLDEN_MR_DIGEST = "e7469e6057d2f69d"
 let GOLDEN_MR_FIRST: [Int64] = [5, 9, 16, 23, 25, 36, 37, 38, 46, 47, 53, 55]
 let GOLDEN_MR_WEIGHT_SUM = 520.4191433021416
+
+/// Online scores from float32 products (`StreamShape.float32Values`: the rows are float32 values).
+@Suite struct SensitivityFloat32ScoreTests {
+    /// Every row's score from one sampler run both ways (samples: n + 1 keeps every row with its score).
+    func scores(_ a: Matrix, _ y: [Double], float32: Bool) throws -> [Double] {
+        let c = SensitivityConfig(samples: a.rows + 1)
+        let ctx = OperatorContext(shape: StreamShape(columns: a.cols, hasTarget: true, float32Values: float32), seed: 3, shard: 0, purpose: 4242)
+        let op = try fed(SensitivitySampleOperator(config: c, context: ctx), batches(a, targets: y, batchRows: 777))
+        var engine = op.online!
+        try engine.closeBlock(rng: op.rng, shard: 0)
+        #expect(engine.kept.count == a.rows)
+        return engine.kept.score
+    }
+
+    func rounded(_ a: Matrix, _ y: [Double]) -> (Matrix, [Double]) {
+        (Matrix(rows: a.rows, cols: a.cols, storage: a.storage.map { Double(Float($0)) }), y.map { Double(Float($0)) })
+    }
+
+    /// Well-conditioned float32 rows: the float32 scores are never below the float64 ones (they bound the
+    /// exact score; the float64 path's own rounding is ≲ 1e-12 relative here, so 1e-9 is slack, not
+    /// tolerance) and at most 1 % above them, as `scoresInFloat32` promises; some differ, so the path ran.
+    @Test func neverBelowAndWithinOnePercent() throws {
+        let n = 20_000, d = 16
+        let g = gaussianMatrix(rows: n, cols: d + 1, seed: 81)
+        var a = Matrix(rows: n, cols: d), y = [Double](repeating: 0, count: n)
+        for i in 0..<n { for j in 0..<d { a[i, j] = g[i, j] }; y[i] = g[i, d] + 0.5 * g[i, 0] }
+        (a, y) = rounded(a, y)
+        let s32 = try scores(a, y, float32: true), s64 = try scores(a, y, float32: false)
+        var worst = 0.0, differ = 0
+        for i in 0..<n {
+            #expect(s32[i] >= s64[i] * (1 - 1e-9), "row \(i): \(s32[i]) < \(s64[i])")
+            #expect(s32[i] <= s64[i] * 1.01 || s32[i] == 1, "row \(i): \(s32[i]) vs \(s64[i])")
+            if s32[i] != s64[i] { differ += 1 }
+            if s64[i] < 1 { worst = max(worst, s32[i] / s64[i] - 1) }
+        }
+        #expect(differ > n / 2)
+        print("sensitivity-sample float32 scores: worst relative rise \(worst)")
+    }
+
+    /// Columns over six orders of magnitude (κ(M) ≈ 1e12): float32 products could not bound the scores
+    /// within 1 %, so every block takes the float64 path and the scores are the float64 ones, bit for bit.
+    @Test func badlyScaledRowsTakeFloat64() throws {
+        let (a0, y0) = hardRegression(n: 5000, d: 8, seed: 82)
+        let (a, y) = rounded(a0, y0)
+        #expect(try scores(a, y, float32: true) == scores(a, y, float32: false))
+    }
+}
