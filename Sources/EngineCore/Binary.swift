@@ -3,6 +3,9 @@
 public struct BinaryWriter: Sendable {
     public private(set) var bytes: [UInt8] = []
     public init() {}
+    /// Room for `capacity` bytes up front: a large state is then built in one buffer, with no regrowth
+    /// (each regrowth copies it and faults in fresh pages).
+    public init(capacity: Int) { bytes.reserveCapacity(capacity) }
 
     public mutating func u8(_ v: UInt8) { bytes.append(v) }
     public mutating func u16(_ v: UInt16) { for i in 0..<2 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }

@@ -28,19 +28,29 @@ public enum FileBytes {
 
     /// Writes `bytes` to `path` atomically: a reader sees the old file or the new one, never a part.
     public static func writeAtomically(_ bytes: [UInt8], to path: String, sync: Bool = false) throws(EngineError) {
+        var result: Result<Void, EngineError> = .success(())
+        bytes.withUnsafeBytes { b in result = Result { () throws(EngineError) in try writeAtomically([b], to: path, sync: sync) } }
+        try result.get()
+    }
+
+    /// The same for a file made of several pieces of memory, written in order (no buffer joins them: a large
+    /// array goes from its own storage to the file).
+    public static func writeAtomically(_ parts: [UnsafeRawBufferPointer], to path: String, sync: Bool = false) throws(EngineError) {
         let tmp = path + ".tmp-\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .io(path, "cannot write: \(String(cString: strerror(errno)))") }
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let msg = String(cString: strerror(errno))
-                close(fd); unlink(tmp)
-                throw .io(path, "cannot write: \(msg)")
+        for part in parts {
+            var off = 0
+            while off < part.count {
+                let n = write(fd, part.baseAddress! + off, part.count - off)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    let msg = String(cString: strerror(errno))
+                    close(fd); unlink(tmp)
+                    throw .io(path, "cannot write: \(msg)")
+                }
+                off += n
             }
-            off += n
         }
         if sync && fsync(fd) != 0 {
             let msg = String(cString: strerror(errno))

@@ -35,7 +35,7 @@ public struct StateEnvelope: Sendable, Equatable {
     }
 
     public func encoded() -> [UInt8] {
-        var w = BinaryWriter()
+        var w = BinaryWriter(capacity: payload.count + kind.utf8.count + paramsDigest.utf8.count + 64)
         w.raw(StateEnvelope.magic)
         w.u16(StateEnvelope.formatVersion)
         w.string(kind)

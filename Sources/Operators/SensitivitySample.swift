@@ -1102,7 +1102,9 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
     /// u32 purpose, u8 sharded, then the engine's fields (see `OnlineEngine.encode` /
     /// `MergeReduceEngine.encode`).
     public func encodeState() -> [UInt8] {
-        var w = BinaryWriter()
+        // The online state is dominated by its kept rows (row, weight, score, uniform, index, shard each):
+        // sized up front so a coreset of tens of MB is written into one buffer.
+        var w = BinaryWriter(capacity: online.map { 8 * ($0.kept.count * ($0.width + 5) + ($0.width + 4) * ($0.width + $0.blockCount + 4)) + (1 << 16) } ?? 0)
         w.u8(Self.methodTag(config.method)); w.u64(UInt64(width)); w.u64(seed); w.i64(shard); w.u32(purpose); w.bool(sharded)
         if let o = online { o.encode(&w) } else { mergeReduce!.encode(&w) }
         return w.bytes

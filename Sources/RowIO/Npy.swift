@@ -114,6 +114,29 @@ public enum NpyWriter {
         return [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(hl & 0xFF), UInt8(hl >> 8)] + Array(dict.utf8)
     }
 
+    /// Writes the array as an .npy file, atomically; on little-endian hosts straight from its storage.
+    public static func write(_ array: NamedArray, to path: String) throws(EngineError) {
+        #if _endian(little)
+        let descr: String
+        switch array.values {
+        case .float64: descr = "<f8"
+        case .int64: descr = "<i8"
+        }
+        let head = header(descr: descr, shape: array.shape)
+        var result: Result<Void, EngineError> = .success(())
+        head.withUnsafeBytes { h in
+            func write(_ b: UnsafeRawBufferPointer) { result = Result { () throws(EngineError) in try FileBytes.writeAtomically([h, b], to: path) } }
+            switch array.values {
+            case let .float64(v): v.withUnsafeBytes(write)
+            case let .int64(v): v.withUnsafeBytes(write)
+            }
+        }
+        try result.get()
+        #else
+        try FileBytes.writeAtomically(encode(array), to: path)
+        #endif
+    }
+
     public static func encode(_ array: NamedArray) -> [UInt8] {
         let descr: String, count: Int
         switch array.values {
@@ -122,10 +145,18 @@ public enum NpyWriter {
         }
         var out = header(descr: descr, shape: array.shape)
         out.reserveCapacity(out.count + 8 * count)
+        #if _endian(little)
+        // The values' memory is already the file's little-endian layout: one copy, not one append per value.
+        switch array.values {
+        case let .float64(v): v.withUnsafeBytes { out.append(contentsOf: $0) }
+        case let .int64(v): v.withUnsafeBytes { out.append(contentsOf: $0) }
+        }
+        #else
         switch array.values {
         case let .float64(v): for x in v { let b = x.bitPattern.littleEndian; withUnsafeBytes(of: b) { out += $0 } }
         case let .int64(v): for x in v { let b = x.littleEndian; withUnsafeBytes(of: b) { out += $0 } }
         }
+        #endif
         return out
     }
 }

@@ -29,7 +29,7 @@ public struct OutputWriter: Sendable {
         let d = operatorDir(spec.id)
         try FileBytes.makeDirectory(d)
         for a in output.arrays {
-            try FileBytes.writeAtomically(NpyWriter.encode(a), to: d + "/" + a.name + ".npy")
+            try NpyWriter.write(a, to: d + "/" + a.name + ".npy")
         }
         if let state { try FileBytes.writeAtomically(state, to: d + "/state.bin") }
         let summary = JSON.object([("id", .string(spec.id)), ("op", .string(spec.kind))] + output.summary + extra

@@ -519,7 +519,7 @@ public final class Runner: @unchecked Sendable {
             if !arrays.isEmpty {
                 let dir = output.operatorDir(s.id) + "/current"
                 try FileBytes.makeDirectory(dir)
-                for a in arrays { try FileBytes.writeAtomically(NpyWriter.encode(a), to: dir + "/" + a.name + ".npy") }
+                for a in arrays { try NpyWriter.write(a, to: dir + "/" + a.name + ".npy") }
                 pairs.append(("current", .string(dir)))
             }
             stdout(JSON.object(pairs).encoded() + "\n")
