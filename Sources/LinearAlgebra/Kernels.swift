@@ -56,31 +56,30 @@ public enum BlockKernels {
     /// result never depends on where the row sits in memory.
     @inline(__always)
     public static func sumOfSquares(_ x: UnsafePointer<Double>, n: Int) -> Double {
-        var acc = SIMD8<Double>(repeating: 0)
-        var j = 0
-        while j + 8 <= n {
-            let v = UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Double>.self)
-            acc += v * v
-            j += 8
-        }
-        var s = acc.sum()
-        while j < n { s += x[j] * x[j]; j += 1 }
-        return s
+        sumOfSquares(n: n, eight: { UnsafeRawPointer(x + $0).loadUnaligned(as: SIMD8<Double>.self) }, one: { x[$0] })
     }
 
-    /// `sumOfSquares` of float32 values, widened exactly: the same operations, so the same result as on the
-    /// widened row.
+    /// `sumOfSquares` of float32 values, widened exactly: the same body, so bit for bit the result on the
+    /// widened row (operators rely on that: float32 rows and their float64 copies give the same state).
     @inline(__always)
     public static func sumOfSquares(_ x: UnsafePointer<Float>, n: Int) -> Double {
+        sumOfSquares(n: n, eight: { SIMD8<Double>(UnsafeRawPointer(x + $0).loadUnaligned(as: SIMD8<Float>.self)) }, one: { Double(x[$0]) })
+    }
+
+    @inline(__always)
+    public static func sumOfSquares(_ x: UnsafeMutablePointer<Float>, n: Int) -> Double { sumOfSquares(UnsafePointer(x), n: n) }
+
+    @inline(__always)
+    static func sumOfSquares(n: Int, eight: (Int) -> SIMD8<Double>, one: (Int) -> Double) -> Double {
         var acc = SIMD8<Double>(repeating: 0)
         var j = 0
         while j + 8 <= n {
-            let v = SIMD8<Double>(UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self))
+            let v = eight(j)
             acc += v * v
             j += 8
         }
         var s = acc.sum()
-        while j < n { let v = Double(x[j]); s += v * v; j += 1 }
+        while j < n { let v = one(j); s += v * v; j += 1 }
         return s
     }
 
