@@ -59,10 +59,10 @@ public struct RowBatch: Sendable {
     /// Some row of this batch did not come through the staging area.
     private var mixed = false
 
-    /// The batch's rows as the float32 values they were read as (`features` holds the same values, widened
-    /// exactly), with the floats between row starts — or nil unless every row was staged and converted. For
-    /// operators that compute in float32: reading these skips narrowing `features` again and gives the same
-    /// bits.
+    /// The batch's rows as the float32 values they were read as (`features`, when filled, holds the same
+    /// values widened exactly), with the floats between row starts — or nil unless every row was staged and
+    /// then converted or checked. For operators that compute in float32: reading these skips narrowing
+    /// `features` again and gives the same bits.
     public func withFloat32Rows<R>(_ body: (UnsafePointer<Float>, _ stride: Int) throws(EngineError) -> R) throws(EngineError) -> R? {
         guard let st = staged, !mixed, count > 0, stagedStart == count else { return nil }
         var result: Result<R, EngineError>!
@@ -119,7 +119,8 @@ public struct RowBatch: Sendable {
     /// same error, and the targets widened, but `features` left unfilled (`featuresUnfilled`).
     public mutating func checkStaged() throws(EngineError) {
         guard let st = staged, count > stagedStart else { stagedStart = count; return }
-        precondition(stagedStart == 0, "a batch is either materialized or checked, whole")
+        // Only a batch staged whole can leave `features` unfilled; any other is converted as usual.
+        guard stagedStart == 0, !mixed else { try materialize(); return }
         let stride = stagedStride, n = count * stride
         var bad = false
         st.withUnsafeBufferPointer { s in

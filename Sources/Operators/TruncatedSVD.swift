@@ -124,9 +124,9 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
 ///   (|error| ≤ γ₆₅·Σ|a||a|ᵀ entrywise, whose Frobenius norm is ≤ Σ‖a‖², and a top-k sum moves by at most
 ///   √k times a perturbation's Frobenius norm): ≈ 1.6e-5·F² over the run at k = 16 — far above the actual
 ///   error (≈ 1e-9·λ₁ measured), the price of a bound that holds for any data. A block whose values could
-///   overflow or underflow float32 products takes the float64 path. The margin is therefore O(k·(k′+b)·u·Σ_t λ₁(E_t)) — linear in the
-///   number of blocks T, at worst ≈ 16·k·(k′+2b)·u·T·σ₁² (≈ 8e-8·σ₁² for k = 16, b = 32, 10⁶ rows); it is
-///   reported as `rounding_margin`. The property tests measure the actual rounding defect (where the truth
+///   overflow or underflow float32 products takes the float64 path. The float64 margin is therefore
+///   O(k·(k′+b)·u·Σ_t λ₁(E_t)) — linear in the number of blocks T, at worst ≈ 16·k·(k′+2b)·u·T·σ₁²
+///   (≈ 8e-8·σ₁² for k = 16, b = 32, 10⁶ rows). The whole is reported as `rounding_margin`. The property tests measure the actual rounding defect (where the truth
 ///   is known to rounding) at ≥ 10× below it (≈ 40× at worst observed).
 /// - values: 0 ≤ σ_j² − σ̂_j² ≤ `dropped_energy` + margin, where `dropped_energy` = F² − tr E is the mass the
 ///   sketch truncated (Weyl); the subspace angle follows by Davis–Kahan. `weyl_tail_bound` is the paper's

@@ -45,13 +45,13 @@ final class Graph: @unchecked Sendable {
         return OperatorContext(shape: sh, seed: seed, shard: shard, purpose: CRC32C.checksum(Array(s.id.utf8)), sharded: sharded)
     }
 
-    /// Feeds one batch to the consumers of `from` ("source" or a sampler's id).
     /// Every reader of the source takes float32 rows (`StreamOperator.readsFloat32Rows`) and no row store
     /// copies them: source batches need not fill `features`.
     var sourceReadsFloat32Only: Bool {
         stores["source"] == nil && spec.consumers(of: "source").allSatisfy { ops[$0.id]!.readsFloat32Rows }
     }
 
+    /// Feeds one batch to the consumers of `from` ("source" or a sampler's id).
     func feed(_ batch: RowBatch, from: String) throws(EngineError) {
         if let store = stores[from] { try store.append(batch) }
         for s in spec.consumers(of: from) { try ops[s.id]!.update(batch) }
