@@ -46,8 +46,8 @@ public enum RowScores {
     }
 
     /// out[i] = x_iᵀ S⁻¹ x_i = ‖x_iᵀR⁻¹‖² given R⁻¹ (upper triangular, row-major, from `invertUpper`): a copy
-    /// of the block and one dtrmm — half a dgemm's flops; measured 0.17 s against dgemm's 0.25 s for 10⁶ rows
-    /// of 65, and about 4× faster than a right-sided dtrsm with R on these tall-skinny blocks.
+    /// of the block and one dtrmm — half a dgemm's flops: 0.14 s against dgemm's 0.20 s for 10⁶ rows of 65
+    /// (`make -C Benchmarks kernels`), and about 4× faster than a right-sided dtrsm with R on these blocks.
     public static func quadraticForms(inverseFactor ri: UnsafePointer<Double>, n: Int, x: UnsafePointer<Double>, rows m: Int,
                                       scratch z: UnsafeMutablePointer<Double>, into out: UnsafeMutablePointer<Double>) {
         if m == 0 { return }

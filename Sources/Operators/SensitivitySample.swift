@@ -441,7 +441,7 @@ struct OnlineEngine: Equatable, Sendable {
     /// only when that is ≤ 4e-3 (every score rises by < 1 %: M's Frobenius condition number ≲ 10³), and when
     /// R⁻¹'s entries and the products stay well inside float32's range; otherwise (badly scaled columns,
     /// say) it returns false and the block takes the float64 path, which writes every h_i. Costs one strmm —
-    /// 0.07 s per 10⁶ rows of 65 against dtrmm's 0.17 s.
+    /// 0.07 s per 10⁶ rows of 65 against dtrmm's 0.14 s (`make -C Benchmarks kernels`).
     mutating func scoresInFloat32(factor: [Double], factorNorm: Double, rows m: Int, into h: inout [Double]) -> Bool {
         let n = width, u32 = 0x1p-24
         var normR = 0.0, largest = 0.0

@@ -26,8 +26,8 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
 
     /// Rows whose Gram matrix ssyrk forms in float32 before it is added in float64: the float32 error bound
     /// grows with it (γ₆₅ ≈ 3.9e-6 relative to Σ‖a‖²), the per-chunk float64 addition of the d×d result
-    /// shrinks with it. Measured at d = 256 (10⁶ rows, one core): 32 rows 1.44 s, 64 1.08 s, 128 0.96 s,
-    /// 512 0.90 s, against 1.68 s for dsyrk.
+    /// shrinks with it. `make -C Benchmarks kernels` (d = 256, 10⁶ rows, one core): 32 rows 1.7 s, 64 1.2 s,
+    /// 128 1.0 s, 512 0.9 s, against 1.7 s for dsyrk.
     public static let float32ChunkRows = 64
 
     /// `precision: auto`: float32 chunks when the rows are float32 values to begin with (nothing is rounded
