@@ -143,7 +143,7 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
 ///
 /// **Output.** k values always, zero-padded: a value at or below the noise floor of a Gram-based method
 /// (λ ≤ 64·u·max(d, k′+b)·λ₁, i.e. σ ≤ 8·√(u·max(…))·σ₁ ≈ 1e-6·σ₁) counts as zero, and so does its vector's
-/// row; with `precision: float32` the floor is λ ≤ 8·u₃₂·λ₁ (σ ≤ 7e-4·σ₁); `numerical_rank` counts
+/// row; with `precision: float32` the floor is λ ≤ 16·u₃₂·λ₁ (σ ≤ 1e-3·σ₁); `numerical_rank` counts
 /// the values above it (incremental: among the k′ tracked, so at most k′).
 /// Vectors are rows of `right_vectors`, each with its largest-magnitude entry positive.
 ///
@@ -665,10 +665,10 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         }
         let top = values.first ?? 0
         var floor = 64 * u * Double(order) * top
-        // Chunks formed in float32 leave noise eigenvalues of ≈ 3e-10–6e-9·λ₁ on rank-deficient float32 inputs
-        // of 2·10³–10⁶ rows (d = 64, 256), more on a few chunks: u₃₂·√64·λ₁ ≈ 4.8e-7·λ₁ (the error of one
-        // chunk's sums) sits ≥ 80× above the large-n noise and clears it for every instance of the tests.
-        if config.method == .gram && config.precision == .float32 { floor = max(floor, 0x1p-24 * 8 * top) }
+        // Chunks formed in float32 leave noise eigenvalues on rank-deficient float32 inputs of ≈ u₃₂·λ₁ when one
+        // chunk holds all the rows (nothing averages) and 3e-10–6e-9·λ₁ from 2·10³ rows up (d = 64, 256);
+        // 16·u₃₂·λ₁ sits ≥ 8× above the first (noiseFloorClearsRoundingNoise) and ≥ 100× above the second.
+        if config.method == .gram && config.precision == .float32 { floor = max(floor, 16 * 0x1p-24 * top) }
         let rank = values.prefix { $0 > floor }.count
         var sv = [Double](repeating: 0, count: k)
         var rv = [Double](repeating: 0, count: k * d)

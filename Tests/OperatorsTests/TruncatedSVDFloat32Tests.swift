@@ -106,6 +106,27 @@ import Testing
         print("truncated-svd float32: max relative σ error \(relativeError(Array(r.singularValues.prefix(k)), Array(ref.s.prefix(k)))), margin/F² \(r.roundingMargin / r.frobeniusSq)")
     }
 
+    /// The noise floor (λ ≤ 16·u₃₂·λ₁) against the noise it is there for: on exactly rank-3 float32 rows the
+    /// float32-chunked Gram matrix's other eigenvalues are pure rounding. They must sit ≥ 8× below the floor
+    /// (the margin the comment in `result()` claims) for one chunk of rows (the noisiest case: nothing
+    /// averages) at d = 64 and 256 and for 2·10⁴ rows, and numerical_rank must be 3.
+    @Test(arguments: [(64, 64), (64, 256), (20_000, 64)])
+    func noiseFloorClearsRoundingNoise(rows n: Int, columns d: Int) throws {
+        let f = gaussianMatrix(rows: n, cols: 3, seed: 83), w = gaussianMatrix(rows: 3, cols: d, seed: 84)
+        var a = f.multiplied(by: w)
+        for i in 0..<n { for j in 0..<d { a[i, j] = Double(Float(a[i, j])) } }
+        var op = try fed(TruncatedSVDOperator(config: config(rank: 6, blockRows: 1000), columns: d), batches(a, batchRows: 4096))
+        #expect(try op.result().numericalRank == 3)
+        try op.closeBlock()
+        var g = Matrix(rows: d, cols: d, storage: op.gram)
+        g.symmetrizeFromUpper()
+        let values = try LAPACK.symmetricEigen(g).values
+        let noise = max(abs(values[3]), abs(values.last!)) / values[0]
+        let floor = 16 * 0x1p-24
+        print("truncated-svd float32 noise, \(n) rank-3 rows of \(d): λ_noise/λ₁ = \(noise) (floor \(floor))")
+        #expect(noise * 8 <= floor)
+    }
+
     /// The same state, to the byte, whether rows come as float64 `features`, as staged float32 rows widened,
     /// or as staged rows never widened (`features` unfilled) — the three ways the engine delivers float32
     /// input — for batch sizes that cut blocks and chunks anywhere.
