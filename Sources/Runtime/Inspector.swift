@@ -50,18 +50,18 @@ public enum Inspector {
         var lines: [String] = []
         let runPath = path + "/run.json"
         guard FileBytes.exists(runPath) else { throw .usage(path, "no run.json: not a rowflow output directory") }
-        let run = (try? JSONSerialization.jsonObject(with: Data(try FileBytes.read(runPath, what: "run.json")))) as? [String: Any] ?? [:]
-        let status = run["status"] as? String ?? "?"
+        let run = try JSONObject.read(runPath)
+        func field(_ k: String) -> String { run.value[k]?.description ?? "0" }
+        let status = run.string("status") ?? "?"
         lines.append("run \(path): \(status)" + (status == "complete" ? "" : "  ← NOT COMPLETE"))
-        if let e = run["error"] as? String { lines.append("  error: \(e)") }
-        lines.append("  rows read \(run["rows_read"] ?? 0), skipped \(run["rows_skipped"] ?? 0), quarantined \(run["rows_quarantined"] ?? 0); \(run["bytes_in"] ?? 0) bytes in \(run["seconds"] ?? 0) s (\(run["rows_per_s"] ?? 0) rows/s)")
-        let ids = (run["operators"] as? [String]) ?? []
-        for id in ids {
+        if let e = run.string("error") { lines.append("  error: \(e)") }
+        lines.append("  rows read \(field("rows_read")), skipped \(field("rows_skipped")), quarantined \(field("rows_quarantined")); \(field("bytes_in")) bytes in \(field("seconds")) s (\(field("rows_per_s")) rows/s)")
+        for id in run.strings("operators") ?? [] {
             let sp = path + "/" + id + "/summary.json"
             guard FileBytes.exists(sp) else { lines.append("\(id): no output"); continue }
-            let s = (try? JSONSerialization.jsonObject(with: Data(try FileBytes.read(sp, what: "summary")))) as? [String: Any] ?? [:]
-            lines.append("\(id) (\(s["op"] ?? "?")):")
-            for (k, v) in s.sorted(by: { $0.key < $1.key }) where !["id", "op", "params"].contains(k) {
+            let s = try JSONObject.read(sp)
+            lines.append("\(id) (\(s.string("op") ?? "?")):")
+            for (k, v) in s.pairs.sorted(by: { $0.0 < $1.0 }) where !["id", "op", "params"].contains(k) {
                 lines.append("  \(k): \(v)")
             }
             let files = ((try? FileManager.default.contentsOfDirectory(atPath: path + "/" + id)) ?? []).filter { $0.hasSuffix(".npy") }.sorted()

@@ -1,4 +1,3 @@
-import Foundation
 import EngineCore
 import Manifest
 import Operators
@@ -196,25 +195,24 @@ public struct Merger: Sendable {
     /// A run directory: each source operator's `state.bin` and run.json's counters. A directory with no state
     /// files and no rows read is an empty shard.
     func loadRunDirectory(_ dir: String, spec: PipelineSpec) throws(EngineError) -> Part {
-        var run: [String: Any] = [:]
-        if let bytes = try? FileBytes.read(dir + "/run.json", what: "run.json") {
-            run = ((try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]) ?? [:]
-        }
-        func int(_ k: String) -> Int64 { (run[k] as? NSNumber)?.int64Value ?? 0 }
+        // No run.json reads as an empty one; a run.json that does not parse is an error, not a shard to trust.
+        let runPath = dir + "/run.json"
+        let run = FileBytes.exists(runPath) ? try JSONObject.read(runPath) : JSONObject(.object([]))
+        func int(_ k: String) -> Int64 { run.int64(k) ?? 0 }
         var part = Part(label: dir, envelopes: [:], rows: int("rows_read"), skipped: int("rows_skipped"),
                         quarantined: int("rows_quarantined"), bytesIn: int("bytes_in"),
                         seed: UInt64(bitPattern: int("seed")))
-        if let list = run["shards"] as? [NSNumber] {
-            part.shards = list.map { $0.int64Value }
-        } else if run["shard"] != nil {
+        if let list = run.value["shards"]?.array {
+            part.shards = list.compactMap(\.int64)
+        } else if run.value["shard"] != nil {
             part.shards = [int("shard")]
         }
-        if let s = run["status"] as? String, s != "complete" {
+        if let s = run.string("status"), s != "complete" {
             throw .usage(dir, "the shard run's status is '\(s)', not complete", hint: "re-run (or --resume) that shard first")
         }
         let sources = spec.consumers(of: "source")
         let present = sources.filter { FileBytes.exists(dir + "/" + $0.id + "/state.bin") }
-        if present.isEmpty && part.rows == 0 && !run.isEmpty { return part }
+        if present.isEmpty && part.rows == 0 && !run.pairs.isEmpty { return part }
         for s in sources {
             let file = dir + "/" + s.id + "/state.bin"
             part.envelopes[s.id] = try FileBytes.read(file, what: "state")

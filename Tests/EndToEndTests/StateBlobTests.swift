@@ -164,5 +164,16 @@ import Testing
         #expect(bad.status == 64 && bad.stderr.contains("different parameters"), "\(bad.stderr)")
         let notBlob = rowflow(["merge", g, dir + "/two.f32", "--out", dir + "/y"])
         #expect(notBlob.status == 64, "\(notBlob.stderr)")
+        // A shard directory whose run.json does not parse is not trusted as complete (65, naming the file);
+        // its seed, written as an integer, comes back exact.
+        let seeded = rowflow(["run", g, "--input", dir + "/two.f32", "--shard", "0", "--seed", "18446744073709551557", "--out", dir + "/s0"])
+        #expect(seeded.status == 0, "\(seeded.stderr)")
+        let merged = rowflow(["merge", g, dir + "/s0", "--out", dir + "/sm"])
+        #expect(merged.status == 0, "\(merged.stderr)")
+        let mergedRun = try loadJSON(dir + "/sm/run.json")
+        #expect((mergedRun["seed"] as? NSNumber)?.int64Value == Int64(bitPattern: 18446744073709551557))
+        writeFile(dir + "/s0/run.json", "{\"status\": \"complete\", ")
+        let broken = rowflow(["merge", g, dir + "/s0", "--out", dir + "/sb"])
+        #expect(broken.status == 65 && broken.stderr.contains("s0/run.json"), "\(broken.stderr)")
     }
 }
