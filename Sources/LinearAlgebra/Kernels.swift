@@ -40,14 +40,26 @@ public enum BlockKernels {
         }
     }
 
-    /// Narrows `count` values to float32 and returns Σ (narrowed − original)² (0 iff every value was a float32).
+    /// Narrows `count` values to float32 (to nearest) and returns Σ (narrowed − original)², 0 iff every value
+    /// was a float32 (each difference is exact in float64; only their sum rounds).
+    @discardableResult
     public static func narrow(_ x: UnsafePointer<Double>, count: Int, into y: UnsafeMutablePointer<Float>) -> Double {
-        var err = 0.0
-        for i in 0..<count {
+        var acc = SIMD8<Double>(repeating: 0)
+        var i = 0
+        while i + 8 <= count {
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Double>.self), f = SIMD8<Float>(v)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: f, as: SIMD8<Float>.self)
+            let delta = SIMD8<Double>(f) - v
+            acc += delta * delta
+            i += 8
+        }
+        var err = acc.sum()
+        while i < count {
             let f = Float(x[i])
             y[i] = f
             let delta = Double(f) - x[i]
             err += delta * delta
+            i += 1
         }
         return err
     }
@@ -67,9 +79,6 @@ public enum BlockKernels {
     }
 
     @inline(__always)
-    public static func sumOfSquares(_ x: UnsafeMutablePointer<Float>, n: Int) -> Double { sumOfSquares(UnsafePointer(x), n: n) }
-
-    @inline(__always)
     static func sumOfSquares(n: Int, eight: (Int) -> SIMD8<Double>, one: (Int) -> Double) -> Double {
         var acc = SIMD8<Double>(repeating: 0)
         var j = 0
@@ -81,17 +90,6 @@ public enum BlockKernels {
         var s = acc.sum()
         while j < n { let v = one(j); s += v * v; j += 1 }
         return s
-    }
-
-    /// Narrows `count` float64 values to float32 (rounding to nearest; exact for values that are float32s).
-    public static func narrowRows(_ x: UnsafePointer<Double>, count: Int, into y: UnsafeMutablePointer<Float>) {
-        var i = 0
-        while i + 8 <= count {
-            let v = SIMD8<Float>(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Double>.self))
-            UnsafeMutableRawPointer(y + i).storeBytes(of: v, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < count { y[i] = Float(x[i]); i += 1 }
     }
 
     /// Z ← Z·R for a row-major `rows × n` block Z and an upper-triangular n×n R, in float32 (strmm).

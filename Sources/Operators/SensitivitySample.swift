@@ -314,31 +314,33 @@ struct OnlineEngine: Equatable, Sendable {
 
     mutating func update(_ batch: RowBatch, rng: CounterRandom, shard: Int64) throws(EngineError) {
         let d = batch.columns, width = self.width
-        // Staged float32 rows are [a | y] already when the target is last: widened straight into the block.
-        let f32 = try batch.withFloat32Rows { (p, stride) throws(EngineError) in (p, stride) }
-        var r = 0
-        while r < batch.count {
-            // Rows up to the open block's end at once: [a | y] rows copied with memcpy, no per-value checks.
-            let size = blockSize(startingAt: blockStart)
-            let take = min(size - blockCount, batch.count - r), start = blockCount
-            block.withUnsafeMutableBufferPointer { bp in
-                if let (p, stride) = f32, stride == width || width == d {
-                    BlockKernels.widen(p + r * stride, rows: take, columns: width, stride: stride, into: bp.baseAddress! + start * width)
-                    return
-                }
-                if let (p, stride) = f32 {
-                    for k in 0..<take { for j in 0..<d { bp[(start + k) * width + j] = Double(p[(r + k) * stride + j]) } }
-                } else {
-                    batch.features.withUnsafeBufferPointer { fp in
-                        for k in 0..<take {
-                            (bp.baseAddress! + (start + k) * width).update(from: fp.baseAddress! + (r + k) * d, count: d)
-                        }
-                    }
-                }
-                if width > d {
-                    for k in 0..<take { bp[(start + k) * width + d] = batch.targets?[r + k] ?? 0 }
+        // Staged float32 rows are the source's rows as read — features, then the target when there is one —
+        // so [a | y] as the block holds them: widened straight into it.
+        if try batch.withFloat32Rows({ (p, stride) throws(EngineError) -> Void in
+            precondition(stride == width, "staged rows of \(stride) floats for [a | y] rows of \(width)")
+            try append(batch, rng: rng, shard: shard) { r, n, dst in BlockKernels.widen(p + r * stride, rows: n, columns: width, stride: stride, into: dst) }
+        }) != nil { return }
+        try batch.features.withUnsafeBufferPointer { (fp) throws(EngineError) in
+            try append(batch, rng: rng, shard: shard) { r, n, dst in
+                // [a | y] rows copied with memcpy, no per-value checks.
+                for k in 0..<n {
+                    (dst + k * width).update(from: fp.baseAddress! + (r + k) * d, count: d)
+                    if width > d { dst[k * width + d] = batch.targets?[r + k] ?? 0 }
                 }
             }
+        }
+    }
+
+    /// Appends the batch's rows to the open block, closing it at its fixed end; `fill(r, n, dst)` writes the
+    /// [a | y] rows r..<r+n of the batch to dst.
+    private mutating func append(_ batch: RowBatch, rng: CounterRandom, shard: Int64,
+                                 fill: (Int, Int, UnsafeMutablePointer<Double>) -> Void) throws(EngineError) {
+        var r = 0
+        while r < batch.count {
+            // Rows up to the open block's end at once.
+            let size = blockSize(startingAt: blockStart)
+            let take = min(size - blockCount, batch.count - r), start = blockCount
+            block.withUnsafeMutableBufferPointer { bp in fill(r, take, bp.baseAddress! + start * width) }
             for k in 0..<take {
                 let w = batch.weight(r + k)
                 blockWeight[start + k] = w
@@ -463,7 +465,7 @@ struct OnlineEngine: Equatable, Sendable {
         block.withUnsafeBufferPointer { bp in
             scratchZ32.withUnsafeMutableBufferPointer { zp in
                 factor32.withUnsafeBufferPointer { fp in
-                    BlockKernels.narrowRows(bp.baseAddress!, count: m * n, into: zp.baseAddress!)
+                    BlockKernels.narrow(bp.baseAddress!, count: m * n, into: zp.baseAddress!)   // exact: the values are float32s
                     BlockKernels.trmmRightUpperFloat32(fp.baseAddress!, n: n, rows: m, inPlace: zp.baseAddress!)
                     for i in 0..<m {
                         let zn = BlockKernels.sumOfSquares(UnsafePointer(zp.baseAddress! + i * n), n: n).squareRoot()
@@ -593,6 +595,12 @@ struct OnlineEngine: Equatable, Sendable {
         var w = BinaryWriter()
         encode(&w)
         return w.bytes
+    }
+
+    /// At least the bytes `encode` writes: kept rows (row, weight, score, uniform, index, shard), K and the
+    /// per-column vectors, the open block, plus room for the scalars and history.
+    var encodedSizeHint: Int {
+        8 * (kept.count * (width + 5) + (width + 4) * (width + blockCount + 4)) + (1 << 16)
     }
 
     func encode(_ w: inout BinaryWriter) {
@@ -1102,9 +1110,8 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
     /// u32 purpose, u8 sharded, then the engine's fields (see `OnlineEngine.encode` /
     /// `MergeReduceEngine.encode`).
     public func encodeState() -> [UInt8] {
-        // The online state is dominated by its kept rows (row, weight, score, uniform, index, shard each):
-        // sized up front so a coreset of tens of MB is written into one buffer.
-        var w = BinaryWriter(capacity: online.map { 8 * ($0.kept.count * ($0.width + 5) + ($0.width + 4) * ($0.width + $0.blockCount + 4)) + (1 << 16) } ?? 0)
+        // Sized up front, so a coreset of tens of MB is written into one buffer (no regrowth copies).
+        var w = BinaryWriter(capacity: online?.encodedSizeHint ?? 0)
         w.u8(Self.methodTag(config.method)); w.u64(UInt64(width)); w.u64(seed); w.i64(shard); w.u32(purpose); w.bool(sharded)
         if let o = online { o.encode(&w) } else { mergeReduce!.encode(&w) }
         return w.bytes

@@ -123,11 +123,12 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
 ///   by ssyrk, then added in float64) adds √k·γ₆₅·‖C‖_F² per block with γ₆₅ = 65·u₃₂/(1 − 65·u₃₂), u₃₂ = 2⁻²⁴
 ///   (|error| ≤ γ₆₅·Σ|a||a|ᵀ entrywise, whose Frobenius norm is ≤ Σ‖a‖², and a top-k sum moves by at most
 ///   √k times a perturbation's Frobenius norm): ≈ 1.6e-5·F² over the run at k = 16 — far above the actual
-///   error (≈ 1e-9·λ₁ measured), the price of a bound that holds for any data. A block whose values could
-///   overflow or underflow float32 products takes the float64 path. The float64 margin is therefore
-///   O(k·(k′+b)·u·Σ_t λ₁(E_t)) — linear in the number of blocks T, at worst ≈ 16·k·(k′+2b)·u·T·σ₁²
-///   (≈ 8e-8·σ₁² for k = 16, b = 32, 10⁶ rows). The whole is reported as `rounding_margin`. The property tests measure the actual rounding defect (where the truth
-///   is known to rounding) at ≥ 10× below it (≈ 40× at worst observed).
+///   error (noiseFloorClearsRoundingNoise prints ≈ 3e-9·λ₁ at 2·10⁴ rows), the price of a bound that holds for
+///   any data. A block whose values could overflow or underflow float32 products takes the float64 path. The
+///   float64 margin is therefore O(k·(k′+b)·u·Σ_t λ₁(E_t)) — linear in the number of blocks T, at worst
+///   ≈ 16·k·(k′+2b)·u·T·σ₁² (≈ 8e-8·σ₁² for k = 16, b = 32, 10⁶ rows). The whole is reported as
+///   `rounding_margin`. The property tests measure the actual rounding defect (where the truth is known to
+///   rounding) at ≥ 10× below it (≈ 40× at worst observed).
 /// - values: 0 ≤ σ_j² − σ̂_j² ≤ `dropped_energy` + margin, where `dropped_energy` = F² − tr E is the mass the
 ///   sketch truncated (Weyl); the subspace angle follows by Davis–Kahan. `weyl_tail_bound` is the paper's
 ///   Weyl-type bound F² − (Σ of the k largest row masses) — always valid, cheap, usually loose. The paper's
@@ -221,7 +222,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         // Block buffers, and the k × d outputs (twice: vectors and their copy for the .npy).
         let common = 8 * (2 * b + kp + 2) * dd + 16 * Double(c.rank) * dd
         switch c.method {
-        case .gram: return common + 8 * dd * dd * 2 + (c.precision == .float32 ? 4 * dd * (dd + 64) : 0)
+        case .gram: return common + 8 * dd * dd * 2 + (c.precision == .float32 ? 4 * dd * (dd + Double(TruncatedSVDConfig.float32ChunkRows)) : 0)
         case .incremental: return common + 8 * (3 * (kp + max(b, kp)) * dd + 4 * (kp + b) * (kp + b))
         }
     }
@@ -268,7 +269,8 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
                 let src = r + i, dst = blockCount + i
                 switch x {
                 case let .float64(p): for j in 0..<d { blockX[dst * d + j] = p[src * d + j] }
-                case let .float32(p, stride): for j in 0..<d { blockX[dst * d + j] = Double(p[src * stride + j]) }
+                case let .float32(p, stride):
+                    blockX.withUnsafeMutableBufferPointer { BlockKernels.widen(p + src * stride, rows: 1, columns: d, stride: stride, into: $0.baseAddress! + dst * d) }
                 }
                 let w = batch.weight(src)
                 blockW[dst] = w
@@ -299,7 +301,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         if float32Eligible(masses) {
             try absorbBlock(nil, rows: n, masses: masses, representationError: 0, float32: (x, stride))
         } else {
-            for i in 0..<n { for j in 0..<d { cbuf[i * d + j] = Double(x[i * stride + j]) } }
+            cbuf.withUnsafeMutableBufferPointer { BlockKernels.widen(x, rows: n, columns: d, stride: stride, into: $0.baseAddress!) }
             let block = cbuf
             try block.withUnsafeBufferPointer { (c) throws(EngineError) in
                 try absorbBlock(c.baseAddress!, rows: n, masses: masses, representationError: 0)
@@ -666,8 +668,9 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         let top = values.first ?? 0
         var floor = 64 * u * Double(order) * top
         // Chunks formed in float32 leave noise eigenvalues on rank-deficient float32 inputs of ≈ u₃₂·λ₁ when one
-        // chunk holds all the rows (nothing averages) and 3e-10–6e-9·λ₁ from 2·10³ rows up (d = 64, 256);
-        // 16·u₃₂·λ₁ sits ≥ 8× above the first (noiseFloorClearsRoundingNoise) and ≥ 100× above the second.
+        // chunk holds all the rows (nothing averages) and ≈ 3e-9·λ₁ at 2·10⁴ rows (noiseFloorClearsRoundingNoise
+        // prints both, d = 64 and 256); 16·u₃₂·λ₁ sits ≥ 8× above the first (asserted there), ≈ 300× above the
+        // second.
         if config.method == .gram && config.precision == .float32 { floor = max(floor, 16 * 0x1p-24 * top) }
         let rank = values.prefix { $0 > floor }.count
         var sv = [Double](repeating: 0, count: k)

@@ -114,22 +114,30 @@ public enum NpyWriter {
         return [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(hl & 0xFF), UInt8(hl >> 8)] + Array(dict.utf8)
     }
 
+    /// The header for the array's dtype and shape.
+    static func header(for array: NamedArray) -> [UInt8] {
+        switch array.values {
+        case .float64: return header(descr: "<f8", shape: array.shape)
+        case .int64: return header(descr: "<i8", shape: array.shape)
+        }
+    }
+
+    #if _endian(little)
+    /// The values' memory, which on this host is already the file's little-endian layout.
+    static func withBody<R>(_ array: NamedArray, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        switch array.values {
+        case let .float64(v): return v.withUnsafeBytes(body)
+        case let .int64(v): return v.withUnsafeBytes(body)
+        }
+    }
+    #endif
+
     /// Writes the array as an .npy file, atomically; on little-endian hosts straight from its storage.
     public static func write(_ array: NamedArray, to path: String) throws(EngineError) {
         #if _endian(little)
-        let descr: String
-        switch array.values {
-        case .float64: descr = "<f8"
-        case .int64: descr = "<i8"
-        }
-        let head = header(descr: descr, shape: array.shape)
         var result: Result<Void, EngineError> = .success(())
-        head.withUnsafeBytes { h in
-            func write(_ b: UnsafeRawBufferPointer) { result = Result { () throws(EngineError) in try FileBytes.writeAtomically([h, b], to: path) } }
-            switch array.values {
-            case let .float64(v): v.withUnsafeBytes(write)
-            case let .int64(v): v.withUnsafeBytes(write)
-            }
+        header(for: array).withUnsafeBytes { h in
+            withBody(array) { b in result = Result { () throws(EngineError) in try FileBytes.writeAtomically([h, b], to: path) } }
         }
         try result.get()
         #else
@@ -138,19 +146,9 @@ public enum NpyWriter {
     }
 
     public static func encode(_ array: NamedArray) -> [UInt8] {
-        let descr: String, count: Int
-        switch array.values {
-        case let .float64(v): descr = "<f8"; count = v.count
-        case let .int64(v): descr = "<i8"; count = v.count
-        }
-        var out = header(descr: descr, shape: array.shape)
-        out.reserveCapacity(out.count + 8 * count)
+        var out = header(for: array)
         #if _endian(little)
-        // The values' memory is already the file's little-endian layout: one copy, not one append per value.
-        switch array.values {
-        case let .float64(v): v.withUnsafeBytes { out.append(contentsOf: $0) }
-        case let .int64(v): v.withUnsafeBytes { out.append(contentsOf: $0) }
-        }
+        withBody(array) { b in out.reserveCapacity(out.count + b.count); out.append(contentsOf: b) }
         #else
         switch array.values {
         case let .float64(v): for x in v { let b = x.bitPattern.littleEndian; withUnsafeBytes(of: b) { out += $0 } }
