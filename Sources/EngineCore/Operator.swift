@@ -24,12 +24,26 @@ public struct OperatorOutput: Sendable {
     public var arrays: [NamedArray]
     public var summary: [(String, JSON)]
     public var emittedRows: [RowBatch]
+    /// Conditions the user must hear of although the operator succeeded (a solver stopped before its
+    /// tolerance, a rank-deficient solve, a suspect row order, a fallback that changes a guarantee): the
+    /// engine prints each as one stderr line `rowflow: warning: <id>: <what> (hint: …)` and lists it in
+    /// run.json `warnings`.
+    public var warnings: [OperatorWarning]
 
-    public init(arrays: [NamedArray], summary: [(String, JSON)], emittedRows: [RowBatch] = []) {
+    public init(arrays: [NamedArray], summary: [(String, JSON)], emittedRows: [RowBatch] = [],
+                warnings: [OperatorWarning] = []) {
         self.arrays = arrays
         self.summary = summary
         self.emittedRows = emittedRows
+        self.warnings = warnings
     }
+}
+
+/// One warning of an operator's: what happened, and what the user can do about it.
+public struct OperatorWarning: Sendable, Equatable {
+    public var what: String
+    public var hint: String?
+    public init(_ what: String, hint: String? = nil) { self.what = what; self.hint = hint }
 }
 
 /// What an operator knows about its input when it is built.

@@ -92,6 +92,8 @@ public final class Runner: @unchecked Sendable {
     var lastCheckpointTime = 0.0
     /// The source position after the last batch the operators consumed.
     var lastPosition = SourcePosition()
+    /// Operators' warnings, in the order they were raised (each also printed once on stderr).
+    var warnings: [(id: String, warning: OperatorWarning)] = []
 
     @discardableResult
     public func run() throws(EngineError) -> RunReport {
@@ -183,6 +185,12 @@ public final class Runner: @unchecked Sendable {
         }
     }
 
+    /// One stderr line per warning, `rowflow: warning: <id>: <what> (hint: …)`, kept for run.json.
+    func warn(id: String, _ w: OperatorWarning) {
+        warnings.append((id, w))
+        stderr("rowflow: warning: \(id): \(w.what)\(w.hint.map { " (hint: \($0))" } ?? "")\n")
+    }
+
     func runJSON(status: String, error: EngineError?) -> JSON {
         let seconds = max(0, monotonicSeconds() - started)
         var pairs: [(String, JSON)] = [("status", .string(status))]
@@ -208,6 +216,9 @@ public final class Runner: @unchecked Sendable {
         if let l = source?.layout { pairs.append(("columns", .int(Int64(l.features)))) }
         pairs.append(("operators", .array(spec?.operators.map { .string($0.id) } ?? [])))
         if let kib = peakRSSKiB() { pairs.append(("peak_rss_kib", .int(kib))) }
+        pairs.append(("warnings", .array(warnings.map { w in
+            .object([("id", .string(w.id)), ("what", .string(w.warning.what))] + (w.warning.hint.map { [("hint", JSON.string($0))] } ?? []))
+        })))
         return .object(pairs)
     }
 
@@ -284,6 +295,7 @@ public final class Runner: @unchecked Sendable {
             try self.betweenSteps(finishIndex: i)
         }, finished: { (id: String, out: OperatorOutput) throws(EngineError) in
             try self.output.writeOperator(self.spec.op(id)!, output: out, state: self.graph.stateBytes(id))
+            for w in out.warnings { self.warn(id: id, w) }
             outputs.append((id, out))
         })
         try qfile.close()
