@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 
 /// An error from a LAPACK routine: its name and `info`. Every call in this module checks `info`.
@@ -92,10 +93,13 @@ public enum BlockKernels {
         return s
     }
 
-    /// Z ← Z·R for a row-major `rows × n` block Z and an upper-triangular n×n R, in float32 (strmm).
-    public static func trmmRightUpperFloat32(_ r: UnsafePointer<Float>, n: Int, rows m: Int, inPlace z: UnsafeMutablePointer<Float>) {
+    /// Z ← Z·R for a row-major `rows × n` block Z and an upper-triangular n×n R, in float32, each entry summed
+    /// in one fixed order (CKernels): the same bits on every CPU and BLAS kernel, unlike strmm. Each entry is a
+    /// dot product of ≤ n terms, so its error is ≤ γ_n·|z||R| as for any order (Higham §3.1). `scratch`: n floats.
+    public static func trmmRightUpperFloat32(_ r: UnsafePointer<Float>, n: Int, rows m: Int, inPlace z: UnsafeMutablePointer<Float>,
+                                             scratch: UnsafeMutablePointer<Float>) {
         if m == 0 || n == 0 { return }
-        cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, Int32(m), Int32(n), 1, r, Int32(n), z, Int32(n))
+        rowflow_trmm_right_upper_f32(r, n, m, z, scratch)
     }
 
     /// Widens `rows` float32 rows of `columns` values, `stride` floats apart, into a dense float64 block.

@@ -208,6 +208,8 @@ public final class Runner: @unchecked Sendable {
             ("seed", .int(Int64(bitPattern: seed))),
             ("shard", .int(shard)),
             ("version", .string(RowflowVersion.string)),
+            ("blas_core", .string(BLASKernel.coreName)),
+            ("cpu", .string(BLASKernel.machine.model)),
             ("resumed_from_row", .int(Int64(resumeFrom?.rowsFed ?? 0))),
             ("manifest", .string(options.manifestPath)),
             ("input", .string(options.input ?? "-")),
