@@ -102,6 +102,33 @@ public enum BlockKernels {
         rowflow_trmm_right_upper_f32(r, n, m, z, scratch)
     }
 
+    /// y = x − s in float32 (each difference correctly rounded), and acc += y widened, over n entries.
+    public static func subtract(_ x: UnsafePointer<Float>, _ s: UnsafePointer<Float>, n: Int, into y: UnsafeMutablePointer<Float>,
+                                addingTo acc: UnsafeMutablePointer<Double>) {
+        var j = 0
+        while j + 8 <= n {
+            let v = UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self) - UnsafeRawPointer(s + j).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + j).storeBytes(of: v, as: SIMD8<Float>.self)
+            let a = UnsafeRawPointer(acc + j).loadUnaligned(as: SIMD8<Double>.self) + SIMD8<Double>(v)
+            UnsafeMutableRawPointer(acc + j).storeBytes(of: a, as: SIMD8<Double>.self)
+            j += 8
+        }
+        while j < n { let v = x[j] - s[j]; y[j] = v; acc[j] += Double(v); j += 1 }
+    }
+
+    /// Σ x_i·m_i for float32 x widened exactly and float64 m, in a fixed order (as `sumOfSquares`).
+    public static func dot(_ x: UnsafePointer<Float>, _ m: UnsafePointer<Double>, n: Int) -> Double {
+        var acc = SIMD8<Double>(repeating: 0)
+        var j = 0
+        while j + 8 <= n {
+            acc += SIMD8<Double>(UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self)) * UnsafeRawPointer(m + j).loadUnaligned(as: SIMD8<Double>.self)
+            j += 8
+        }
+        var s = acc.sum()
+        while j < n { s += Double(x[j]) * m[j]; j += 1 }
+        return s
+    }
+
     /// Widens `rows` float32 rows of `columns` values, `stride` floats apart, into a dense float64 block.
     public static func widen(_ x: UnsafePointer<Float>, rows: Int, columns n: Int, stride: Int, into y: UnsafeMutablePointer<Double>) {
         for i in 0..<rows {

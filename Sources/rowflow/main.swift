@@ -120,6 +120,7 @@ struct Gen: ParsableCommand {
     @Option(help: "σ₁²/σ₂² (spectrum).") var gap: Double = 4
     @Option(help: "Geometric decay of σⱼ after the second (spectrum).") var decay: Double = 0.9
     @Option(help: "Planted heavy rows along the second direction.") var heavy: Int = 0
+    @Option(help: "Added to every feature (spectrum): column means far from zero, for PCA.") var offset: Double = 0
     @Option(help: "Noise standard deviation (regression: default 0.1; legendre: default 0).") var noise: Double?
     @Option(help: "Target function (legendre): runge 1/(1+25x²) | abs | exp | step | none.") var target: String = "runge"
     @Option(help: "Output file (default stdout).") var out: String?
@@ -128,7 +129,7 @@ struct Gen: ParsableCommand {
     func run() throws {
         var g = GenOptions()
         g.rows = rows; g.cols = cols; g.seed = seed; g.zstd = zstd; g.gap = gap; g.decay = decay
-        g.heavy = heavy; g.noise = noise; g.out = out; g.truth = truth
+        g.heavy = heavy; g.offset = offset; g.noise = noise; g.out = out; g.truth = truth
         guard let k = GenOptions.Kind(rawValue: kind) else { fail(.usage("gen", "unknown kind '\(kind)'; expected spectrum | regression | legendre")) }
         g.kind = k
         guard let t = GenOptions.Target(rawValue: target) else {
