@@ -47,7 +47,9 @@ test-kernels: debug
 	@flags=$$(grep -m1 '^flags' /proc/cpuinfo); kernels="Prescott"; \
 	case "$$flags" in *avx2*fma*|*fma*avx2*) kernels="$$kernels Haswell";; esac; \
 	case "$$flags" in *avx512f*) case "$$flags" in *avx512bw*) kernels="$$kernels SkylakeX";; esac;; esac; \
-	for k in $$kernels; do echo "== OPENBLAS_CORETYPE=$$k"; OPENBLAS_CORETYPE=$$k OPENBLAS_NUM_THREADS=1 $(SWIFT) test --skip-build 2>&1 | tail -1; done
+	status=0; for k in $$kernels; do echo "== OPENBLAS_CORETYPE=$$k (log: .build/test-$$k.log)"; \
+	  OPENBLAS_CORETYPE=$$k OPENBLAS_NUM_THREADS=1 $(SWIFT) test --skip-build > .build/test-$$k.log 2>&1 || status=1; \
+	  grep -E "✘.*(recorded an issue|failed after)|Test run with" .build/test-$$k.log | tail -20; done; exit $$status
 
 # Integrations/spark on local[2,4], driving the debug binary `debug` just built (ROWFLOW_BIN). Runs when pyspark,
 # pyarrow, pandas and java are there (.ci/run installs them); under CI=true their absence is an error.

@@ -6,6 +6,7 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     case dataError = 65      // bad input data, no rows, every checkpoint corrupt
     case noInput = 66        // input or manifest not found / unreadable
     case software = 70       // internal error
+    case cantCreate = 73     // the output directory is being written by another live rowflow process
     case ioError = 74        // writing output, checkpoints or the row store failed
     case interrupted = 130   // SIGINT after a checkpoint
     case terminated = 143    // SIGTERM after a checkpoint

@@ -11,6 +11,8 @@ public struct OperatorSpec: Sendable {
     public let descriptor: OperatorDescriptor
     /// Where the operator was declared (`file:line:column`).
     public let location: String
+    /// The parameters' digest in this operator's state envelope (finish-only parameters left out).
+    public var stateDigest: String { descriptor.stateDigest(params) }
 }
 
 public struct CheckpointSpec: Sendable, Equatable {

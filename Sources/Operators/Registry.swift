@@ -75,6 +75,9 @@ public struct OperatorDescriptor: Sendable {
     public let check: @Sendable (ParamValues, _ hasTarget: Bool) -> String?
     public let make: @Sendable (ParamValues, OperatorContext) throws(EngineError) -> any StreamOperator
     public let restore: @Sendable (ParamValues, OperatorContext, [UInt8], String) throws(EngineError) -> any StreamOperator
+    /// Parameters that act only at finish (a gram's solve and lambda): a state carries no trace of them, so
+    /// `rowflow merge` may finish it under other values — to fix a solve that failed without re-reading the input.
+    public var finishOnly: Set<String> = []
     /// Merges the second into the first; nil when the operator is not mergeable.
     public let merge: (@Sendable (inout any StreamOperator, any StreamOperator) throws(EngineError) -> Void)?
 
@@ -87,6 +90,18 @@ public struct OperatorDescriptor: Sendable {
         self.kind = kind; self.summary = summary; self.parameters = parameters; self.outputs = outputs
         self.mergeable = mergeable; self.multiPass = multiPass; self.emitsRows = emitsRows
         self.stateVersion = stateVersion; self.mergeHint = mergeHint; self.check = check; self.make = make; self.restore = restore; self.merge = merge
+    }
+
+    /// The same descriptor with `finishOnly` set.
+    public func finishing(only names: Set<String>) -> OperatorDescriptor {
+        var d = self
+        d.finishOnly = names
+        return d
+    }
+
+    /// The digest a state envelope carries: the parameters that shape the state (`finishOnly` left out).
+    public func stateDigest(_ p: ParamValues) -> String {
+        ParamValues(p.values.filter { !finishOnly.contains($0.0) }).digest
     }
 
     /// A type-checked merge for a `MergeableOperator` type.
@@ -125,26 +140,31 @@ let gramDescriptor = OperatorDescriptor(
     kind: "gram",
     summary: "Exact Gram matrix AᵀA (and Aᵀy with a target) in float64; `solve: ridge` solves (AᵀA + λI)x = Aᵀy. Mergeable.",
     parameters: [
-        ParameterSpec("solve", .choice(["none", "ridge"]), default: .string("none"),
-                      doc: "ridge: minimise ½‖Ax − y‖² + ½λ‖x‖² by Cholesky (needs a target)"),
+        ParameterSpec("solve", .choice(["none", "ridge", "least-squares"]), default: .string("none"),
+                      doc: "ridge: minimise ½‖Ax + b − y‖² + ½λ‖x‖² by Cholesky; least-squares: the minimum-norm least-squares solution (as numpy.linalg.lstsq), with rank and condition number (both need a target; ridge with lambda 0 is least-squares)"),
         ParameterSpec("lambda", .double(min: 0, max: .greatestFiniteMagnitude, openMin: false), default: .double(0),
                       doc: "ridge penalty λ ≥ 0"),
+        ParameterSpec("intercept", .bool, default: .bool(false),
+                      doc: "fit an unpenalised intercept b (exact weighted centring in the same pass); summary.json `intercept`"),
     ],
-    outputs: ["gram", "xty (with a target)", "solution (solve: ridge)"], mergeable: true,
+    outputs: ["gram", "xty (with a target)", "solution (solve: ridge or least-squares)"], mergeable: true,
     stateVersion: GramOperator.stateVersion,
     check: { p, hasTarget in
-        p.string("solve") == "ridge" && !hasTarget ? "solve: ridge needs a target (set source.target)" : nil
+        let solve = p.string("solve") ?? "none"
+        if solve != "none" && !hasTarget { return "solve: \(solve) needs a target (set source.target)" }
+        if p.bool("intercept") == true && solve == "none" { return "intercept: true needs solve: ridge or least-squares" }
+        return nil
     },
     make: { p, ctx in
-        GramOperator(columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget,
-                     solveRidge: p.string("solve") == "ridge", lambda: p.double("lambda") ?? 0)
+        GramOperator(columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget, solve: GramOperator.Solve(rawValue: p.string("solve") ?? "none") ?? .none,
+                     lambda: p.double("lambda") ?? 0, intercept: p.bool("intercept") ?? false)
     },
     restore: { p, ctx, bytes, where_ throws(EngineError) in
-        try GramOperator(columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget,
-                         solveRidge: p.string("solve") == "ridge", lambda: p.double("lambda") ?? 0,
+        try GramOperator(columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget, solve: GramOperator.Solve(rawValue: p.string("solve") ?? "none") ?? .none,
+                         lambda: p.double("lambda") ?? 0, intercept: p.bool("intercept") ?? false,
                          state: bytes, context: where_)
     },
-    merge: OperatorDescriptor.merger(GramOperator.self))
+    merge: OperatorDescriptor.merger(GramOperator.self)).finishing(only: ["solve", "lambda"])
 
 let truncatedSVDDescriptor = OperatorDescriptor(
     kind: "truncated-svd",

@@ -1009,6 +1009,7 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
                                          ("p", .double(config.p)), ("method", .string(config.method.rawValue))]
         var extra: [(String, JSON)] = []
         var history: NamedArray?
+        var warnings: [OperatorWarning] = []
         let n = width
         if var o = online {
             try o.closeBlock(rng: rng, shard: shard)
@@ -1037,6 +1038,11 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
             ]
             if o.thinned == 0 {
                 extra += [("weight_sum_sd", .double(o.weightVariance.squareRoot())), ("weight_max_term", .double(o.maxTerm))]
+            }
+            let bound = o.sizeBound()
+            if Double(sorted.count) > bound {
+                warnings.append(OperatorWarning("the coreset kept \(sorted.count) rows, above its size bound \(Int(bound.rounded(.up))) (an event of probability ≤ ρ = \(JSON.format(SensitivityConfig.failureProbability)), or columns with extreme scales)",
+                                                hint: "the guarantee still holds; a larger epsilon or samples: s caps the size"))
             }
         } else {
             let r = try mergeReduce!.result(seed: seed, shard: shard, purpose: purpose)
@@ -1091,7 +1097,7 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
             emitted.append(batch)
             start += b
         }
-        return OperatorOutput(arrays: arrays, summary: summary, emittedRows: emitted)
+        return OperatorOutput(arrays: arrays, summary: summary, emittedRows: emitted, warnings: warnings)
     }
 
     public mutating func merge(_ other: SensitivitySampleOperator) throws(EngineError) {

@@ -36,7 +36,7 @@ public struct ReportBuilder {
     // MARK: page
 
     public mutating func html() -> String {
-        var body = banner()
+        var body = banner() + warningsBlock()
         body += "<h1>rowflow run <code>\(escapeXML(run.path))</code></h1>\n"
         body += overview()
         var halpernDone = false
@@ -128,6 +128,21 @@ public struct ReportBuilder {
         figureCount += 1
         let id = "f\(figureCount)"
         return "<figure id=\"\(id)\" data-plot=\"\(escapeXML(name))\">\n\(plot.svg(id: id))\n<figcaption>\(caption)</figcaption>\n</figure>\n"
+    }
+
+    /// run.json's warnings (and failed operators), right under the banner: what the terminal said once.
+    func warningsBlock() -> String {
+        var items: [String] = []
+        for (id, msg) in run.run.value["failed_operators"]?.pairs ?? [] {
+            items.append("<li data-failed=\"\(escapeXML(id))\"><b>\(escapeXML(id)) failed</b>: <code>\(escapeXML(msg.string ?? ""))</code></li>")
+        }
+        for w in run.run.value["warnings"]?.array ?? [] {
+            let id = w["id"]?.string ?? "?", what = w["what"]?.string ?? ""
+            let hint = w["hint"]?.string.map { " <i>(hint: \(escapeXML($0)))</i>" } ?? ""
+            items.append("<li data-warning=\"\(escapeXML(id))\"><b>\(escapeXML(id))</b>: \(escapeXML(what))\(hint)</li>")
+        }
+        guard !items.isEmpty else { return "" }
+        return "<div class=\"banner warn\" role=\"alert\" data-warnings=\"\(items.count)\"><b>Warnings</b><ul>\n" + items.joined(separator: "\n") + "\n</ul></div>\n"
     }
 
     func banner() -> String {

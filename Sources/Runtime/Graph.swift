@@ -100,38 +100,60 @@ final class Graph: @unchecked Sendable {
     /// The finish cascade from operator `from` on: in topological order, multi-pass operators step over their
     /// row store (`afterStep` runs between steps: checkpoints and signals), every operator finishes, its
     /// output is handed to `finished` at once, and a sampler's rows feed its consumers before those finish.
+    ///
+    /// An operator that fails (its own numerical failure or limit: any error but an I/O error or a signal) is
+    /// handed to `failed` and the others go on — an operator reading a failed sampler fails with it; at the
+    /// end the first failure is thrown, so the run still ends with that operator's exit code.
     func finishAll(from start: Int = 0,
                    afterStep: (_ index: Int) throws(EngineError) -> Void = { _ throws(EngineError) in },
-                   finished: (_ id: String, _ output: OperatorOutput) throws(EngineError) -> Void) throws(EngineError) {
+                   finished: (_ id: String, _ output: OperatorOutput) throws(EngineError) -> Void,
+                   failed: (_ id: String, _ error: EngineError) throws(EngineError) -> Void = { _, e throws(EngineError) in throw e })
+        throws(EngineError) {
+        var firstFailure: EngineError?
+        var failedIDs: Set<String> = []
         for (i, s) in spec.operators.enumerated() where i >= start {
-            var op = ops[s.id]!
-            if s.descriptor.multiPass, var iterative = op as? any IterativeOperator {
-                let store = stores[s.input]!
-                try store.seal()
-                // A failed read of the spill file surfaces here (exit 74), before the step's result is used.
-                func step() throws(EngineError) -> StepResult {
-                    let r: StepResult
-                    do { r = try iterative.step(store) } catch { throw store.readError ?? error }
-                    if let e = store.readError { throw e }
-                    return r
-                }
-                while try step() == .more {
-                    ops[s.id] = iterative
-                    try afterStep(i)
-                }
-                op = iterative
+            if failedIDs.contains(s.input) {
+                let e = EngineError(.dataError, s.location, "not run: its input '\(s.input)' failed")
+                failedIDs.insert(s.id)
+                try failed(s.id, e)
+                continue
             }
-            let out = try op.finish()
-            ops[s.id] = op
-            for b in out.emittedRows where b.count > 0 { try feed(b, from: s.id) }
-            try finished(s.id, out)
+            do throws(EngineError) {
+                var op = ops[s.id]!
+                if s.descriptor.multiPass, var iterative = op as? any IterativeOperator {
+                    let store = stores[s.input]!
+                    try store.seal()
+                    // A failed read of the spill file surfaces here (exit 74), before the step's result is used.
+                    func step() throws(EngineError) -> StepResult {
+                        let r: StepResult
+                        do { r = try iterative.step(store) } catch { throw store.readError ?? error }
+                        if let e = store.readError { throw e }
+                        return r
+                    }
+                    while try step() == .more {
+                        ops[s.id] = iterative
+                        try afterStep(i)
+                    }
+                    op = iterative
+                }
+                let out = try op.finish()
+                ops[s.id] = op
+                for b in out.emittedRows where b.count > 0 { try feed(b, from: s.id) }
+                try finished(s.id, out)
+            } catch {
+                if [.ioError, .interrupted, .terminated].contains(error.status) { throw error }
+                failedIDs.insert(s.id)
+                if firstFailure == nil { firstFailure = error }
+                try failed(s.id, error)
+            }
         }
+        if let firstFailure { throw firstFailure }
     }
 
     /// The enveloped state of a mergeable operator (state.bin), nil for the others.
     func stateBytes(_ id: String) -> [UInt8]? {
         guard let s = spec.op(id), s.descriptor.mergeable, let op = ops[id] else { return nil }
-        return StateEnvelope(kind: s.kind, stateVersion: s.descriptor.stateVersion, paramsDigest: s.params.digest,
+        return StateEnvelope(kind: s.kind, stateVersion: s.descriptor.stateVersion, paramsDigest: s.stateDigest,
                              columns: shape.columns, hasTarget: shape.hasTarget, shard: shard, seed: seed,
                              payload: op.encodeState()).encoded()
     }

@@ -24,6 +24,20 @@ public enum Inspector {
             payload: \(e.payload.count) bytes
             """
         }
+        if bytes.starts(with: Checkpoint.magic) {
+            let c = try Checkpoint.decode(bytes, context: path)
+            var lines = [
+                "\(path): rowflow checkpoint (format \(Checkpoint.formatVersion)), checksum OK",
+                "manifest sha256: " + c.manifestSHA256.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(),
+                "seed: \(c.seed), shard: \(c.shard)",
+                "taken after \(c.rowsFed) rows fed (\(c.rowsConsumed) read, \(c.rowsSkipped) skipped, \(c.rowsQuarantined) quarantined; \(c.bytesIn) bytes in)"
+                    + (c.finishing ? ", after the stream, at operator \(c.finishIndex + 1)" : ""),
+            ]
+            for st in c.stores { lines.append("  row store '\(st.input)': \(st.rows) rows, \(st.fileBytes) bytes on disk") }
+            for o in c.operators { lines.append("  \(o.id): \(o.kind) (state version \(o.version)), \(o.state.count) bytes") }
+            if !c.shuffle.isEmpty { lines.append("  shuffle buffer: \(c.shuffle.count) bytes") }
+            return lines.joined(separator: "\n")
+        }
         if StateBlob.looksLikeBlob(bytes) {
             let blobs = try StateBlob.decodeAll(bytes, context: path)
             var lines: [String] = []
@@ -41,7 +55,7 @@ public enum Inspector {
             }
             return lines.joined(separator: "\n")
         }
-        throw .usage(path, "not a run directory, .npy file, rowflow state or state blob")
+        throw .usage(path, "not a run directory, .npy file, rowflow state, state blob or checkpoint")
     }
 
     /// A run directory in words: the run's status and counts, then each operator's scalars and arrays

@@ -106,7 +106,7 @@ public struct Merger: Sendable {
                 guard env.kind == s.kind else {
                     throw .usage(file, "state is of operator kind '\(env.kind)', the manifest's '\(s.id)' is '\(s.kind)'")
                 }
-                guard env.paramsDigest == s.params.digest else {
+                guard env.paramsDigest == s.stateDigest else {
                     throw .usage(file, "state was written with different parameters for '\(s.id)' than this manifest's",
                                  hint: "merge with the manifest the shards ran with")
                 }
@@ -138,7 +138,7 @@ public struct Merger: Sendable {
             var entries: [StateBlob.Entry] = []
             for s in sources {
                 let o = origin[s.id]!
-                let env = StateEnvelope(kind: s.kind, stateVersion: s.descriptor.stateVersion, paramsDigest: s.params.digest,
+                let env = StateEnvelope(kind: s.kind, stateVersion: s.descriptor.stateVersion, paramsDigest: s.stateDigest,
                                         columns: o.columns, hasTarget: o.hasTarget, shard: o.shard, seed: o.seed,
                                         payload: merged[s.id]!.encodeState())
                 entries.append(StateBlob.Entry(id: s.id, envelope: env.encoded()))
@@ -153,11 +153,17 @@ public struct Merger: Sendable {
         guard let out else { return }
         let writer = OutputWriter(dir: out)
         try writer.prepare()
+        defer { OutputLock.release(out) }
         let graph = try Graph(spec: spec, shape: shape!, seed: first.seed, shard: 0, rowStoreDir: out + "/rowstore")
         for (id, op) in merged { graph.ops[id] = op }
-        try graph.finishAll { (id, o) throws(EngineError) in
+        var warnings: [JSON] = []
+        try graph.finishAll(finished: { (id, o) throws(EngineError) in
             try writer.writeOperator(spec.op(id)!, output: o, state: graph.stateBytes(id))
-        }
+            for w in o.warnings {
+                stderr("rowflow: warning: \(id): \(w.what)\(w.hint.map { " (hint: \($0))" } ?? "")\n")
+                warnings.append(.object([("id", .string(id)), ("what", .string(w.what))] + (w.hint.map { [("hint", JSON.string($0))] } ?? [])))
+            }
+        })
         let seconds = monotonicSeconds() - started
         var json: [(String, JSON)] = [
             ("status", .string("complete")), ("rows_read", .int(rows)),
@@ -171,6 +177,7 @@ public struct Merger: Sendable {
         ]
         if let shards { json.append(("shards", .array(shards.map { .int($0) }))) }
         json.append(("operators", .array(spec.operators.map { .string($0.id) })))
+        json.append(("warnings", .array(warnings)))
         try writer.writeRunJSON(.object(json))
     }
 

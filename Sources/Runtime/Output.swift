@@ -13,9 +13,11 @@ public struct OutputWriter: Sendable {
     public var runJSONPath: String { dir + "/run.json" }
     public func operatorDir(_ id: String) -> String { dir + "/" + id }
 
-    /// Creates `dir` and proves it writable (exit 74 otherwise) before any data is read.
+    /// Creates `dir`, takes its lock (`OutputLock`) and proves it writable (exit 74 otherwise) before any data
+    /// is read.
     public func prepare() throws(EngineError) {
         try FileBytes.makeDirectory(dir)
+        try OutputLock.acquire(dir)
         try FileBytes.writeAtomically(Array("{}\n".utf8), to: dir + "/.rowflow-write-test")
         _ = unlinkFile(dir + "/.rowflow-write-test")
     }
@@ -35,6 +37,55 @@ public struct OutputWriter: Sendable {
         let summary = JSON.object([("id", .string(spec.id)), ("op", .string(spec.kind))] + output.summary + extra
                                   + [("params", spec.params.json)])
         try FileBytes.writeAtomically(Array((summary.encoded(pretty: true) + "\n").utf8), to: d + "/summary.json")
+    }
+}
+
+/// One writer per output directory: an advisory lock on `<dir>/.rowflow.lock` (flock, exclusive), held until
+/// the process exits, with the holder's pid written in the file for the message a second writer gets (exit
+/// 73). The kernel drops a flock when its holder dies however it dies, so a killed run's lock is simply taken
+/// over by the next one — no stale-lock heuristics.
+public enum OutputLock {
+    nonisolated(unsafe) private static var held: [String: Int32] = [:]
+    private static let mutex = Mutex()
+
+    public static func acquire(_ dir: String) throws(EngineError) {
+        let path = dir + "/.rowflow.lock"
+        let already: Bool = mutex.locked { held[path] != nil }
+        if already { return }
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .io(path, "cannot open the output lock: \(String(cString: strerror(errno)))") }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let err = errno
+            var buf = [UInt8](repeating: 0, count: 32)
+            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 31, 0) }
+            close(fd)
+            guard err == EWOULDBLOCK else { throw .io(path, "cannot lock the output directory: \(String(cString: strerror(err)))") }
+            let digits = buf[0..<max(0, n)].filter { $0 >= 0x30 && $0 <= 0x39 }
+            let pid = digits.isEmpty ? "?" : String(decoding: digits, as: UTF8.self)
+            throw EngineError(.cantCreate, dir, "the output directory is being written by another rowflow process (pid \(pid))",
+                              hint: "wait for it, or choose another --out")
+        }
+        let text = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        mutex.locked { held[path] = fd }
+    }
+
+    /// Lets go of the lock (the end of a run or merge; in-process callers run many).
+    public static func release(_ dir: String) {
+        let path = dir + "/.rowflow.lock"
+        if let fd = mutex.locked({ held.removeValue(forKey: path) }) { close(fd) }
+    }
+}
+
+/// A pthread mutex for the few process-wide tables.
+final class Mutex: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    init() { pthread_mutex_init(&m, nil) }
+    func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&m)
+        defer { pthread_mutex_unlock(&m) }
+        return body()
     }
 }
 

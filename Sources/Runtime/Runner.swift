@@ -92,6 +92,8 @@ public final class Runner: @unchecked Sendable {
     var lastCheckpointTime = 0.0
     /// The source position after the last batch the operators consumed.
     var lastPosition = SourcePosition()
+    /// Operators that failed at finish while the others went on (run.json `failed_operators`).
+    var failedOperators: [(id: String, error: EngineError)] = []
     /// Operators' warnings, in the order they were raised (each also printed once on stderr).
     var warnings: [(id: String, warning: OperatorWarning)] = []
 
@@ -108,6 +110,7 @@ public final class Runner: @unchecked Sendable {
             return try execute()
         }
         try output.prepare()
+        defer { OutputLock.release(options.out) }
         let every = options.checkpointEvery ?? spec.checkpoint?.everyRows
         if every != nil || options.resume {
             checkpoints = CheckpointStore(dir: options.out + "/checkpoints", keep: spec.checkpoint?.keep ?? 2,
@@ -116,6 +119,10 @@ public final class Runner: @unchecked Sendable {
         if options.resume {
             resumeFrom = try checkpoints!.newestUsable(warn: { self.stderr("rowflow: warning: " + $0 + "\n") })
             if let c = resumeFrom {
+                if let asked = options.shard, asked != c.shard {
+                    throw .usage(options.out + "/checkpoints", "resume refused: the checkpoint is of shard \(c.shard), --shard says \(asked)",
+                                 hint: "resume with --shard \(c.shard), or start without --resume")
+                }
                 seed = c.seed
                 shard = c.shard
                 if options.seed != c.seed {
@@ -230,6 +237,9 @@ public final class Runner: @unchecked Sendable {
         if let l = source?.layout { pairs.append(("columns", .int(Int64(l.features)))) }
         pairs.append(("operators", .array(spec?.operators.map { .string($0.id) } ?? [])))
         if let kib = peakRSSKiB() { pairs.append(("peak_rss_kib", .int(kib))) }
+        if !failedOperators.isEmpty {
+            pairs.append(("failed_operators", .object(failedOperators.map { ($0.id, JSON.string($0.error.description)) })))
+        }
         pairs.append(("warnings", .array(warnings.map { w in
             .object([("id", .string(w.id)), ("what", .string(w.warning.what))] + (w.warning.hint.map { [("hint", JSON.string($0))] } ?? []))
         })))
@@ -250,9 +260,10 @@ public final class Runner: @unchecked Sendable {
         let bad = BadRowHandler(policy: spec.source.onBadRow, quarantine: sink)
         let src = try SourceReader(path: options.input, config: spec.source, bad: bad)
         source = src
-        if src.layout == nil && spec.source.columns == nil && options.shard != nil, let path = options.stateOut {
-            // An empty shard whose shape nothing states: valid, and its blob holds no states (merge skips it).
-            try writeStateBlob(to: path, empty: true)
+        if src.layout == nil && spec.source.columns == nil && options.shard != nil {
+            // An empty shard whose shape nothing states: valid; its blob holds no states and its run directory
+            // no outputs (merge skips both).
+            if let path = options.stateOut { try writeStateBlob(to: path, empty: true) }
             return RunReport(rowsRead: 0, rowsSkipped: bad.skipped, rowsQuarantined: bad.quarantined, bytesIn: src.bytesIn,
                              seconds: monotonicSeconds() - started, outputs: [])
         }
@@ -312,6 +323,16 @@ public final class Runner: @unchecked Sendable {
                                           extra: self.featureNamesJSON)
             for w in out.warnings { self.warn(id: id, w) }
             outputs.append((id, out))
+        }, failed: { (id: String, error: EngineError) throws(EngineError) in
+            // The others go on; this one's mergeable state is kept so that `rowflow merge` with a corrected
+            // manifest can finish it without re-reading the input.
+            self.failedOperators.append((id, error))
+            self.stderr("rowflow: error: operator '\(id)' failed: \(error.description)\n")
+            if let state = self.graph.stateBytes(id) {
+                let dir = self.output.operatorDir(id)
+                try FileBytes.makeDirectory(dir)
+                try FileBytes.writeAtomically(state, to: dir + "/state.bin")
+            }
         })
         try qfile.close()
         if let path = options.stateOut { try writeStateBlob(to: path, empty: rowsFed == 0) }
@@ -501,6 +522,13 @@ public final class Runner: @unchecked Sendable {
         }
         // While a resume is still skipping to its checkpoint, that checkpoint is already the newest one.
         let skipping = resumeFrom.map { rowsFed < Int64($0.rowsFed) } ?? false
+        // A row store kept in memory (a run without checkpoint settings) cannot go into a checkpoint: stop
+        // without one; the run starts over.
+        if checkpoints == nil, graph?.stores.values.contains(where: { $0.memoryRows > 0 }) == true {
+            stderr("rowflow: interrupted at row \(rowsFed); no checkpoint (the row store keeps rows in memory without checkpoint settings)\n")
+            throw EngineError(sig == SIGINT ? .interrupted : .terminated, "row \(rowsFed)",
+                              "interrupted by \(sig == SIGINT ? "SIGINT" : "SIGTERM") (no checkpoint: set checkpoint.every_rows to make multi-pass runs resumable)")
+        }
         if !skipping {
             if checkpoints == nil {
                 checkpoints = CheckpointStore(dir: options.out + "/checkpoints", keep: spec.checkpoint?.keep ?? 2,

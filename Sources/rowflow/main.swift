@@ -44,6 +44,7 @@ struct Run: ParsableCommand {
         o.writeOutputs = out != nil || stateOut == nil
         o.seed = seed
         o.shard = shard
+        if let c = checkpointEvery, c <= 0 { fail(.usage("--checkpoint-every", "expected a positive row count, found \(c)")) }
         o.checkpointEvery = checkpointEvery
         o.resume = resume
         o.stateOut = stateOut

@@ -45,16 +45,21 @@ import Testing
         let ops = try FileManager.default.contentsOfDirectory(atPath: expected)
         #expect(!ops.isEmpty)
         for op in ops {
+            // An operator whose arithmetic is float32 (truncated-svd precision: float32) is compared at 1e-5, the
+            // size of its stated rounding margin (√k·γ₆₅ ≈ 1.6e-5 of F² at k = 16), which is what separates two
+            // kernels' last bits there; everything else at 1e-10.
+            let precision = (try? loadJSON(expected + "/" + op + "/summary.json"))?["precision"] as? String
+            let tol = precision == "float32" ? 1e-5 : 1e-10
             for file in try FileManager.default.contentsOfDirectory(atPath: expected + "/" + op) {
                 let want = expected + "/" + op + "/" + file, got = out + "/" + op + "/" + file
                 if file.hasSuffix(".npy") {
-                    #expect(relativeError(try loadNpy(got), try loadNpy(want)) < 1e-10, "\(name)/\(op)/\(file)")
+                    #expect(relativeError(try loadNpy(got), try loadNpy(want)) < tol, "\(name)/\(op)/\(file)")
                 } else if file == "summary.json" {
                     let a = try loadJSON(got), b = try loadJSON(want)
                     #expect(Set(a.keys) == Set(b.keys), "\(name)/\(op)/summary.json keys")
                     for (k, v) in b {
                         if let x = v as? Double, let y = a[k] as? Double {
-                            #expect(abs(x - y) <= 1e-10 * max(1, abs(x)), "\(name)/\(op) \(k): \(y) vs \(x)")
+                            #expect(abs(x - y) <= tol * max(1, abs(x)), "\(name)/\(op) \(k): \(y) vs \(x)")
                         } else {
                             #expect(canonical(a[k]!) == canonical(v), "\(name)/\(op) \(k)")
                         }

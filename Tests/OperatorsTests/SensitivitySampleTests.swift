@@ -746,7 +746,7 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
         let out = try op.finish()
         let c = coreset(out)
         #expect(out.emittedRows.reduce(0) { $0 + $1.count } == c.z.rows)
-        var g = GramOperator(columns: 4, hasTarget: true, solveRidge: true, lambda: 0.01)
+        var g = GramOperator(columns: 4, hasTarget: true, solve: .ridge, lambda: 0.01)
         var r = 0
         for b in out.emittedRows {
             for i in 0..<b.count {

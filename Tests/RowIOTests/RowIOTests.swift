@@ -78,7 +78,7 @@ func errorOf(_ body: () throws -> Void) -> EngineError? {
 
     @Test func tsvSniffedAndSelect() throws {
         writeFile(dir + "/x.tsv", "1\t2\t3\t4\n5\t6\t7\t8\n")
-        var cfg = SourceConfig(); cfg.target = .first; cfg.select = [2, 0]
+        var cfg = SourceConfig(); cfg.target = .first; cfg.select = [.index(2), .index(0)]
         let a = try decodeAll(dir + "/x.tsv", cfg)
         #expect(a.rows == [[4, 2], [8, 6]] && a.targets == [1, 5])
     }
