@@ -184,11 +184,12 @@ public struct ManifestParser {
         if let v = e["columns"] { s.columns = Int(try int(v, "source.columns", min: 1, max: 1 << 24)) }
         if let v = e["target"] {
             let t = try plainScalar(v.1, "source.target", expected: "none | last | first | a column number or name")
-            let plain = v.1.scalar?.style == .plain
+            // The keywords win however they are quoted (a manifest written as JSON quotes every string); a
+            // column named like one is reached by its index.
             switch t {
-            case "none" where plain: s.target = .none
-            case "last" where plain: s.target = .last
-            case "first" where plain: s.target = .first
+            case "none": s.target = .none
+            case "last": s.target = .last
+            case "first": s.target = .first
             default:
                 switch try columnRef(v.1, "source.target") {
                 case let .index(k): s.target = .column(k)
@@ -198,7 +199,7 @@ public struct ManifestParser {
         }
         if let v = e["weight"] {
             let t = try plainScalar(v.1, "source.weight", expected: "none, a column number or a column name")
-            if !(t == "none" && v.1.scalar?.style == .plain) { s.weight = try columnRef(v.1, "source.weight") }
+            if t != "none" { s.weight = try columnRef(v.1, "source.weight") }
         }
         if let v = e["select"] {
             if let seq = v.1.sequence {
