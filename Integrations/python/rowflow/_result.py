@@ -27,9 +27,10 @@ class OperatorResult(Mapping[str, np.ndarray]):
         >>> res["ridge"].summary["objective"]
     """
 
-    def __init__(self, path: str, id: str):
+    def __init__(self, path: str, id: str, parent: Any = None):
         self.path = path
         self.id = id
+        self._parent = parent  # keeps a temporary output directory alive: rowflow.run(...)["id"]["name"] works
         self._summary: Optional[Dict[str, Any]] = None
 
     @property
@@ -120,7 +121,7 @@ class Result(Mapping[str, OperatorResult]):
             close = difflib.get_close_matches(id, self.ids, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise KeyError(f"no operator {id!r} in this run (operators: {', '.join(self.ids)}{hint})")
-        return OperatorResult(os.path.join(self.path, id), id)
+        return OperatorResult(os.path.join(self.path, id), id, parent=self)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)

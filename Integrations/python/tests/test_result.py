@@ -72,6 +72,12 @@ def test_a_temporary_output_lives_as_long_as_the_result(rowflow_bin):
     del res
     gc.collect()
     assert not os.path.exists(path)
+    # A chained expression: the operator keeps the Result (and its directory) alive until its array is read.
+    m = {"version": 1, "operators": [{"id": "m", "op": "moments"}]}
+    assert rowflow.run(m, np.arange(6.0).reshape(3, 2), binary=rowflow_bin)["m"]["mean"].tolist() == [2.0, 3.0]
+    op = rowflow.run(m, np.arange(6.0).reshape(3, 2), binary=rowflow_bin)["m"]
+    gc.collect()
+    assert op.arrays == ["mean", "variance"] and op["variance"].tolist() == [8 / 3, 8 / 3]
 
 
 def test_warnings_from_run_json_are_python_warnings(tmp_path):
