@@ -287,6 +287,7 @@ def run(manifest: Manifest, data: Any = None, *, input: "Optional[Union[str, os.
             proc.kill()
             proc.wait()
         if writer is not None:
+            stop.set()  # the child is gone: the writer returns at its next chunk instead of draining the iterable
             writer.join(timeout=5)
         reader.join(timeout=5)
 

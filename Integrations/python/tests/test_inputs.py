@@ -175,3 +175,19 @@ def test_manifest_file_and_seed_and_shard(rows, reference, rowflow_bin, tmp_path
     res = rowflow.run(str(m), pd.DataFrame(rows, columns=NAMES), binary=rowflow_bin, seed=7, shard=3)
     check(res, reference)
     assert res.run["seed"] == 7 and res.run["shard"] == 3
+
+
+def test_the_readme_quickstart(rowflow_bin):
+    """The main README's Python quickstart on the bundled fixture: the ridge coefficients are those the data
+    were generated with (as `make demo` shows for the CLI) and equal the CLI's on the same file."""
+    import json
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    res = rowflow.run(os.path.join(repo, "Pipelines", "quickstart.yaml"),
+                      input=os.path.join(repo, "Fixtures", "quickstart", "input.csv.zst"), binary=rowflow_bin)
+    with open(os.path.join(repo, "Fixtures", "quickstart", "truth.json")) as f:
+        beta = np.array(json.load(f)["beta"])
+    assert res["stats"].summary["rows"] == 5000
+    assert np.max(np.abs(res["ridge"]["solution"] - beta)) < 0.05
+    expected = os.path.join(repo, "Fixtures", "quickstart", "expected", "ridge", "solution.npy")
+    assert np.allclose(res["ridge"]["solution"], np.load(expected), rtol=1e-12)
