@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libopenblas-dev libzstd-dev zstd pkgconf
 BIN := .build/release/rowflow
 
-.PHONY: deps build debug demo test test-python test-spark install uninstall bench fuzz record-fixtures clean
+.PHONY: deps build debug demo test test-kernels test-python test-spark install uninstall bench fuzz record-fixtures clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -41,6 +41,14 @@ test: debug
 	OPENBLAS_NUM_THREADS=1 $(SWIFT) test
 	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory test-spark
+
+# The whole Swift suite once per BLAS kernel this CPU can run (OPENBLAS_CORETYPE forced; the fixture replays
+# already cover the kernels in `make test`): tests must not depend on one kernel's rounding.
+test-kernels: debug
+	@flags=$$(grep -m1 '^flags' /proc/cpuinfo); kernels="Prescott"; \
+	case "$$flags" in *avx2*fma*|*fma*avx2*) kernels="$$kernels Haswell";; esac; \
+	case "$$flags" in *avx512f*) case "$$flags" in *avx512bw*) kernels="$$kernels SkylakeX";; esac;; esac; \
+	for k in $$kernels; do echo "== OPENBLAS_CORETYPE=$$k"; OPENBLAS_CORETYPE=$$k OPENBLAS_NUM_THREADS=1 $(SWIFT) test --skip-build 2>&1 | tail -1; done
 
 # Integrations/python (the `rowflow` package) drives ROWFLOW_BIN, by default the debug binary `debug` just built.
 # Both suites run when their Python packages (and, for Spark, java) are there; .ci/run installs them

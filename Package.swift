@@ -21,7 +21,9 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
                        providers: [.apt(["libzstd-dev"])]),
-        .target(name: "LinearAlgebra", dependencies: ["COpenBLAS"]),
+        // Fixed-order float32 kernels whose results do not depend on the BLAS kernel or the CPU.
+        .target(name: "CKernels"),
+        .target(name: "LinearAlgebra", dependencies: ["COpenBLAS", "CKernels"]),
         .target(name: "EngineCore"),
         .target(name: "RowIO", dependencies: ["EngineCore", "CZstd"]),
         .target(name: "Operators", dependencies: ["EngineCore", "LinearAlgebra"]),
@@ -30,7 +32,7 @@ let package = Package(
         // `rowflow report`: run directory → one HTML page with inline SVG (reads outputs, never operators' state).
         .target(name: "Report", dependencies: ["EngineCore", "RowIO", "Manifest"]),
         .executableTarget(name: "rowflow", dependencies: [
-            "Runtime", "Report", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Runtime", "Report", "LinearAlgebra", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Reference implementations and fixtures shared by the test targets (never linked into the product).
         .target(name: "TestSupport", dependencies: ["EngineCore", "LinearAlgebra", "RowIO"], path: "Tests/TestSupport"),

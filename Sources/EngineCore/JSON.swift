@@ -4,6 +4,8 @@ public indirect enum JSON: Sendable, Equatable {
     case null
     case bool(Bool)
     case int(Int64)
+    /// An unsigned integer (seeds use the full 64 bits).
+    case uint(UInt64)
     case double(Double)
     case string(String)
     case array([JSON])
@@ -14,6 +16,8 @@ public indirect enum JSON: Sendable, Equatable {
         case (.null, .null): return true
         case let (.bool(x), .bool(y)): return x == y
         case let (.int(x), .int(y)): return x == y
+        case let (.uint(x), .uint(y)): return x == y
+        case let (.int(x), .uint(y)), let (.uint(y), .int(x)): return x >= 0 && UInt64(x) == y
         case let (.double(x), .double(y)): return x == y || (x.isNaN && y.isNaN)
         case let (.string(x), .string(y)): return x == y
         case let (.array(x), .array(y)): return x == y
@@ -41,6 +45,7 @@ public indirect enum JSON: Sendable, Equatable {
         case .null: out += "null"
         case let .bool(b): out += b ? "true" : "false"
         case let .int(i): out += String(i)
+        case let .uint(u): out += String(u)
         case let .double(d): out += JSON.format(d)
         case let .string(s): JSON.quote(s, into: &out)
         case let .array(items):

@@ -72,10 +72,13 @@ public struct OperatorContext: Sendable {
     public var shard: Int64
     /// A stable tag for this operator's random draws (from its id), so two operators never share draws.
     public var purpose: UInt32
-    /// The run was started with `--shard` (DESIGN.md §1): sample outputs gain a `shard` column.
+    /// The run was started with `--shard`: sample outputs gain a `shard` column.
     public var sharded: Bool
-    public init(shape: StreamShape, seed: UInt64, shard: Int64, purpose: UInt32, sharded: Bool = false) {
+    /// The features' names, when the input has them (a column parameter may name a column).
+    public var featureNames: [String]?
+    public init(shape: StreamShape, seed: UInt64, shard: Int64, purpose: UInt32, sharded: Bool = false, featureNames: [String]? = nil) {
         self.shape = shape; self.seed = seed; self.shard = shard; self.purpose = purpose; self.sharded = sharded
+        self.featureNames = featureNames
     }
 }
 

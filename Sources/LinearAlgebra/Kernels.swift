@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 
 /// An error from a LAPACK routine: its name and `info`. Every call in this module checks `info`.
@@ -92,10 +93,40 @@ public enum BlockKernels {
         return s
     }
 
-    /// Z ← Z·R for a row-major `rows × n` block Z and an upper-triangular n×n R, in float32 (strmm).
-    public static func trmmRightUpperFloat32(_ r: UnsafePointer<Float>, n: Int, rows m: Int, inPlace z: UnsafeMutablePointer<Float>) {
+    /// Z ← Z·R for a row-major `rows × n` block Z and an upper-triangular n×n R, in float32, each entry summed
+    /// in one fixed order (CKernels): the same bits on every CPU and BLAS kernel, unlike strmm. Each entry is a
+    /// dot product of ≤ n terms, so its error is ≤ γ_n·|z||R| as for any order (Higham §3.1). `scratch`: n floats.
+    public static func trmmRightUpperFloat32(_ r: UnsafePointer<Float>, n: Int, rows m: Int, inPlace z: UnsafeMutablePointer<Float>,
+                                             scratch: UnsafeMutablePointer<Float>) {
         if m == 0 || n == 0 { return }
-        cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, Int32(m), Int32(n), 1, r, Int32(n), z, Int32(n))
+        rowflow_trmm_right_upper_f32(r, n, m, z, scratch)
+    }
+
+    /// y = x − s in float32 (each difference correctly rounded), and acc += y widened, over n entries.
+    public static func subtract(_ x: UnsafePointer<Float>, _ s: UnsafePointer<Float>, n: Int, into y: UnsafeMutablePointer<Float>,
+                                addingTo acc: UnsafeMutablePointer<Double>) {
+        var j = 0
+        while j + 8 <= n {
+            let v = UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self) - UnsafeRawPointer(s + j).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + j).storeBytes(of: v, as: SIMD8<Float>.self)
+            let a = UnsafeRawPointer(acc + j).loadUnaligned(as: SIMD8<Double>.self) + SIMD8<Double>(v)
+            UnsafeMutableRawPointer(acc + j).storeBytes(of: a, as: SIMD8<Double>.self)
+            j += 8
+        }
+        while j < n { let v = x[j] - s[j]; y[j] = v; acc[j] += Double(v); j += 1 }
+    }
+
+    /// Σ x_i·m_i for float32 x widened exactly and float64 m, in a fixed order (as `sumOfSquares`).
+    public static func dot(_ x: UnsafePointer<Float>, _ m: UnsafePointer<Double>, n: Int) -> Double {
+        var acc = SIMD8<Double>(repeating: 0)
+        var j = 0
+        while j + 8 <= n {
+            acc += SIMD8<Double>(UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self)) * UnsafeRawPointer(m + j).loadUnaligned(as: SIMD8<Double>.self)
+            j += 8
+        }
+        var s = acc.sum()
+        while j < n { s += Double(x[j]) * m[j]; j += 1 }
+        return s
     }
 
     /// Widens `rows` float32 rows of `columns` values, `stride` floats apart, into a dense float64 block.

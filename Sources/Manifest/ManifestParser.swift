@@ -14,6 +14,8 @@ public struct ManifestParser {
     let path: String
     let registry: OperatorRegistry
     var visited = 0
+    /// Features per row when source.columns declares them: operators' column parameters are checked against it.
+    var declaredFeatures: Int?
 
     public init(path: String, registry: OperatorRegistry = .standard) {
         self.path = path
@@ -74,6 +76,7 @@ public struct ManifestParser {
         guard version == 1 else { throw .usage(at(versionNode.1), "unsupported manifest version \(version); this rowflow reads version 1") }
         var source = SourceConfig()
         if let s = entries["source"] { source = try parseSource(s.1) }
+        declaredFeatures = source.declaredFeatures
         var memoryMB = 1024
         if let rs = entries["rowstore"] {
             guard let m = rs.1.mapping else { throw .usage(at(rs.1), "rowstore: expected a mapping like { memory_mb: 1024 }") }
@@ -124,6 +127,17 @@ public struct ManifestParser {
         return out
     }
 
+    /// A 0-based column number (a plain integer) or a column name (any other string, or a quoted one).
+    func columnRef(_ n: Node, _ what: String) throws(EngineError) -> ColumnRef {
+        let t = try plainScalar(n, what, expected: "a column number or name")
+        if n.scalar?.style == .plain, let k = Int(t) {
+            guard k >= 0 && k < 1 << 24 else { throw .usage(at(n), "\(what): \(k) is out of range (a 0-based column number)") }
+            return .index(k)
+        }
+        guard !t.isEmpty else { throw .usage(at(n), "\(what): expected a column number or name, found an empty string") }
+        return .name(ColumnName(t, at: at(n)))
+    }
+
     func plainScalar(_ n: Node, _ what: String, expected: String) throws(EngineError) -> String {
         guard let s = n.scalar else { throw .usage(at(n), "\(what): expected \(expected), found a \(n.mapping != nil ? "mapping" : "sequence")") }
         return s.string
@@ -163,45 +177,55 @@ public struct ManifestParser {
 
     mutating func parseSource(_ n: Node) throws(EngineError) -> SourceConfig {
         guard let m = n.mapping else { throw .usage(at(n), "source: expected a mapping (format, columns, target, …)") }
-        let e = try keys(m, allowed: ["format", "columns", "target", "weight", "select", "header", "on_bad_row",
+        let e = try keys(m, allowed: ["format", "columns", "target", "weight", "select", "names", "header", "on_bad_row",
                                       "allow_nonfinite", "shuffle", "batch_rows"], context: "source")
         var s = SourceConfig()
         if let v = e["format"] { s.format = try choice(v.1, "source.format", SourceConfig.Format.self) }
         if let v = e["columns"] { s.columns = Int(try int(v, "source.columns", min: 1, max: 1 << 24)) }
         if let v = e["target"] {
-            let t = try plainScalar(v.1, "source.target", expected: "none | last | first | a column number")
+            let t = try plainScalar(v.1, "source.target", expected: "none | last | first | a column number or name")
+            let plain = v.1.scalar?.style == .plain
             switch t {
-            case "none": s.target = .none
-            case "last": s.target = .last
-            case "first": s.target = .first
+            case "none" where plain: s.target = .none
+            case "last" where plain: s.target = .last
+            case "first" where plain: s.target = .first
             default:
-                guard let k = Int(t), k >= 0 else {
-                    throw .usage(at(v.1), "source.target: expected none | last | first | a 0-based column, found '\(t)'",
-                                 hint: Suggest.closest(t, in: ["none", "last", "first"]).map { "did you mean '\($0)'?" })
+                switch try columnRef(v.1, "source.target") {
+                case let .index(k): s.target = .column(k)
+                case let .name(n): s.target = .named(n)
                 }
-                s.target = .column(k)
             }
         }
         if let v = e["weight"] {
-            let t = try plainScalar(v.1, "source.weight", expected: "none or a column number")
-            if t != "none" {
-                guard let k = Int(t), k >= 0 else { throw .usage(at(v.1), "source.weight: expected none or a 0-based column, found '\(t)'") }
-                s.weight = k
-            }
+            let t = try plainScalar(v.1, "source.weight", expected: "none, a column number or a column name")
+            if !(t == "none" && v.1.scalar?.style == .plain) { s.weight = try columnRef(v.1, "source.weight") }
         }
         if let v = e["select"] {
             if let seq = v.1.sequence {
-                var sel: [Int] = []
+                var sel: [ColumnRef] = []
                 for item in seq {
                     try count(item)
-                    sel.append(Int(try int(item, "source.select entry", min: 0, max: 1 << 24)))
+                    sel.append(try columnRef(item, "source.select entry"))
                 }
                 guard !sel.isEmpty else { throw .usage(at(v.1), "source.select: the list is empty") }
-                guard Set(sel).count == sel.count else { throw .usage(at(v.1), "source.select: a column is listed twice") }
+                for (i, x) in sel.enumerated() where sel[..<i].contains(x) {
+                    throw .usage(at(seq[i]), "source.select: a column is listed twice")
+                }
                 s.select = sel
             } else if v.1.scalar?.string != "all" {
-                throw .usage(at(v.1), "source.select: expected all or a list of 0-based feature columns like [0, 3, 5]")
+                throw .usage(at(v.1), "source.select: expected all or a list of feature columns, by 0-based number or header name, like [0, 3, 5] or [price, area]")
             }
+        }
+        if let v = e["names"] {
+            guard let seq = v.1.sequence, !seq.isEmpty else {
+                throw .usage(at(v.1), "source.names: expected a list of column names, one per field (target and weight included)")
+            }
+            var names: [String] = []
+            for item in seq {
+                try count(item)
+                names.append(try plainScalar(item, "source.names entry", expected: "a name"))
+            }
+            s.names = names
         }
         if let v = e["header"] { s.header = try choice(v.1, "source.header", SourceConfig.Header.self) }
         if let v = e["on_bad_row"] { s.onBadRow = try choice(v.1, "source.on_bad_row", SourceConfig.BadRowPolicy.self) }
@@ -210,8 +234,29 @@ public struct ManifestParser {
             s.shuffle = Int(try int(v, "source.shuffle", min: 0, max: 1 << 26))
         }
         if let v = e["batch_rows"] { s.batchRows = Int(try int(v, "source.batch_rows", min: 1, max: 1 << 22)) }
-        if let w = s.weight, case let .column(t) = s.target, w == t {
+        if case let .index(w)? = s.weight, case let .column(t) = s.target, w == t {
             throw .usage(at(e["weight"]!.1), "source.weight and source.target name the same column \(w)")
+        }
+        if let names = s.names, let c = s.columns, names.count != c {
+            throw .usage(at(e["names"]!.1), "source.names lists \(names.count) names, but source.columns is \(c)")
+        }
+        // Declared columns: integer references are checked now, before any data (names wait for the header).
+        if let c = s.columns, s.format != .libsvm {
+            if case let .column(t) = s.target, t >= c {
+                throw .usage(at(e["target"]!.1), "source.target is column \(t), but source.columns is \(c) (0-based: 0…\(c - 1))")
+            }
+            if case let .index(w)? = s.weight, w >= c {
+                throw .usage(at(e["weight"]!.1), "source.weight is column \(w), but source.columns is \(c) (0-based: 0…\(c - 1))")
+            }
+            let features = c - (s.target == .none ? 0 : 1) - (s.weight == nil ? 0 : 1)
+            if let sel = s.select, let seq = e["select"]?.1.sequence {
+                for (i, x) in sel.enumerated() {
+                    if case let .index(k) = x, k >= features {
+                        throw .usage(at(seq[i]), "source.select names feature \(k), but source.columns \(c) leaves \(features) features (0-based: 0…\(features - 1))")
+                    }
+                }
+            }
+            s.declaredFeatures = features
         }
         if s.format == .libsvm && s.columns == nil {
             throw .usage(at(n), "source.columns is required for libsvm input (the number of features)")
@@ -337,7 +382,15 @@ public struct ManifestParser {
             }
             return .string(s)
         case .bool: return .bool(try bool(n, what))
-        case .column: return .int(try int(n, what, min: 0, max: 1 << 24))
+        case .column:
+            switch try columnRef(n, what) {
+            case let .index(k):
+                if let f = declaredFeatures, k >= f {
+                    throw .usage(at(n), "\(what) is feature column \(k), but source.columns leaves \(f) features (0-based: 0…\(f - 1))")
+                }
+                return .int(Int64(k))
+            case let .name(c): return .string(c.name)
+            }
         }
     }
 }

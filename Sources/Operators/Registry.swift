@@ -18,7 +18,7 @@ public enum ParameterKind: Sendable, Equatable {
         case let .double(lo, hi, open): return "number in \(open ? "(" : "[")\(JSON.format(lo)), \(JSON.format(hi))]"
         case let .choice(c): return "one of " + c.joined(separator: " | ")
         case .bool: return "true or false"
-        case .column: return "a 0-based column number"
+        case .column: return "a 0-based column number or a header name"
         case let .intOrAuto(lo, hi): return "auto or an integer in [\(lo), \(hi)]"
         }
     }
@@ -189,7 +189,18 @@ let truncatedSVDDescriptor = OperatorDescriptor(
 /// Builds (or restores) a truncated-svd operator: grouped when params.group is set.
 func makeTruncatedSVD(_ p: ParamValues, _ ctx: OperatorContext, state: [UInt8]?, context: String) throws(EngineError) -> any StreamOperator {
     let d = ctx.shape.columns
-    if let g = p.int("group") {
+    var group = p.int("group")
+    if let name = p.string("group") {
+        if let names = ctx.featureNames {
+            group = Int64(try ColumnNames.resolve(ColumnName(name, at: "truncated-svd params.group"), in: names, what: "params.group"))
+        } else if let state, state.count >= 16 {
+            // A merge has no header: the state records which column the name resolved to in its run.
+            group = Int64(state[8..<16].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+        } else {
+            group = Int64(try ColumnNames.resolve(ColumnName(name, at: "truncated-svd params.group"), in: nil, what: "params.group"))
+        }
+    }
+    if let g = group {
         guard Int(g) < d, d >= 2 else {
             throw .usage("truncated-svd", "params.group is column \(g), but the operator receives \(d) feature columns (0-based; the group column must be one of them and at least one other must remain)")
         }

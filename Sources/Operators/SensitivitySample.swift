@@ -270,6 +270,7 @@ struct OnlineEngine: Equatable, Sendable {
     var scratchH: [Double]
     var scratchZ32: [Float]
     var factor32: [Float]
+    var scratchRow32: [Float]
     // Statistics of the keep decisions (at decision time; see `thinned`).
     var blocks: Int64 = 0
     var expectedSize = 0.0
@@ -302,6 +303,7 @@ struct OnlineEngine: Equatable, Sendable {
         scratchH = blockWeight
         scratchZ32 = [Float](repeating: 0, count: float32Scores ? blockRows * width : 0)
         factor32 = [Float](repeating: 0, count: float32Scores ? width * width : 0)
+        scratchRow32 = [Float](repeating: 0, count: float32Scores ? width : 0)
     }
 
     /// Rows in the block that starts at row `start`: the ramp 32, 32, 64, 128, … then `blockRows`.
@@ -434,7 +436,7 @@ struct OnlineEngine: Equatable, Sendable {
         history.record([Double(rowsSeen), Double(kept.count), expectedSize])
     }
 
-    /// h_i ≥ a_iᵀM⁻¹a_i for the open block's rows from float32 arithmetic: Z̃ = X·R̃ (one strmm, R̃ = R⁻¹
+    /// h_i ≥ a_iᵀM⁻¹a_i for the open block's rows from float32 arithmetic: Z̃ = X·R̃ (one fixed-order triangular multiply, R̃ = R⁻¹
     /// rounded to float32; X is exact, its values being float32), then h_i = (‖z̃_i‖ + e_i)² with
     /// e_i = ‖x_i‖·(γ_{n+1}·‖R̃‖_F + u₃₂·‖R⁻¹‖_F) + n²·2⁻¹⁴⁹: each entry of Z̃ is a dot product of length ≤ n,
     /// off by ≤ γ_n·|x||R̃| (Higham, §3.1), whose norm is ≤ ‖x‖·‖R̃‖_F, and R̃ is off by ≤ u₃₂·|R⁻¹|; the
@@ -466,7 +468,9 @@ struct OnlineEngine: Equatable, Sendable {
             scratchZ32.withUnsafeMutableBufferPointer { zp in
                 factor32.withUnsafeBufferPointer { fp in
                     BlockKernels.narrow(bp.baseAddress!, count: m * n, into: zp.baseAddress!)   // exact: the values are float32s
-                    BlockKernels.trmmRightUpperFloat32(fp.baseAddress!, n: n, rows: m, inPlace: zp.baseAddress!)
+                    scratchRow32.withUnsafeMutableBufferPointer { sp in
+                        BlockKernels.trmmRightUpperFloat32(fp.baseAddress!, n: n, rows: m, inPlace: zp.baseAddress!, scratch: sp.baseAddress!)
+                    }
                     for i in 0..<m {
                         let zn = BlockKernels.sumOfSquares(UnsafePointer(zp.baseAddress! + i * n), n: n).squareRoot()
                         let xn = h[i].squareRoot()

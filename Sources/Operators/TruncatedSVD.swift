@@ -31,11 +31,12 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
     public static let float32ChunkRows = 64
 
     /// `precision: auto`: float32 chunks when the rows are float32 values to begin with (nothing is rounded
-    /// on the way in), unscaled and uncentred, the method is gram and k ≤ 24 — so that float32's worst-case
+    /// on the way in; centred rows are shifted in float32 with a certified rounding, see
+    /// `absorbCentredFloat32`), the method is gram and k ≤ 24 — so that float32's worst-case
     /// margin √k·γ₆₅·F² stays ≤ 2e-5·F² (at d = 1000, k = 100 it would be 3.9e-5·F², loosening a relative bound
     /// of 2.5e-5 to 6e-3 for a 1.2× speed-up); float64 otherwise.
-    public static func autoPrecision(method: Method, rank: Int, center: Bool, float32Values: Bool) -> Precision {
-        method == .gram && !center && float32Values && rank <= 24 ? .float32 : .float64
+    public static func autoPrecision(method: Method, rank: Int, float32Values: Bool) -> Precision {
+        method == .gram && float32Values && rank <= 24 ? .float32 : .float64
     }
 
     /// Basis vectors the incremental sketch keeps: k′ = k + oversample, at most d.
@@ -84,7 +85,7 @@ public struct TruncatedSVDConfig: Sendable, Equatable {
         switch p.string("precision") ?? "auto" {
         case "float32": precision = .float32
         case "float64": precision = .float64
-        default: precision = autoPrecision(method: method, rank: Int(k), center: center, float32Values: float32Values)
+        default: precision = autoPrecision(method: method, rank: Int(k), float32Values: float32Values)
         }
         return TruncatedSVDConfig(rank: Int(k), oversample: over, method: method, blockRows: b,
                                   center: center, decay: p.double("decay") ?? 1, precision: precision)
@@ -197,6 +198,10 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     /// precision float32: one chunk narrowed to float32, and its Gram matrix.
     var chunk32: [Float]
     var gram32: [Float]
+    /// Centred float32 blocks (scratch, not state): the rows minus the shift, their column sums and masses.
+    var shifted32: [Float]
+    var shiftedSum: [Double]
+    var shiftedMass: [Double]
 
     public init(config: TruncatedSVDConfig, columns d: Int) {
         precondition(d >= 1 && config.rank >= 1 && config.blockRows >= 1)
@@ -214,7 +219,14 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         let f32 = config.precision == .float32
         chunk32 = [Float](repeating: 0, count: f32 ? TruncatedSVDConfig.float32ChunkRows * d : 0)
         gram32 = [Float](repeating: 0, count: f32 ? d * d : 0)
+        let c32 = f32 && config.center && config.method == .gram
+        shifted32 = [Float](repeating: 0, count: c32 ? config.blockRows * d : 0)
+        shiftedSum = [Double](repeating: 0, count: c32 ? d : 0)
+        shiftedMass = [Double](repeating: 0, count: c32 ? config.blockRows : 0)
     }
+
+    /// Centred rows take the float32 Gram path (`absorbCentredFloat32`).
+    var centredFloat32: Bool { config.center && config.method == .gram && config.precision == .float32 }
 
     /// Bytes the operator will hold, to refuse impossible parameters before reading data.
     public static func memoryEstimate(_ c: TruncatedSVDConfig, columns d: Int) -> Double {
@@ -222,7 +234,9 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         // Block buffers, and the k × d outputs (twice: vectors and their copy for the .npy).
         let common = 8 * (2 * b + kp + 2) * dd + 16 * Double(c.rank) * dd
         switch c.method {
-        case .gram: return common + 8 * dd * dd * 2 + (c.precision == .float32 ? 4 * dd * (dd + Double(TruncatedSVDConfig.float32ChunkRows)) : 0)
+        case .gram:
+            let f32 = c.precision == .float32 ? 4 * dd * (dd + Double(TruncatedSVDConfig.float32ChunkRows)) : 0
+            return common + 8 * dd * dd * 2 + f32 + (c.precision == .float32 && c.center ? (4 * dd + 8) * b + 8 * dd : 0)
         case .incremental: return common + 8 * (3 * (kp + max(b, kp)) * dd + 4 * (kp + b) * (kp + b))
         }
     }
@@ -240,7 +254,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         }
     }
 
-    public var readsFloat32Rows: Bool { config.method == .gram && config.precision == .float32 && !config.center }
+    public var readsFloat32Rows: Bool { config.method == .gram && config.precision == .float32 }
 
     /// Where a batch's feature values are read from.
     enum Rows {
@@ -258,6 +272,19 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
                 switch x {
                 case let .float64(p): try absorbRaw(p + r * d, count: b)
                 case let .float32(p, stride): try absorbRaw(p + r * stride, stride: stride, count: b)
+                }
+                rows += Int64(b)
+                weightSum += Double(b)
+                r += b
+                continue
+            }
+            // The same for a centred block of float32 rows: shifted in float32 straight from the batch.
+            if blockCount == 0, batch.weights == nil, centredFloat32, case let .float32(p, stride) = x, batch.count - r >= b {
+                applyDecay(rows: b)
+                if try !absorbCentredFloat32(p + r * stride, stride: stride, rows: b) {
+                    blockX.withUnsafeMutableBufferPointer { BlockKernels.widen(p + r * stride, rows: b, columns: d, stride: stride, into: $0.baseAddress!) }
+                    for i in 0..<b { blockW[i] = 1 }
+                    try closeCentredFloat64(rows: b)
                 }
                 rows += Int64(b)
                 weightSum += Double(b)
@@ -330,63 +357,176 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
             return
         }
         applyDecay(rows: n)
+        if config.center {
+            // Rows that are float32 values (exactly: f32 sources) take the float32 path, as they would from the
+            // batch, so how the rows were batched never changes the state.
+            if centredFloat32 && unweighted {
+                let rounded = blockX.withUnsafeBufferPointer { bx in
+                    shifted32.withUnsafeMutableBufferPointer { BlockKernels.narrow(bx.baseAddress!, count: n * d, into: $0.baseAddress!) }
+                }
+                if rounded == 0, try shifted32.withUnsafeBufferPointer({ (y) throws(EngineError) -> Bool in
+                    // In place: the routine reads each row before it writes it.
+                    try absorbCentredFloat32(y.baseAddress!, stride: d, rows: n)
+                }) { return }
+            }
+            try closeCentredFloat64(rows: n)
+            return
+        }
+        // Weighted, uncentred: rows scaled by √w, each value rounded by u relative.
+        var wB = 0.0
+        for i in 0..<n {
+            let s = blockW[i].squareRoot()
+            wB += blockW[i]
+            for j in 0..<d { cbuf[i * d + j] = s * blockX[i * d + j] }
+        }
+        effectiveWeight += wB
+        let block = cbuf
+        let masses = block.withUnsafeBufferPointer { noteRowMasses($0.baseAddress!, rows: n) }
+        try block.withUnsafeBufferPointer { (c) throws(EngineError) in
+            try absorbBlock(c.baseAddress!, rows: n, masses: masses, representationError: 2 * TruncatedSVDOperator.u * masses.total.squareRoot())
+        }
+    }
+
+    /// The float64 centred path: each block centred on its own weighted mean, plus the correction row (see
+    /// the type's documentation), after `applyDecay`.
+    mutating func closeCentredFloat64(rows n: Int) throws(EngineError) {
+        let d = columns
         var rowsOut = n
         var repErr = 0.0   // a bound on ‖C_computed − C_exact‖_F
-        if config.center {
-            if !hasShift {
-                for j in 0..<d { shift[j] = blockX[j] }
-                hasShift = true
-            }
-            var wB = 0.0
-            var mB = [Double](repeating: 0, count: d)
-            var xNormSq = 0.0
-            for i in 0..<n {
-                let w = blockW[i]
-                wB += w
-                for j in 0..<d {
-                    let x = blockX[i * d + j] - shift[j]
-                    mB[j] += w * x
-                    xNormSq += w * x * x
-                }
-            }
-            if wB > 0 { for j in 0..<d { mB[j] /= wB } }
-            for i in 0..<n {
-                let s = blockW[i].squareRoot()
-                for j in 0..<d { cbuf[i * d + j] = s * ((blockX[i * d + j] - shift[j]) - mB[j]) }
-            }
-            let xNorm = xNormSq.squareRoot()
-            let u = TruncatedSVDOperator.u
-            repErr = Double(n + 6) * u * xNorm
-            let wA = effectiveWeight
-            if wA > 0 && wB > 0 {
-                let c = (wA * wB / (wA + wB)).squareRoot()
-                var corrSq = 0.0
-                for j in 0..<d {
-                    let v = c * (mB[j] - mean[j])
-                    cbuf[n * d + j] = v
-                    corrSq += v * v
-                }
-                rowsOut = n + 1
-                let meanBErr = Double(n + 2) * u * xNorm / wB.squareRoot()
-                repErr += c * (meanError + meanBErr) + 2 * u * corrSq.squareRoot()
-            }
-            updateMean(wA: wA, wB: wB, mB: mB, meanBErr: wB > 0 ? Double(n + 2) * u * xNorm / wB.squareRoot() : 0)
-            effectiveWeight = wA + wB
-        } else {
-            var wB = 0.0
-            for i in 0..<n {
-                let s = blockW[i].squareRoot()
-                wB += blockW[i]
-                for j in 0..<d { cbuf[i * d + j] = s * blockX[i * d + j] }
-            }
-            effectiveWeight += wB
+        if !hasShift {
+            for j in 0..<d { shift[j] = blockX[j] }
+            hasShift = true
         }
+        var wB = 0.0
+        var mB = [Double](repeating: 0, count: d)
+        var xNormSq = 0.0
+        for i in 0..<n {
+            let w = blockW[i]
+            wB += w
+            for j in 0..<d {
+                let x = blockX[i * d + j] - shift[j]
+                mB[j] += w * x
+                xNormSq += w * x * x
+            }
+        }
+        if wB > 0 { for j in 0..<d { mB[j] /= wB } }
+        for i in 0..<n {
+            let s = blockW[i].squareRoot()
+            for j in 0..<d { cbuf[i * d + j] = s * ((blockX[i * d + j] - shift[j]) - mB[j]) }
+        }
+        let xNorm = xNormSq.squareRoot()
+        let u = TruncatedSVDOperator.u
+        repErr = Double(n + 6) * u * xNorm
+        let wA = effectiveWeight
+        if wA > 0 && wB > 0 {
+            let c = (wA * wB / (wA + wB)).squareRoot()
+            var corrSq = 0.0
+            for j in 0..<d {
+                let v = c * (mB[j] - mean[j])
+                cbuf[n * d + j] = v
+                corrSq += v * v
+            }
+            rowsOut = n + 1
+            let meanBErr = Double(n + 2) * u * xNorm / wB.squareRoot()
+            repErr += c * (meanError + meanBErr) + 2 * u * corrSq.squareRoot()
+        }
+        updateMean(wA: wA, wB: wB, mB: mB, meanBErr: wB > 0 ? Double(n + 2) * u * xNorm / wB.squareRoot() : 0)
+        effectiveWeight = wA + wB
         let block = cbuf
         let masses = block.withUnsafeBufferPointer { noteRowMasses($0.baseAddress!, rows: rowsOut) }
-        if !config.center && !unweighted { repErr = 2 * TruncatedSVDOperator.u * masses.total.squareRoot() }
         try block.withUnsafeBufferPointer { (c) throws(EngineError) in
             try absorbBlock(c.baseAddress!, rows: rowsOut, masses: masses, representationError: repErr)
         }
+    }
+
+
+    /// A centred, unweighted block of float32 rows by the float32 Gram path; false (nothing changed) when its
+    /// values are outside what float32 products can take, or the shift is not a float32 vector.
+    ///
+    /// Y = X − s is formed in float32 (s, the first row, is a float32 vector; each subtraction is correctly
+    /// rounded, so ‖Y − (X − s)‖_F ≤ u₃₂/(1 − u₃₂)·‖Y‖_F); YᵀY is formed by ssyrk in chunks of 64 rows at
+    /// fixed offsets and added in float64, as for uncentred rows; the block's own centring is then the exact
+    /// rank-one identity Σ(y − m)(y − m)ᵀ = YᵀY − n·m mᵀ (m the block mean of Y, in float64), and the
+    /// correction row follows as in the float64 path. Rounding, added to `margin`: the float32 chunks,
+    /// √k·γ₆₅·‖Y‖_F² (bounded by the *shifted* rows' mass, which the cancellation in YᵀY − n·m mᵀ does not
+    /// shrink: hence the shift, which keeps ‖Y‖ near the rows' spread rather than their distance from 0);
+    /// the float64 adds and the two rank-one updates, k·u·(…); and Y's representation error e, counted twice
+    /// (F² and the Gram matrix each move by ≤ 2e‖C‖_F + e²), with the block mean's error carried into the
+    /// running mean's.
+    mutating func absorbCentredFloat32(_ x: UnsafePointer<Float>, stride: Int, rows n: Int) throws(EngineError) -> Bool {
+        let d = columns, u = TruncatedSVDOperator.u, u32 = 0x1p-24, k = Double(config.rank)
+        if !hasShift {
+            for j in 0..<d { shift[j] = Double(x[j]) }
+            hasShift = true
+        }
+        for j in 0..<d where Double(Float(shift[j])) != shift[j] { return false }
+        var shiftedTotal = 0.0, shiftedMax = 0.0
+        shifted32.withUnsafeMutableBufferPointer { yp in
+            shiftedSum.withUnsafeMutableBufferPointer { sp in
+                shiftedMass.withUnsafeMutableBufferPointer { mp in
+                    sp.update(repeating: 0)
+                    let s32 = shift.map(Float.init)
+                    s32.withUnsafeBufferPointer { s in
+                        for i in 0..<n {
+                            let y = yp.baseAddress! + i * d
+                            BlockKernels.subtract(x + i * stride, s.baseAddress!, n: d, into: y, addingTo: sp.baseAddress!)
+                            let m = BlockKernels.sumOfSquares(UnsafePointer(y), n: d)
+                            mp[i] = m
+                            shiftedTotal += m
+                            shiftedMax = max(shiftedMax, m)
+                        }
+                    }
+                }
+            }
+        }
+        guard shiftedTotal.isFinite, float32Eligible((shiftedTotal, shiftedMax)) else { return false }
+        let wA = effectiveWeight, wB = Double(n)
+        let mB = shiftedSum.map { $0 / wB }
+        var mNormSq = 0.0
+        for v in mB { mNormSq += v * v }
+        // The block-centred rows' masses ‖y − m‖² = ‖y‖² − 2y·m + ‖m‖² (for F² and the Weyl bound), then the
+        // correction row's.
+        let ys = shifted32, ms = shiftedMass   // references, not copies: keeps the borrows off self
+        var masses = ys.withUnsafeBufferPointer { yp in
+            mB.withUnsafeBufferPointer { mp in
+                noteRowMasses(rows: n) { i in
+                    max(0, ms[i] - 2 * BlockKernels.dot(yp.baseAddress! + i * d, mp.baseAddress!, n: d) + mNormSq)
+                }
+            }
+        }
+        var corr: [Double] = [], corrSq = 0.0, c = 0.0
+        if wA > 0 {
+            c = (wA * wB / (wA + wB)).squareRoot()
+            corr = (0..<d).map { c * (mB[$0] - mean[$0]) }
+            for v in corr { corrSq += v * v }
+            let m = noteRowMasses(rows: 1) { _ in corrSq }
+            masses = (masses.total + m.total, max(masses.max, m.max))
+        }
+        let normSq = masses.total
+        guard normSq.isFinite else {
+            throw .data("truncated-svd", "non-finite values (or squares beyond the float64 range) in a block",
+                        hint: "the SVD needs finite rows; keep source.allow_nonfinite false or clean the input")
+        }
+        addFrob(normSq)
+        _ = ys.withUnsafeBufferPointer { gramFloat32(nil, rows: n, float32: ($0.baseAddress!, d)) }
+        gram.withUnsafeMutableBufferPointer { g in
+            mB.withUnsafeBufferPointer { BlockKernels.syrUpper(-wB, $0.baseAddress!, n: d, into: g.baseAddress!) }
+            if !corr.isEmpty { corr.withUnsafeBufferPointer { BlockKernels.syrUpper(1, $0.baseAddress!, n: d, into: g.baseAddress!) } }
+        }
+        let chunkRows = Double(TruncatedSVDConfig.float32ChunkRows + 1)
+        let chunks = Double((n + TruncatedSVDConfig.float32ChunkRows - 1) / TruncatedSVDConfig.float32ChunkRows)
+        margin += u * Double(n * d + 4) * (shiftedTotal + normSq)
+        margin += k.squareRoot() * (chunkRows * u32 / (1 - chunkRows * u32) * shiftedTotal + chunks * Double(d) * chunkRows * 0x1p-149)
+        margin += k * u * (Double(n + 2) * shiftedTotal + 2 * (frob + shiftedTotal))
+        margin += k * 4 * u * (wB * mNormSq + corrSq)
+        let eY = u32 / (1 - u32) * shiftedTotal.squareRoot()
+        // m is Y's mean: off from (X − s)'s by ≤ e_Y/√n (Cauchy–Schwarz), plus its float64 summation.
+        let meanBErr = (eY + Double(n + 2) * u * shiftedTotal.squareRoot()) / wB.squareRoot()
+        let e = eY + c * (meanError + meanBErr) + 2 * u * corrSq.squareRoot()
+        margin += 2 * (2 * e * normSq.squareRoot() + e * e)
+        updateMean(wA: wA, wB: wB, mB: mB, meanBErr: meanBErr)
+        effectiveWeight = wA + wB
+        return true
     }
 
     /// m_A ← m_A + (W_B/W)(m_B − m_A), and the running bound on its rounding error.

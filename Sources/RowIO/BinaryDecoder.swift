@@ -24,6 +24,12 @@ final class BinaryDecoder: RowDecoder {
     let config: SourceConfig
     let layout: RowLayout?
     let rowsKnown: Int64?
+
+    /// " ('price')" when the column has a name.
+    func label(_ j: Int) -> String {
+        guard let n = layout?.rawNames, j < n.count else { return "" }
+        return " ('\(n[j])')"
+    }
     /// For npy: rows the header promises (checked at the end).
     let expectedRows: Int64?
     private(set) var rowsConsumed: Int64
@@ -36,7 +42,13 @@ final class BinaryDecoder: RowDecoder {
         self.name = buf.input.file.name
         self.element = element
         self.config = config
-        self.layout = try RowLayout(rawColumns: rawColumns, config: config, where: name)
+        if let n = config.names, n.count != rawColumns {
+            throw .usage(name, "source.names lists \(n.count) names, but rows have \(rawColumns) fields")
+        }
+        if config.usesNames && config.names == nil {
+            throw .data(name, "the manifest names columns, but \(element.size == 4 ? "f32" : "binary") input has no header", hint: "give source.names (one per field), or use 0-based column numbers")
+        }
+        self.layout = try RowLayout(rawColumns: rawColumns, config: config, names: config.names, where: name)
         self.rowsKnown = rowsKnown
         self.expectedRows = expectedRows
         self.rowsConsumed = firstRow
@@ -143,7 +155,7 @@ final class BinaryDecoder: RowDecoder {
         let src = UnsafeRawPointer(buf.base + buf.start)
         let d = batch.columns
         let c = layout.rawColumns
-        var failures: [(Int64, EngineError, Int)] = []
+        var failures: [(Int64, EngineError, Int, Int)] = []   // row, error, slot offset, raw column
         let firstSlot = batch.count
         for k in 0..<rows { _ = batch.appendSlot(index: rowsConsumed + Int64(k)) }
         batch.features.withUnsafeMutableBufferPointer { f in
@@ -164,16 +176,18 @@ final class BinaryDecoder: RowDecoder {
                     }
                     if probe.isNaN && !config.allowNonfinite {
                         let j = (0..<c).first { !out[$0].isFinite }!
-                        failures.append((row, .data("\(name): row \(row - firstRow + 1)", "non-finite value \(out[j]) in column \(j + 1)",
-                                                    hint: "set source.allow_nonfinite: true, or on_bad_row: skip"), k))
+                        failures.append((row, .data("\(name): row \(row - firstRow + 1)", "non-finite value \(out[j]) in column \(j + 1)\(label(j))",
+                                                    hint: "set source.allow_nonfinite: true, or on_bad_row: skip"), k, j))
                     }
                     continue
                 }
-                var failure: EngineError?
+                var failure: EngineError?, failedColumn = 0
                 for j in 0..<c {
+                    if case .drop = layout.roles[j] { continue }   // unused columns may hold anything
                     let v = load(rp, j)
+                    failedColumn = j
                     if !v.isFinite && !config.allowNonfinite {
-                        failure = .data("\(name): row \(row - firstRow + 1)", "non-finite value \(v) in column \(j + 1)",
+                        failure = .data("\(name): row \(row - firstRow + 1)", "non-finite value \(v) in column \(j + 1)\(label(j))",
                                         hint: "set source.allow_nonfinite: true, or on_bad_row: skip")
                         break
                     }
@@ -187,12 +201,12 @@ final class BinaryDecoder: RowDecoder {
                     }
                     if failure != nil { break }
                 }
-                if let failure { failures.append((row, failure, k)) }
+                if let failure { failures.append((row, failure, k, failedColumn)) }
             }
         }
         if !failures.isEmpty { batch.removeRows(failures.map { firstSlot + $0.2 }) }
-        for (row, err, k) in failures {
-            try bad.report(err, row: row, raw: { rawValues(k) })
+        for (row, err, k, col) in failures {
+            try bad.report(err, row: row, column: col, raw: { rawValues(k) })
         }
         rowsConsumed += Int64(rows)
         buf.start += rows * rowBytes

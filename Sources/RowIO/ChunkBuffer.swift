@@ -67,12 +67,18 @@ final class ChunkBuffer {
 
     /// The next line `[s, e)` in `base` without its "\n" (and a "\r" before it), consumed; `.end` at the end of
     /// input. `limit(pendingStart, pendingEnd)` gives the longest line allowed while no newline is in sight,
-    /// which bounds memory on hostile input.
-    func nextLine(limit: (Int, Int) -> Int) throws(EngineError) -> Line {
+    /// which bounds memory on hostile input. `complete(base, s, e)` says whether a newline at e ends the record
+    /// begun at s (false inside a quoted field: the record then runs on to a later newline).
+    func nextLine(limit: (Int, Int) -> Int,
+                  complete: (UnsafePointer<UInt8>, Int, Int) -> Bool = { _, _, _ in true }) throws(EngineError) -> Line {
         var searchFrom = start
         while true {
             if end > searchFrom, let nl = memchr(base + searchFrom, 0x0A, end - searchFrom) {
                 let e = UnsafeMutablePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - base
+                if !complete(base, start, e) {
+                    searchFrom = e + 1
+                    continue
+                }
                 let s = start
                 start = e + 1
                 return .line(s, e > s && base[e - 1] == 0x0D ? e - 1 : e)
@@ -123,8 +129,14 @@ public final class BadRowHandler: @unchecked Sendable {
         self.quarantined = quarantined
     }
 
-    /// `raw` renders the offending row for the quarantine file; `row` is its 0-based position.
-    func report(_ error: EngineError, row: Int64, raw: () -> String) throws(EngineError) {
+    /// Bad rows per raw column (0-based) whose value made them bad (missing cells, text, non-finite): run.json's
+    /// `bad_by_column`, so a user sees which column caused the skips.
+    public private(set) var byColumn: [Int: Int64] = [:]
+
+    /// `raw` renders the offending row for the quarantine file; `row` is its 0-based position; `column` the raw
+    /// column whose value was bad, when one was.
+    func report(_ error: EngineError, row: Int64, column: Int? = nil, raw: () -> String) throws(EngineError) {
+        if let column, policy != .fail { byColumn[column, default: 0] += 1 }
         switch policy {
         case .fail: throw error
         case .skip: skipped += 1

@@ -4,8 +4,13 @@ import Glibc
 #endif
 
 /// Decodes delimited text (csv: ',', tsv: tab) straight into batch buffers: one row per line; LF or CRLF;
-/// a UTF-8 BOM skipped; blank lines ignored (they hold no row); quoted numeric fields accepted; a header
-/// line detected (`header: auto`: the first line has a field that is not a number) or declared.
+/// a UTF-8 BOM skipped; blank lines ignored (they hold no row); a header line detected (`header: auto`: the
+/// first line has a field that is not a number) or declared, its names kept for the manifest's names.
+///
+/// Quoting as RFC 4180 and pandas write it: a field that starts with `"` runs to the closing quote (`""`
+/// inside is a quote), so it may hold delimiters and newlines; a quote elsewhere in a field is an ordinary
+/// byte. Only the fields the layout uses (features, target, weight) are converted to numbers; the others
+/// are only delimited, and may hold anything.
 ///
 /// Errors name `file:line:column` (1-based; column = byte column of the field). A line longer than
 /// 1 MiB + 64 bytes per column is rejected, which bounds memory on hostile input. UTF-16 input is rejected
@@ -24,6 +29,10 @@ final class TextDecoder: RowDecoder {
     /// Field boundaries of the current line (reused: no per-row allocation).
     private var fieldStarts: [Int] = []
     private var fieldEnds: [Int] = []
+    /// The header row's names (unquoted), when there is one.
+    private(set) var headerNames: [String]?
+    /// The 1-based line the current record starts on (records with quoted newlines span several).
+    private var recordLine: Int64 = 0
 
     init(_ buf: ChunkBuffer, delimiter: UInt8, config: SourceConfig, firstRow: Int64) {
         self.buf = buf
@@ -41,13 +50,50 @@ final class TextDecoder: RowDecoder {
     }
 
     private func nextLine() throws(EngineError) -> (Int, Int)? {
-        switch try buf.nextLine(limit: { a, b in self.maxLineBytes(fieldsSeen: self.countDelimiters(a, b)) }) {
+        let q = delimiter
+        switch try buf.nextLine(limit: { a, b in self.maxLineBytes(fieldsSeen: self.countDelimiters(a, b)) },
+                                complete: { p, a, b in TextDecoder.quotesClosed(p, a, b, delimiter: q) }) {
         case .end: return nil
-        case let .line(s, e): line += 1; return (s, e)
+        case let .line(s, e):
+            line += 1
+            recordLine = line
+            // A record with quoted newlines: count them, so later lines keep their numbers.
+            if memchr(buf.base + s, 0x22, e - s) != nil {
+                var i = s
+                while i < e, let nl = memchr(buf.base + i, 0x0A, e - i) {
+                    line += 1
+                    i = UnsafeMutablePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - buf.base + 1
+                }
+            }
+            return (s, e)
         case let .tooLong(max):
             throw .data("\(name):\(line + 1):1", "line is longer than \(max) bytes without a newline",
-                        hint: "not \(delimiter == 0x09 ? "tsv" : "csv") text? Set source.format")
+                        hint: "not \(delimiter == 0x09 ? "tsv" : "csv") text, or a quote (\") that opens a field and never closes? Set source.format")
         }
+    }
+
+    /// Whether every quoted field in [a, b) is closed (so a newline at b ends the record).
+    static func quotesClosed(_ p: UnsafePointer<UInt8>, _ a: Int, _ b: Int, delimiter: UInt8) -> Bool {
+        guard memchr(p + a, 0x22, b - a) != nil else { return true }
+        var i = a, atStart = true, inQuote = false
+        while i < b {
+            let c = p[i]
+            if inQuote {
+                if c == 0x22 {
+                    if i + 1 < b && p[i + 1] == 0x22 { i += 2; continue }
+                    inQuote = false
+                }
+            } else if c == 0x22 && atStart {
+                inQuote = true
+                atStart = false
+            } else if c == delimiter {
+                atStart = true
+            } else if c != 0x20 {
+                atStart = false
+            }
+            i += 1
+        }
+        return !inQuote
     }
 
     private func countDelimiters(_ a: Int, _ b: Int) -> Int {
@@ -59,8 +105,9 @@ final class TextDecoder: RowDecoder {
     private func splitFields(_ s: Int, _ e: Int) {
         fieldStarts.removeAll(keepingCapacity: true)
         fieldEnds.removeAll(keepingCapacity: true)
-        var a = s
         let p = buf.base
+        if memchr(p + s, 0x22, e - s) != nil { splitQuoted(s, e); return }
+        var a = s
         while true {
             var i = a
             if let hit = memchr(p + a, Int32(delimiter), e - a) {
@@ -72,6 +119,49 @@ final class TextDecoder: RowDecoder {
                 return
             }
         }
+    }
+
+    /// The slow split, for lines with a quote: delimiters inside a quoted field do not count. A field keeps
+    /// its quotes (the number parser and `unquoted` remove them).
+    private func splitQuoted(_ s: Int, _ e: Int) {
+        let p = buf.base
+        var i = s, a = s, atStart = true, inQuote = false
+        while i < e {
+            let c = p[i]
+            if inQuote {
+                if c == 0x22 {
+                    if i + 1 < e && p[i + 1] == 0x22 { i += 2; continue }
+                    inQuote = false
+                }
+            } else if c == 0x22 && atStart {
+                inQuote = true
+                atStart = false
+            } else if c == delimiter {
+                fieldStarts.append(a); fieldEnds.append(i)
+                a = i + 1
+                atStart = true
+            } else if c != 0x20 {
+                atStart = false
+            }
+            i += 1
+        }
+        fieldStarts.append(a); fieldEnds.append(e)
+    }
+
+    /// A field's text without surrounding blanks and quotes, `""` read as `"`.
+    func unquoted(_ a: Int, _ b: Int) -> String {
+        var i = a, j = b
+        let p = buf.base
+        while i < j && (p[i] == 0x20 || p[i] == 0x09) { i += 1 }
+        while j > i && (p[j - 1] == 0x20 || p[j - 1] == 0x09 || p[j - 1] == 0x0D) { j -= 1 }
+        guard j - i >= 2 && p[i] == 0x22 && p[j - 1] == 0x22 else { return rawText(i, j) }
+        var bytes: [UInt8] = []
+        var k = i + 1
+        while k < j - 1 {
+            bytes.append(p[k])
+            k += p[k] == 0x22 && k + 1 < j - 1 && p[k + 1] == 0x22 ? 2 : 1
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     private func isBlank(_ s: Int, _ e: Int) -> Bool {
@@ -118,7 +208,10 @@ final class TextDecoder: RowDecoder {
                 case .no: header = false
                 case .auto: header = looksLikeHeader()
                 }
-                if header { continue }
+                if header {
+                    headerNames = (0..<fieldStarts.count).map { unquoted(fieldStarts[$0], fieldEnds[$0]) }
+                    continue
+                }
             }
             return (s, e)
         }
@@ -144,13 +237,25 @@ final class TextDecoder: RowDecoder {
             throw .data("\(name):\(line):1", "expected \(c) fields per row (source.columns), found \(fields)",
                         hint: delimiter == 0x2C && fields == 1 ? "tab-separated? set source.format: tsv" : nil)
         }
-        layout = try RowLayout(rawColumns: fields, config: config, where: "\(name):\(line):1")
+        var names = headerNames
+        if let given = config.names {
+            guard given.count == fields else {
+                throw .usage("\(name):\(recordLine):1", "source.names lists \(given.count) names, but rows have \(fields) fields")
+            }
+            names = given
+        }
+        if names == nil && config.usesNames && config.header == .auto {
+            throw .data("\(name):1:1", "the manifest names columns, but the first line looks like data, not a header",
+                        hint: "set source.header: yes if the first line is the header, or give source.names")
+        }
+        layout = try RowLayout(rawColumns: fields, config: config, names: names, where: "\(name):\(recordLine):1")
     }
 
     private func parseRow(_ s: Int, _ e: Int, into batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) {
         let layout = layout!
         let row = nextRow
         nextRow += 1
+        let line = recordLine
         if fieldStarts.count != layout.rawColumns {
             let err = EngineError.data("\(name):\(line):1",
                                        "ragged row: expected \(layout.rawColumns) fields, found \(fieldStarts.count)")
@@ -160,36 +265,44 @@ final class TextDecoder: RowDecoder {
         let slot = batch.appendSlot(index: row)
         let d = batch.columns
         let p = UnsafePointer(buf.base)
-        var failure: EngineError?
+        var failure: EngineError?, failedColumn = 0
         batch.features.withUnsafeMutableBufferPointer { f in
             let out = f.baseAddress! + slot * d
             for k in 0..<layout.rawColumns {
+                let role = layout.roles[k]
+                // Columns nothing uses are only delimited: they may hold text, dates, anything.
+                if case .drop = role { continue }
                 let v: Double
                 switch NumberParser.parse(p, fieldStarts[k], fieldEnds[k]) {
                 case let .value(x): v = x
                 case let .nonfinite(x, what):
                     if config.allowNonfinite { v = x } else {
-                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad value: \(what) in field \(k + 1)",
-                                        hint: "set source.allow_nonfinite: true to keep such values, or on_bad_row: skip")
+                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad value: \(what) in field \(k + 1)\(columnLabel(k))",
+                                        hint: "a missing or non-finite cell: on_bad_row: skip drops such rows (run.json counts them per column); allow_nonfinite: true keeps them")
+                        failedColumn = k
                         return
                     }
                 case .overflow:
                     if config.allowNonfinite { v = p[fieldStarts[k]] == 0x2D ? -.infinity : .infinity } else {
                         failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)",
-                                        "bad value: '\(rawText(fieldStarts[k], fieldEnds[k]))' overflows float64 in field \(k + 1)")
+                                        "bad value: '\(rawText(fieldStarts[k], fieldEnds[k]))' overflows float64 in field \(k + 1)\(columnLabel(k))")
+                        failedColumn = k
                         return
                     }
                 case .invalid:
                     failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)",
-                                    "bad value: expected a number in field \(k + 1), found '\(rawText(fieldStarts[k], fieldEnds[k], limit: 40))'")
+                                    "bad value: expected a number in field \(k + 1)\(columnLabel(k)), found '\(rawText(fieldStarts[k], fieldEnds[k], limit: 40))'",
+                                    hint: layout.isIdentity && config.select == nil ? "a text column? list the numeric columns in source.select; the others are then not parsed" : nil)
+                    failedColumn = k
                     return
                 }
-                switch layout.roles[k] {
+                switch role {
                 case let .feature(j): out[j] = v
                 case .target: batch.targets![slot] = v
                 case .weight:
                     if !(v >= 0) {
                         failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad weight \(v): weights are multiplicities and must be ≥ 0")
+                        failedColumn = k
                         return
                     }
                     batch.weights![slot] = v
@@ -199,8 +312,14 @@ final class TextDecoder: RowDecoder {
         }
         if let failure {
             batch.dropLast()
-            try bad.report(failure, row: row, raw: { rawText(s, e) })
+            try bad.report(failure, row: row, column: failedColumn, raw: { rawText(s, e) })
         }
+    }
+
+    /// " ('price')" when the column has a name.
+    private func columnLabel(_ k: Int) -> String {
+        guard let n = layout?.rawNames, k < n.count else { return "" }
+        return " ('\(n[k])')"
     }
 
     func rawText(_ a: Int, _ b: Int, limit: Int = 1 << 20) -> String {

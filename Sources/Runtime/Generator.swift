@@ -16,6 +16,8 @@ public struct GenOptions: Sendable {
     public var gap = 4.0
     public var decay = 0.9
     public var heavy = 0
+    /// Added to every feature of a spectrum row (column means far from zero, for PCA).
+    public var offset = 0.0
     /// Noise standard deviation; nil: 0.1 for regression, 0 for legendre.
     public var noise: Double?
     public var target: Target = .runge
@@ -92,6 +94,7 @@ public struct Generator: Sendable {
                     for j in 0..<d { row[j] = heavyNorm * basis[1, j] }
                     heavyIdx += 1
                 }
+                if o.kind == .spectrum && o.offset != 0 { for j in 0..<d { row[j] += o.offset } }
                 var y: Double?
                 if o.kind == .regression {
                     var s = 0.0
@@ -109,6 +112,7 @@ public struct Generator: Sendable {
             if o.kind == .spectrum {
                 pairs.append(("sigma", .array(sigma.map { .double($0) })))
                 pairs.append(("gap", .double(o.gap)))
+                if o.offset != 0 { pairs.append(("offset", .double(o.offset))) }
                 pairs.append(("v1", .array((0..<d).map { .double(basis[0, $0]) })))
                 pairs.append(("v2", .array((0..<d).map { .double(basis[1, $0]) })))
                 pairs.append(("heavy_rows", .array(heavyRows.map { .int(Int64($0)) })))

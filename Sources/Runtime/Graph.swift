@@ -13,12 +13,15 @@ final class Graph: @unchecked Sendable {
     /// `--shard` was given (samplers add a `shard` column).
     let sharded: Bool
     let rowStoreDir: String
+    /// The features' names (header or source.names), when known.
+    let featureNames: [String]?
     var ops: [String: any StreamOperator] = [:]
     var stores: [String: RowStore] = [:]
 
     /// `durableStores`: row stores write every row to disk (checkpointing is on).
     init(spec: PipelineSpec, shape: StreamShape, seed: UInt64, shard: Int64, sharded: Bool = false, rowStoreDir: String,
-         durableStores: Bool = false) throws(EngineError) {
+         durableStores: Bool = false, featureNames: [String]? = nil) throws(EngineError) {
+        self.featureNames = featureNames
         self.spec = spec
         self.shape = shape
         self.seed = seed
@@ -42,7 +45,8 @@ final class Graph: @unchecked Sendable {
     func context(_ s: OperatorSpec) -> OperatorContext {
         var sh = shape
         if s.input != "source" { sh.rowsKnown = nil; sh.float32Values = false }
-        return OperatorContext(shape: sh, seed: seed, shard: shard, purpose: CRC32C.checksum(Array(s.id.utf8)), sharded: sharded)
+        return OperatorContext(shape: sh, seed: seed, shard: shard, purpose: CRC32C.checksum(Array(s.id.utf8)), sharded: sharded,
+                               featureNames: featureNames)
     }
 
     /// Every reader of the source takes float32 rows (`StreamOperator.readsFloat32Rows`) and no row store

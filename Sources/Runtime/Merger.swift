@@ -1,4 +1,5 @@
 import EngineCore
+import LinearAlgebra
 import Manifest
 import Operators
 import RowIO
@@ -164,7 +165,8 @@ public struct Merger: Sendable {
             ("rows_quarantined", .int(parts.reduce(0) { $0 + $1.quarantined })),
             ("bytes_in", .int(parts.reduce(0) { $0 + $1.bytesIn })), ("seconds", .double((seconds * 1000).rounded() / 1000)),
             ("rows_per_s", .double(0)), ("manifest_sha256", .string(spec.sha256)), ("seed", .int(Int64(bitPattern: first.seed))),
-            ("shard", .int(0)), ("version", .string(RowflowVersion.string)), ("resumed_from_row", .int(0)),
+            ("shard", .int(0)), ("version", .string(RowflowVersion.string)),
+            ("blas_core", .string(BLASKernel.coreName)), ("cpu", .string(BLASKernel.machine.model)), ("resumed_from_row", .int(0)),
             ("merged_from", .array(inputs.map { .string($0) })), ("manifest", .string(manifestPath)),
         ]
         if let shards { json.append(("shards", .array(shards.map { .int($0) }))) }

@@ -185,6 +185,12 @@ public final class Runner: @unchecked Sendable {
         }
     }
 
+    /// summary.json's `feature_names` (every operator sees the source's features: samplers pass them on).
+    var featureNamesJSON: [(String, JSON)] {
+        guard let n = source?.layout?.featureNames else { return [] }
+        return [("feature_names", .array(n.map { .string($0) }))]
+    }
+
     /// One stderr line per warning, `rowflow: warning: <id>: <what> (hint: …)`, kept for run.json.
     func warn(id: String, _ w: OperatorWarning) {
         warnings.append((id, w))
@@ -205,14 +211,22 @@ public final class Runner: @unchecked Sendable {
             ("seconds", .double((seconds * 1000).rounded() / 1000)),
             ("rows_per_s", .double(seconds > 0 ? (Double(max(0, newRows)) / seconds).rounded() : 0)),
             ("manifest_sha256", .string(spec?.sha256 ?? "")),
-            ("seed", .int(Int64(bitPattern: seed))),
+            ("seed", .uint(seed)),
             ("shard", .int(shard)),
             ("version", .string(RowflowVersion.string)),
+            ("blas_core", .string(BLASKernel.coreName)),
+            ("cpu", .string(BLASKernel.machine.model)),
             ("resumed_from_row", .int(Int64(resumeFrom?.rowsFed ?? 0))),
             ("manifest", .string(options.manifestPath)),
             ("input", .string(options.input ?? "-")),
         ]
         if let f = source?.formatUsed { pairs.append(("format", .string(f.rawValue))) }
+        if let bad, !bad.byColumn.isEmpty {
+            let names = source?.layout?.rawNames
+            pairs.append(("bad_by_column", .object(bad.byColumn.sorted { $0.key < $1.key }.map { (k, v) in
+                (names.map { k < $0.count ? $0[k] : "column \(k)" } ?? "column \(k)", JSON.int(v))
+            })))
+        }
         if let l = source?.layout { pairs.append(("columns", .int(Int64(l.features)))) }
         pairs.append(("operators", .array(spec?.operators.map { .string($0.id) } ?? [])))
         if let kib = peakRSSKiB() { pairs.append(("peak_rss_kib", .int(kib))) }
@@ -245,7 +259,7 @@ public final class Runner: @unchecked Sendable {
         let shape = try streamShape(src)
         graph = try Graph(spec: spec, shape: shape, seed: seed, shard: shard, sharded: options.shard != nil,
                           rowStoreDir: options.out + "/rowstore",
-                          durableStores: checkpoints != nil)
+                          durableStores: checkpoints != nil, featureNames: src.layout?.featureNames)
         if spec.source.shuffle > 0 {
             let b = spec.source.shuffle
             if checkpoints != nil && ShuffleBuffer.stateBytes(capacity: b, columns: shape.columns) > ShuffleBuffer.checkpointLimit {
@@ -294,7 +308,8 @@ public final class Runner: @unchecked Sendable {
         try graph.finishAll(from: start, afterStep: { (i: Int) throws(EngineError) in
             try self.betweenSteps(finishIndex: i)
         }, finished: { (id: String, out: OperatorOutput) throws(EngineError) in
-            try self.output.writeOperator(self.spec.op(id)!, output: out, state: self.graph.stateBytes(id))
+            try self.output.writeOperator(self.spec.op(id)!, output: out, state: self.graph.stateBytes(id),
+                                          extra: self.featureNamesJSON)
             for w in out.warnings { self.warn(id: id, w) }
             outputs.append((id, out))
         })

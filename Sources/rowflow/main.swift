@@ -1,5 +1,6 @@
 import ArgumentParser
 import EngineCore
+import LinearAlgebra
 import Manifest
 import Report
 import Runtime
@@ -13,7 +14,7 @@ struct Rowflow: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rowflow",
         abstract: "Streaming numerical linear algebra on row streams: one pass, bounded memory, honest error bounds.",
-        version: RowflowVersion.string,
+        version: RowflowVersion.string + "\nblas_core: \(BLASKernel.coreName)\ncpu: \(BLASKernel.machine.model)",
         subcommands: [Run.self, Validate.self, Operators.self, Merge.self, Inspect.self, Gen.self, ReportCommand.self])
 }
 
@@ -119,6 +120,7 @@ struct Gen: ParsableCommand {
     @Option(help: "σ₁²/σ₂² (spectrum).") var gap: Double = 4
     @Option(help: "Geometric decay of σⱼ after the second (spectrum).") var decay: Double = 0.9
     @Option(help: "Planted heavy rows along the second direction.") var heavy: Int = 0
+    @Option(help: "Added to every feature (spectrum): column means far from zero, for PCA.") var offset: Double = 0
     @Option(help: "Noise standard deviation (regression: default 0.1; legendre: default 0).") var noise: Double?
     @Option(help: "Target function (legendre): runge 1/(1+25x²) | abs | exp | step | none.") var target: String = "runge"
     @Option(help: "Output file (default stdout).") var out: String?
@@ -127,7 +129,7 @@ struct Gen: ParsableCommand {
     func run() throws {
         var g = GenOptions()
         g.rows = rows; g.cols = cols; g.seed = seed; g.zstd = zstd; g.gap = gap; g.decay = decay
-        g.heavy = heavy; g.noise = noise; g.out = out; g.truth = truth
+        g.heavy = heavy; g.offset = offset; g.noise = noise; g.out = out; g.truth = truth
         guard let k = GenOptions.Kind(rawValue: kind) else { fail(.usage("gen", "unknown kind '\(kind)'; expected spectrum | regression | legendre")) }
         g.kind = k
         guard let t = GenOptions.Target(rawValue: target) else {
@@ -142,18 +144,47 @@ struct Gen: ParsableCommand {
     }
 }
 
-/// OpenBLAS starts its thread pool when the library loads — before any Swift code runs — and idle pool
-/// threads spin on sched_yield, taking a core from the decode thread. rowflow keeps BLAS single-threaded
-/// (TOOLCHAIN.md §6), so when the environment does not say otherwise it re-executes itself once with
-/// OPENBLAS_NUM_THREADS=1 so that the pool is never created.
-func ensureSingleThreadedBLAS() {
-    guard getenv("OPENBLAS_NUM_THREADS") == nil else { return }
-    setenv("OPENBLAS_NUM_THREADS", "1", 1)
-    let args = CommandLine.unsafeArgv
-    execv("/proc/self/exe", args)
-    // exec failed (no /proc?): carry on; the pool only costs speed, never correctness.
+/// OpenBLAS reads its environment once, when the library loads — before any Swift code runs — so both
+/// settings rowflow makes are applied by re-executing itself with them set (at most twice, never in a loop):
+/// - one BLAS thread: idle pool threads spin on sched_yield and take a core from the decode thread, and two
+///   BLAS threads beside a busy core are slower than one; the user's OPENBLAS_NUM_THREADS wins;
+/// - the BLAS kernel (`BLASKernel`): when OpenBLAS fell back to a generic kernel on a CPU with AVX2/AVX-512,
+///   the matching one, kept only if it passes `BLASKernel.selfCheck()` in the re-executed process; if it
+///   fails, the process re-executes once more with OpenBLAS's own choice and warns. ROWFLOW_BLAS_CHOICE
+///   carries the stage across the exec: `selected:<detected>` or `failed:<selected>`.
+///
+/// ROWFLOW_BLAS_SIMULATE (tests only) makes both paths testable on any machine: `detected=<name>` stands in
+/// for OpenBLAS's detection, `selfcheck=fail` for a failed check.
+func prepareBLAS() {
+    let simulate = getenv("ROWFLOW_BLAS_SIMULATE").map { String(cString: $0) } ?? ""
+    func simulated(_ key: String) -> String? {
+        simulate.split(separator: ",").first { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) }
+    }
+    var reexec = false
+    if getenv("OPENBLAS_NUM_THREADS") == nil { setenv("OPENBLAS_NUM_THREADS", "1", 1); reexec = true }
+    let stage = getenv("ROWFLOW_BLAS_CHOICE").map { String(cString: $0) }
+    if stage == nil {
+        let user = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }
+        let detected = simulated("detected") ?? BLASKernel.coreName
+        if case let .select(kernel) = BLASKernel.decide(detected: detected, flags: BLASKernel.machine.flags, userCoretype: user) {
+            setenv("OPENBLAS_CORETYPE", kernel, 1)
+            setenv("ROWFLOW_BLAS_CHOICE", "selected:" + detected, 1)
+            reexec = true
+        }
+    } else if let s = stage, s.hasPrefix("selected:"), !BLASKernel.selfCheck() || simulated("selfcheck") == "fail" {
+        let chosen = BLASKernel.coreName
+        setenv("OPENBLAS_CORETYPE", String(s.dropFirst("selected:".count)), 1)
+        setenv("ROWFLOW_BLAS_CHOICE", "failed:" + chosen, 1)
+        reexec = true
+    } else if let s = stage, s.hasPrefix("failed:") {
+        Console.err("rowflow: warning: blas: the \(s.dropFirst("failed:".count)) kernel failed rowflow's numerical self-check on this CPU; running OpenBLAS's own choice, \(BLASKernel.coreName) (hint: set OPENBLAS_CORETYPE to choose a kernel yourself)\n")
+    }
+    if reexec {
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // exec failed (no /proc?): carry on with what is loaded; it only costs speed, never correctness.
+    }
 }
 
-ensureSingleThreadedBLAS()
+prepareBLAS()
 signal(SIGPIPE, SIG_IGN)
 Rowflow.main()

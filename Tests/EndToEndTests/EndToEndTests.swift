@@ -1,5 +1,6 @@
 import EngineCore
 import Foundation
+import LinearAlgebra
 import RowIO
 import TestSupport
 import Testing
@@ -11,17 +12,35 @@ import Testing
         return names.filter { $0.hasSuffix(".yaml") }.map { String($0.dropLast(5)) }.sorted()
     }()
 
-    /// Every Pipelines/*.yaml on its Fixtures stream against the recorded outputs. Tolerance 1e-10 relative:
-    /// the recorded run and this one sum the same float64 products; only the BLAS kernel (which may differ
-    /// by machine) changes the summation order, an effect of ~n·ε ≈ 1e-12 at these sizes.
-    @Test(arguments: pipelines)
-    func replay(name: String) throws {
+    /// The BLAS kernels this CPU can run (nil: OpenBLAS's own choice, or rowflow's when that is generic).
+    static let kernels: [String?] = {
+        let flags = BLASKernel.machine.flags
+        return [nil, "Prescott"] + (flags.avx2FMA ? ["Haswell"] : []) + (flags.avx512 ? ["SkylakeX"] : [])
+    }()
+
+    /// Every Pipelines/*.yaml on its Fixtures stream against the recorded outputs, under every BLAS kernel this
+    /// CPU can run (OPENBLAS_CORETYPE forced, and checked in run.json's `blas_core`). Tolerance 1e-10 relative:
+    /// every operator in the fixtures sums float64 products, and a kernel changes only their order — an
+    /// effect of ~n·ε ≈ 1e-12 at these sizes (1.6e-14 was the largest seen across Prescott, Haswell,
+    /// SkylakeX and Cooperlake). The one float32 path in them, sensitivity-sample's scores on float32 rows,
+    /// uses a fixed-order kernel (`BlockKernels.trmmRightUpperFloat32`), so its keep decisions and weights
+    /// do not depend on the kernel either; they could differ only if a float64 difference of ~1e-16 flipped
+    /// the float32 rounding of an entry of R⁻¹ (chance ~1e-9 per entry) and that moved a keep probability
+    /// across its uniform draw (chance ~1e-7 per row) — a false failure rate far below 1e-6 per run.
+    @Test(arguments: pipelines, kernels)
+    func replay(name: String, kernel: String?) throws {
         let fixture = packageRoot + "/Fixtures/" + name
         let input = try FileManager.default.contentsOfDirectory(atPath: fixture).first { $0.hasPrefix("input.") }
         #expect(input != nil, "Fixtures/\(name) has no input.* stream")
         let out = temporaryDirectory("replay") + "/out"
-        let r = rowflow(["run", packageRoot + "/Pipelines/\(name).yaml", "--input", fixture + "/" + input!, "--out", out])
+        var env = ProcessInfo.processInfo.environment
+        if let kernel { env["OPENBLAS_CORETYPE"] = kernel }
+        let r = runProcess(rowflowBinary, ["run", packageRoot + "/Pipelines/\(name).yaml", "--input", fixture + "/" + input!,
+                                           "--out", out, "--progress", "never"], environment: env)
         #expect(r.status == 0, "\(r.stderr)")
+        if let kernel {
+            #expect(try loadJSON(out + "/run.json")["blas_core"] as? String == kernel, "OPENBLAS_CORETYPE=\(kernel) did not take")
+        }
         let expected = fixture + "/expected"
         let ops = try FileManager.default.contentsOfDirectory(atPath: expected)
         #expect(!ops.isEmpty)
@@ -46,7 +65,7 @@ import Testing
         let run = try loadJSON(out + "/run.json")
         #expect(run["status"] as? String == "complete")
         for key in ["status", "rows_read", "rows_skipped", "rows_quarantined", "bytes_in", "seconds", "rows_per_s",
-                    "manifest_sha256", "seed", "shard", "version", "resumed_from_row"] {
+                    "manifest_sha256", "seed", "shard", "version", "resumed_from_row", "blas_core", "cpu", "warnings"] {
             #expect(run[key] != nil, "run.json lacks \(key)")
         }
     }
@@ -274,5 +293,58 @@ func canonical(_ v: Any) -> String {
                                environment: ["PATH": bin + ":/usr/bin:/bin", "HOME": tmp])
             #expect(r.status == 0, "README command failed: \(c)\n\(r.stderr)")
         }
+    }
+}
+
+/// Kernel selection end to end: ROWFLOW_BLAS_SIMULATE stands in for OpenBLAS's detection and for a failed
+/// self-check, so both paths run on any CPU.
+@Suite(.serialized) struct KernelSelectionTests {
+    let dir = temporaryDirectory("kernel")
+
+    func run(_ env: [String: String]) throws -> (blasCore: String?, stderr: String, status: Int32) {
+        let m = writeManifest(in: dir, "source: { format: csv }\noperators: [{ id: m, op: moments }]\n")
+        writeFile(dir + "/x.csv", "1,2\n3,4\n")
+        var e = ProcessInfo.processInfo.environment
+        e["OPENBLAS_CORETYPE"] = nil
+        e["ROWFLOW_BLAS_CHOICE"] = nil
+        for (k, v) in env { e[k] = v }
+        let out = dir + "/out-\(UUID().uuidString.prefix(6))"
+        let r = runProcess(rowflowBinary, ["run", m, "--input", dir + "/x.csv", "--out", out, "--progress", "never"], environment: e)
+        let core = (try? loadJSON(out + "/run.json"))?["blas_core"] as? String
+        return (core, r.stderr, r.status)
+    }
+
+    /// A generic detection on a capable CPU is replaced by the matching kernel, which run.json names.
+    @Test func genericDetectionIsReplaced() throws {
+        guard case let .select(kernel) = BLASKernel.decide(detected: "Prescott", flags: BLASKernel.machine.flags, userCoretype: nil) else {
+            return   // no AVX2 on this CPU: nothing to select (the decision table is tested in BLASKernelTests)
+        }
+        let r = try run(["ROWFLOW_BLAS_SIMULATE": "detected=Prescott"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.blasCore == kernel)
+        #expect(!r.stderr.contains("warning"))
+    }
+
+    /// A selected kernel that fails the self-check is dropped for the detected one, with one warning line.
+    @Test func failedSelfCheckFallsBackAndWarnsOnce() throws {
+        guard case .select = BLASKernel.decide(detected: "Prescott", flags: BLASKernel.machine.flags, userCoretype: nil) else { return }
+        let r = try run(["ROWFLOW_BLAS_SIMULATE": "detected=Prescott,selfcheck=fail"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.blasCore == "Prescott")
+        #expect(r.stderr.components(separatedBy: "rowflow: warning: blas:").count == 2, "\(r.stderr)")
+    }
+
+    /// The user's OPENBLAS_CORETYPE wins over any selection.
+    @Test func userSettingWins() throws {
+        let r = try run(["ROWFLOW_BLAS_SIMULATE": "detected=Prescott", "OPENBLAS_CORETYPE": "Prescott"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.blasCore == "Prescott")
+    }
+
+    /// `rowflow --version` names the kernel and the CPU.
+    @Test func versionNamesKernelAndCPU() {
+        let r = rowflow(["--version"])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("blas_core: ") && r.stdout.contains("cpu: "), "\(r.stdout)")
     }
 }

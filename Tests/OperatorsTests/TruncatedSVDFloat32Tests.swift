@@ -106,6 +106,33 @@ import Testing
         print("truncated-svd float32: max relative σ error \(relativeError(Array(r.singularValues.prefix(k)), Array(ref.s.prefix(k)))), margin/F² \(r.roundingMargin / r.frobeniusSq)")
     }
 
+    /// Centred float32 (PCA on rows whose column means, +2, are far from zero: the case the shift is for)
+    /// against dgesdd in float64 on the exactly centred matrix: the tail bound holds, every σ² is within the
+    /// run's certificate, the certificate is within 2× of the stated float32 term √k·γ₆₅·‖Y‖_F² (Y the shifted
+    /// rows, ‖Y‖_F² ≤ 2·(F² + n·‖μ − s‖²)), and the explained variances agree with float64 to 1e-6 relative —
+    /// what scikit-learn's IncrementalPCA reaches on float32 input (its own arithmetic is float32).
+    @Test func centredAgainstFloat64() throws {
+        let d = 48, k = 6, n = 30_000
+        var a = spectrumData(rows: n, sigma: (0..<d).map { 3 * Foundation_pow(0.85, Double($0)) }, seed: 79)
+        for i in 0..<n { for j in 0..<d { a[i, j] = Double(Float(a[i, j] + 2 + 0.01 * Double(j))) } }
+        let blockRows = TruncatedSVDConfig.gramBlockRows(columns: d)
+        let r = try fed(TruncatedSVDOperator(config: config(rank: k, blockRows: blockRows, center: true), columns: d),
+                        stagedBatches(a, batchRows: 4096, widen: false)).result()
+        let r64 = try fed(TruncatedSVDOperator(config: TruncatedSVDConfig(rank: k, method: .gram, blockRows: blockRows, center: true), columns: d),
+                          batches(a, batchRows: 4096)).result()
+        let ref = try reference(effectiveMatrix(a, center: true))
+        let refErr = 20 * Double(n) * unitRoundoff * ref.s[0] * ref.s[0]
+        #expect(r.tailBound >= ref.tail(k) - refErr)
+        for j in 0..<k {
+            let est = r.singularValues[j] * r.singularValues[j], truth = ref.s[j] * ref.s[j]
+            #expect(abs(est - truth) <= r.roundingMargin + refErr, "σ_\(j): \(r.singularValues[j]) vs \(ref.s[j])")
+            #expect(abs(est - r64.singularValues[j] * r64.singularValues[j]) <= 1e-6 * truth, "σ_\(j) float32 vs float64")
+        }
+        let gamma = 65 * 0x1p-24 / (1 - 65 * 0x1p-24)
+        #expect(r.roundingMargin <= 2 * Double(k).squareRoot() * gamma * 2 * r.frobeniusSq * 1.01)
+        print("truncated-svd centred float32: max relative σ error \(relativeError(Array(r.singularValues.prefix(k)), Array(ref.s.prefix(k)))), margin/F² \(r.roundingMargin / r.frobeniusSq)")
+    }
+
     /// The noise floor (λ ≤ 16·u₃₂·λ₁) against the noise it is there for: on exactly rank-3 float32 rows the
     /// float32-chunked Gram matrix's other eigenvalues are pure rounding. They must sit ≥ 8× below the floor
     /// (the margin the comment in `result()` claims) for one chunk of rows (the noisiest case: nothing
@@ -129,24 +156,24 @@ import Testing
 
     /// The same state, to the byte, whether rows come as float64 `features`, as staged float32 rows widened,
     /// or as staged rows never widened (`features` unfilled) — the three ways the engine delivers float32
-    /// input — for batch sizes that cut blocks and chunks anywhere.
-    @Test(arguments: [1, 63, 64, 1000, 4096])
-    func deliveryDoesNotChangeState(batchRows: Int) throws {
+    /// input — for batch sizes that cut blocks and chunks anywhere; uncentred and centred (whose whole blocks
+    /// from a staged batch take the shifted float32 path straight from the batch, the others via the block).
+    @Test(arguments: [1, 63, 64, 1000, 4096], [false, true])
+    func deliveryDoesNotChangeState(batchRows: Int, center: Bool) throws {
         let d = 24
         var a = spectrumData(rows: 5000, sigma: (0..<d).map { Foundation_pow(0.8, Double($0)) }, seed: 78)
-        for i in 0..<a.rows { for j in 0..<d { a[i, j] = Double(Float(a[i, j])) } }
+        for i in 0..<a.rows { for j in 0..<d { a[i, j] = Double(Float(a[i, j] + (center ? 2 : 0))) } }
         let blockRows = TruncatedSVDConfig.gramBlockRows(columns: d)
-        let plain = try fed(TruncatedSVDOperator(config: config(rank: 4, blockRows: blockRows), columns: d), batches(a, batchRows: 777))
-        let widened = try fed(TruncatedSVDOperator(config: config(rank: 4, blockRows: blockRows), columns: d),
-                              stagedBatches(a, batchRows: batchRows, widen: true))
-        let unfilled = try fed(TruncatedSVDOperator(config: config(rank: 4, blockRows: blockRows), columns: d),
-                               stagedBatches(a, batchRows: batchRows, widen: false))
+        let cfg = config(rank: 4, blockRows: blockRows, center: center)
+        let plain = try fed(TruncatedSVDOperator(config: cfg, columns: d), batches(a, batchRows: 777))
+        let widened = try fed(TruncatedSVDOperator(config: cfg, columns: d), stagedBatches(a, batchRows: batchRows, widen: true))
+        let unfilled = try fed(TruncatedSVDOperator(config: cfg, columns: d), stagedBatches(a, batchRows: batchRows, widen: false))
         #expect(widened.encodeState() == plain.encodeState())
         #expect(unfilled.encodeState() == plain.encodeState())
         #expect(plain.readsFloat32Rows)
     }
 
-    /// `precision: auto` takes float32 only for uncentred gram on float32 sources with rank ≤ 24; explicit values win; the
+    /// `precision: auto` takes float32 only for gram on float32 sources with rank ≤ 24 (centred or not); explicit values win; the
     /// incremental method ignores it; a float64 state is refused by a float32 operator.
     @Test func resolution() throws {
         let desc = OperatorRegistry.standard["truncated-svd"]!
@@ -158,7 +185,7 @@ import Testing
         let gram: [(String, JSON)] = [("method", .string("gram"))]
         #expect(try TruncatedSVDConfig.resolve(params(gram), columns: 8, float32Values: true).precision == .float32)
         #expect(try TruncatedSVDConfig.resolve(params(gram), columns: 8, float32Values: false).precision == .float64)
-        #expect(try TruncatedSVDConfig.resolve(params(gram + [("center", .bool(true))]), columns: 8, float32Values: true).precision == .float64)
+        #expect(try TruncatedSVDConfig.resolve(params(gram + [("center", .bool(true))]), columns: 8, float32Values: true).precision == .float32)
         #expect(try TruncatedSVDConfig.resolve(params(gram + [("rank", .int(25))]), columns: 64, float32Values: true).precision == .float64)
         #expect(try TruncatedSVDConfig.resolve(params(gram + [("precision", .string("float64"))]), columns: 8, float32Values: true).precision == .float64)
         #expect(try TruncatedSVDConfig.resolve(params(gram + [("precision", .string("float32"))]), columns: 8, float32Values: false).precision == .float32)

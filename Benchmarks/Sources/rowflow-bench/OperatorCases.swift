@@ -141,6 +141,48 @@ func svdCase(_ env: BenchEnv, rows: Int, runs: Int) -> Section {
     return Section(name: "svd", text: text, versions: peerVersion(results))
 }
 
+// MARK: - pca
+
+/// Centred truncated SVD (PCA) on rows whose column means are far from zero: rowflow's centred float32 path
+/// (auto) and its float64 path against IncrementalPCA on the same stream, all scored against the centred Gram.
+func pcaCase(_ env: BenchEnv, rows: Int, runs: Int) -> Section {
+    let cols = 256, k = 16
+    let zst = dataFile(env, kind: "spectrum", rows: rows, cols: cols, format: "f32", zstd: true, offset: 2)
+    let ref = reference(env, mode: "ref-svd", input: zst, cols: cols)
+    var (results, background) = measure(env, [
+        floorContender(zst),
+        .rowflow(env, "rowflow truncated-svd rank 16, center, auto", manifest: "f32x256-pca-auto.yaml", input: zst, out: "pca-auto"),
+        .rowflow(env, "rowflow truncated-svd rank 16, center, precision float64", manifest: "f32x256-pca-float64.yaml", input: zst, out: "pca-f64"),
+        .peer(env, "sklearn IncrementalPCA(16, batch_size=8192), zstandard stream", script: peerScript, input: zst,
+              args: ["ipca", zst, "\(cols)", "\(k)", ref], maxRuns: 1),
+    ], runs: runs)
+    for i in [1, 2] { score(env, &results[i], ["score-svd", ref, results[i].contender.outDir! + "/t", "true"]) }
+    let floor = results[0], auto = results[1], ipca = results[3]
+    let metrics = [
+        Metric(header: "σ max rel err") { $0.contender.name.contains("floor") ? "—" : sci(num($0, "sigma_rel_err")) },
+        Metric(header: "largest principal angle °") { $0.contender.name.contains("floor") ? "—" : sci(num($0, "max_angle_deg")) },
+    ]
+    var text = """
+        \(rows) rows × \(cols) float32 (rowflow gen spectrum, gap 4, every column offset by +2.0), zstd-compressed. \
+        Rank-16 PCA (centred). The reference is numpy eigh of the exactly centred Gram (AᵀA − n·μμᵀ, accumulated \
+        in float64 over the stream). σ error: max over the 16 of |σᵢ − σᵢ*| / σᵢ*.
+
+        \(opTable(results, ratioHeader: "wall ÷ floor", ratio: { $0.wall / floor.wall }, metrics: metrics))
+
+        """
+    if let nm = notMeasured("centred rowflow ≤ 1.3× the floor, ≥ 12× IncrementalPCA, σ error ≤ IncrementalPCA's", [floor, auto, ipca]) {
+        text += "\n" + nm
+    } else {
+        let ratio = auto.wall / floor.wall, speed = ipca.wall / auto.wall
+        let err = num(auto, "sigma_rel_err") ?? .infinity, peerErr = num(ipca, "sigma_rel_err") ?? 0
+        text += "\nGoal centred rowflow (auto) ≤ 1.3× the floor, ≥ 12× IncrementalPCA, σ error ≤ IncrementalPCA's: "
+            + "\(verdict(ratio <= 1.3 && speed >= 12 && err <= peerErr)) (\(f(ratio, 2))× the floor; ×\(f(speed, 1)) IncrementalPCA; "
+            + "σ error \(sci(err)) vs \(sci(peerErr)))."
+    }
+    text += "\n\nIncrementalPCA ran once (slow peer); every other contender \(runs) times. " + background
+    return Section(name: "pca", text: text, versions: peerVersion(results))
+}
+
 // MARK: - top-eig
 
 func topEig(_ env: BenchEnv, rows: Int, runs: Int) -> Section {

@@ -18,7 +18,7 @@ struct Options {
     var dppRows = [10_000, 100_000, 1_000_000]
 }
 
-let caseNames = ["ingest-f32", "csv-parse", "rss-flat", "svd", "top-eig", "coreset", "solver", "dpp"]
+let caseNames = ["ingest-f32", "csv-parse", "rss-flat", "svd", "pca", "top-eig", "coreset", "solver", "dpp"]
 
 let usageText = """
     usage: rowflow-bench [--only NAME[,NAME]] [--rows N] [--svd-rows N] [--solver-rows N] [--dpp-rows N[,N]] [--runs K] [--append-results]
@@ -191,8 +191,8 @@ func machineBusySeconds() -> Double {
 /// Generated inputs are cached in data/ by name, so repeated runs only pay for generation once.
 /// With `truth`, rowflow's known structure (sigma, v1, v2 or beta) goes to `truthPath(path)` as well.
 func dataFile(_ env: BenchEnv, kind: String, rows: Int, cols: Int, format: String, zstd: Bool,
-              truth: Bool = false) -> String {
-    let path = "\(env.data)/\(kind)-\(rows)x\(cols)-s1.\(format)" + (zstd ? ".zst" : "")
+              truth: Bool = false, offset: Double = 0) -> String {
+    let path = "\(env.data)/\(kind)\(offset != 0 ? "-offset\(offset)" : "")-\(rows)x\(cols)-s1.\(format)" + (zstd ? ".zst" : "")
     let fm = FileManager.default
     if fm.fileExists(atPath: path) && (!truth || fm.fileExists(atPath: truthPath(path))) { return path }
     log("generating \(path)")
@@ -200,6 +200,7 @@ func dataFile(_ env: BenchEnv, kind: String, rows: Int, cols: Int, format: Strin
     let tmp = path + ".partial"
     var argv = [env.bin, "gen", kind, "--rows", "\(rows)", "--cols", "\(cols)", "--seed", "1", "--format", format]
     if zstd { argv.append("--zstd") }
+    if offset != 0 { argv += ["--offset", "\(offset)"] }
     if truth { argv += ["--truth", truthPath(path)] }
     try? fm.removeItem(atPath: path)
     do {
@@ -478,6 +479,7 @@ for name in selected {
     case "ingest-f32": sections.append(ingestF32(env, rows: rows, runs: options.runs))
     case "csv-parse": sections.append(csvParse(env, rows: rows, runs: options.runs))
     case "svd": sections.append(svdCase(env, rows: options.svdRows, runs: options.runs))
+    case "pca": sections.append(pcaCase(env, rows: options.svdRows, runs: options.runs))
     case "top-eig": sections.append(topEig(env, rows: options.svdRows, runs: options.runs))
     case "coreset": sections.append(coreset(env, rows: rows, runs: options.runs))
     case "solver": sections.append(solver(env, rows: options.solverRows, runs: options.runs))
