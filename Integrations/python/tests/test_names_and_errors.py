@@ -91,6 +91,26 @@ def test_an_unused_non_numeric_column_is_left_out(frame, rowflow_bin):
     same_npy(res, ref, "m")
 
 
+def test_parquet_reads_only_the_used_columns(frame, rowflow_bin, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    t = pa.Table.from_pandas(frame[["a", "b", "price"]].assign(city=["Oslo", "Lima"] * (N // 2))[["a", "city", "b", "price"]],
+                             preserve_index=False)
+    pq.write_table(t, tmp_path / "t.parquet", row_group_size=1000)
+    read = []
+    orig = pq.ParquetFile.read_row_group
+
+    def spy(self, i, columns=None, **kw):
+        read.append(tuple(columns))
+        return orig(self, i, columns=columns, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    res = rowflow.run(ridge({"target": "last", "select": [0, 2]}), input=tmp_path / "t.parquet", binary=rowflow_bin)
+    assert read == [("a", "b", "price")] * 5   # 'city' is never read: sent as zeros, never parsed
+    ref = rowflow.run(ridge({"target": "last"}), frame[["a", "b", "price"]], binary=rowflow_bin)
+    same_npy(res, ref, "r")
+
+
 def test_nan_handling_follows_the_manifest(rowflow_bin, tmp_path):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1000, 3))
