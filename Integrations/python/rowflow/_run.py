@@ -80,7 +80,7 @@ class _Plan:
         for j in sorted(used):
             if j in bad:
                 col = f"'{src.names[j]}'" if src.names else str(j)
-                reason = "source.select leaves it out only if it is not selected" if self.used is not None else \
+                reason = "it is the target, the weight, a group or a selected feature" if self.used is not None else \
                     "give source.select to leave non-numeric columns out"
                 raise RowflowError(65, f"rowflow: error: {src.what}: column {col} ({src.kinds[j]}) is not numeric "
                                        f"and the manifest uses it ({reason})")
