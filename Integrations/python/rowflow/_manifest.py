@@ -14,18 +14,41 @@ from ._errors import RowflowError
 Manifest = Union[str, "os.PathLike[str]", Dict[str, Any]]
 
 
+#: Words that are keywords where a column is expected (`target: last`, `weight: none`, `select: all`) when
+#: written plain; quoted (`target: "last"`) they name a column, as the binary reads them.
+KEYWORDS = frozenset({"none", "last", "first", "all"})
+
+
+class Quoted(str):
+    """A string that was quoted in the manifest file: written quoted again (a column name, never a keyword or a
+    number: `target: "last"` is the column named last, `select: ["3"]` the column named 3)."""
+
+
 def _yaml_loader():
-    """PyYAML's SafeLoader with YAML 1.2 booleans: only true/false are booleans, so `yes`, `no`, `on` and `off`
-    stay strings, as the binary's YAML reader sees them (a column named `no` must not become False)."""
+    """PyYAML's SafeLoader with YAML 1.2 booleans (only true/false: a column named `no` must not become False)
+    and quoted strings kept as Quoted, because the binary tells `last` from `"last"`."""
     import yaml
 
     class Loader(yaml.SafeLoader):
         pass
 
-    Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    replaced = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+    Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag not in replaced]
                                       for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    # YAML 1.2's core schema, as the binary reads numbers: 1e-8 is a float (PyYAML's 1.1 rules want a dot),
+    # 1_000 and 1:20 are not numbers.
     Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                                  list("tTfF"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                                            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+.0123456789"))
+
+    def construct_str(loader, node):
+        v = loader.construct_scalar(node)
+        return Quoted(v) if node.style in ('"', "'") else v
+
+    Loader.add_constructor("tag:yaml.org,2002:str", construct_str)
     return Loader
 
 
@@ -50,16 +73,48 @@ def load_manifest(manifest: Manifest) -> Dict[str, Any]:
     return m
 
 
+def to_yaml(v: Any, indent: int = 0) -> str:
+    """YAML in JSON's flow style: every string quoted (nothing reinterpreted as a number, boolean or keyword)
+    except the keywords none/last/first/all given as plain strings, which stay plain."""
+    pad = "  " * (indent + 1)
+    if isinstance(v, dict):
+        if not v:
+            return "{}"
+        items = [f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {to_yaml(x, indent + 1)}" for k, x in v.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    if isinstance(v, (list, tuple)):
+        if all(not isinstance(x, (dict, list, tuple)) for x in v):
+            return "[" + ", ".join(to_yaml(x, indent + 1) for x in v) + "]"
+        return "[\n" + ",\n".join(pad + to_yaml(x, indent + 1) for x in v) + "\n" + "  " * indent + "]"
+    if isinstance(v, str):
+        return v if type(v) is str and v in KEYWORDS else json.dumps(str(v), ensure_ascii=False)
+    if isinstance(v, bool) or v is None:
+        return json.dumps(v)
+    if isinstance(v, int):
+        return str(int(v))
+    if isinstance(v, float):
+        return repr(v)
+    try:  # numpy scalars
+        import numpy as np
+
+        if isinstance(v, np.integer):
+            return str(int(v))
+        if isinstance(v, np.floating):
+            return repr(float(v))
+    except ImportError:
+        pass
+    raise RowflowError(64, f"rowflow: error: manifest: cannot write a {type(v).__name__} ({v!r}) as YAML")
+
+
 def write_manifest(m: Dict[str, Any], path: str) -> str:
-    """Writes the manifest as JSON (a YAML 1.2 document: every string quoted, nothing reinterpreted)."""
+    """Writes the manifest (see to_yaml) to `path`."""
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(m, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+        f.write(to_yaml(m) + "\n")
     return path
 
 
 def _is_name(v: Any) -> bool:
-    return isinstance(v, str) and v not in ("none", "last", "first", "all")
+    return isinstance(v, Quoted) or (isinstance(v, str) and v not in KEYWORDS)
 
 
 def references_names(m: Dict[str, Any]) -> bool:
@@ -90,10 +145,12 @@ def used_columns(m: Dict[str, Any], names: Optional[Sequence[str]], ncols: int) 
     a column number out of range — only called when that matters (some column cannot be streamed)."""
     src = m.get("source") or {}
     select = src.get("select", "all")
-    if select in (None, "all"):
+    if select is None or (isinstance(select, str) and select == "all"):
         return None
 
     def raw(v: Any, where: str) -> Optional[int]:
+        if isinstance(v, Quoted):
+            return _lookup(v, names, where)
         if v in (None, "none"):
             return None
         if v == "last":

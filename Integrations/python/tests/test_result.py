@@ -105,7 +105,9 @@ def test_the_manifest_run_is_kept_beside_the_outputs(rowflow_bin, tmp_path):
     df = pd.DataFrame({"a": [1.0, 2.0, 4.0], "y": [1.0, 0.0, 1.0]})
     res = rowflow.run({"version": 1, "source": {"target": "last"}, "operators": [{"id": "m", "op": "moments"}]}, df,
                       out=tmp_path / "o", binary=rowflow_bin)
+    import yaml
+
     with open(tmp_path / "o" / "manifest.yaml") as f:
-        m = json.load(f)
+        m = yaml.safe_load(f)
     assert m["source"]["format"] == "f64" and m["source"]["columns"] == 2 and m["source"]["target"] == "last"
     assert res.run["manifest"] == str(tmp_path / "o" / "manifest.yaml")
