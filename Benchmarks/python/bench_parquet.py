@@ -9,7 +9,9 @@ round-robin:
   * numpy, whole table: pyarrow.parquet.read_table, the columns copied into one float64 matrix X, X.T @ X,
     X.mean(0), X.var(0) — what a notebook does when the table fits in memory (one process);
   * numpy, by row group: the same per row group, Gram and sums accumulated — the streaming version one would
-    write by hand (one process).
+    write by hand (one process);
+  * (floor) the rowflow CLI on the same rows stored as a raw .f64 file: the binary's own cost, no Parquet and
+    no Python (the .f64 file, 2.56 GB, is written once beside the Parquet file).
 Every contender's Gram is checked against the first's (relative difference printed).
 
 Usage: python3 Benchmarks/python/bench_parquet.py [--rows 10000000] [--cols 32] [--runs 3]
@@ -49,6 +51,23 @@ np.save(sys.argv[4], g)
 print(json.dumps({"wall": wall, "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "child_rss_kib": res.run.get("peak_rss_kib"), "rows": res.run["rows_read"],
                   "seconds_in_binary": res.run["seconds"], "blas_core": res.run.get("blas_core")}))
+"""
+
+CLI_RAW = r"""
+import json, os, resource, subprocess, sys, time
+import numpy as np
+out = sys.argv[4] + ".run"
+m = out + ".yaml"
+with open(m, "w") as f:
+    f.write(f"version: 1\nsource: {{ format: f64, columns: {sys.argv[5]} }}\noperators: [{{ id: g, op: gram }}, {{ id: m, op: moments }}]\n")
+t = time.monotonic()
+subprocess.run([sys.argv[2], "run", m, "--input", sys.argv[1][:-len(".parquet")] + ".f64", "--out", out,
+                "--progress", "never"], check=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+wall = time.monotonic() - t
+run = json.load(open(os.path.join(out, "run.json")))
+np.save(sys.argv[4], np.load(os.path.join(out, "g", "gram.npy")))
+print(json.dumps({"wall": wall, "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "child_rss_kib": run.get("peak_rss_kib"), "rows": run["rows_read"]}))
 """
 
 NUMPY_WHOLE = r"""
@@ -158,18 +177,29 @@ def main() -> int:
         t = time.monotonic()
         make_data(path, rows, cols)
         print(f"generated {path} in {time.monotonic() - t:.1f} s", file=sys.stderr)
+    raw = path[:-len(".parquet")] + ".f64"
+    if not os.path.exists(raw):  # the same rows as raw float64, for the CLI contender (the binary's own cost)
+        import pyarrow.parquet as pq
+
+        with open(raw + ".tmp", "wb") as f:
+            pf = pq.ParquetFile(path)
+            for rg in range(pf.num_row_groups):
+                t = pf.read_row_group(rg)
+                np.stack([t.column(j).to_numpy() for j in range(t.num_columns)], axis=1).astype("<f8").tofile(f)
+        os.replace(raw + ".tmp", raw)
     size_mb = os.path.getsize(path) / 1e6
     env = dict(os.environ)  # numpy keeps its default BLAS threads; rowflow.run sets the binary's (one)
     contenders = [("rowflow.run(input=file.parquet), gram + moments", ROWFLOW),
                   ("numpy: pyarrow read_table → X (n×d) → X.T @ X, mean, var", NUMPY_WHOLE),
-                  ("numpy by row group: pyarrow read_row_group → Σ XᵢᵀXᵢ, sums", NUMPY_STREAM)]
+                  ("numpy by row group: pyarrow read_row_group → Σ XᵢᵀXᵢ, sums", NUMPY_STREAM),
+                  ("(floor) rowflow run CLI on the same rows as a raw .f64 file", CLI_RAW)]
     results = {name: [] for name, _ in contenders}
     grams = {}
     load0 = os.getloadavg()
     for run in range(a.runs):
         for k, (name, script) in enumerate(contenders):
             gpath = os.path.join(data, f"bench-parquet-gram-{k}.npy")
-            r = subprocess.run([sys.executable, "-c", script, path, rowflow, PACKAGE, gpath], capture_output=True,
+            r = subprocess.run([sys.executable, "-c", script, path, rowflow, PACKAGE, gpath, str(cols)], capture_output=True,
                                text=True, env=env)
             if r.returncode != 0:
                 print(r.stderr, file=sys.stderr)

@@ -111,10 +111,17 @@ def _write_rows(stdin, plan: _Plan, stop: threading.Event, error: List[BaseExcep
     (the child exited: its exit code says why) or when `stop` is set; an exception is kept for the caller."""
     ncols, dtype = plan.src.ncols, plan.dtype
     names, kinds = plan.src.names, plan.src.kinds
+    step = max(1, BLOCK_BYTES // max(1, ncols * dtype.itemsize))
+    buf = None  # one block, reused: write() returns once the bytes are in the pipe
     try:
-        for k, chunk in enumerate(plan.src.chunks(plan.read)):
-            if stop.is_set():
-                return
+        chunks = plan.src.chunks(plan.read)
+        k = -1
+        while True:
+            chunk = None  # drop the previous chunk before reading the next: one row group in memory, not two
+            chunk = next(chunks, None)
+            if chunk is None or stop.is_set():
+                break
+            k += 1
             if len(chunk.kinds) != ncols or (names is not None and chunk.names != names):
                 raise RowflowError(65, f"rowflow: error: {plan.src.what}: chunk {k + 1} has columns "
                                        f"{chunk.names or len(chunk.kinds)}, the first had {names or ncols}")
@@ -127,7 +134,6 @@ def _write_rows(stdin, plan: _Plan, stop: threading.Event, error: List[BaseExcep
             n = chunk.num_rows
             if n == 0:
                 continue
-            step = max(1, BLOCK_BYTES // max(1, ncols * dtype.itemsize))
             whole = chunk.contiguous(dtype) if not plan.zero else None
             for start in range(0, n, step):
                 if stop.is_set():
@@ -136,13 +142,18 @@ def _write_rows(stdin, plan: _Plan, stop: threading.Event, error: List[BaseExcep
                 if whole is not None:
                     block = whole[start:stop_]
                 else:
-                    block = np.empty((stop_ - start, ncols), dtype=dtype)
+                    if buf is None:
+                        buf = np.empty((step, ncols), dtype=dtype)
+                    block = buf[:stop_ - start]
                     for j in range(ncols):
                         if j in plan.zero:
                             block[:, j] = 0
                         else:
                             block[:, j] = chunk.column(j, start, stop_, dtype)
                 stdin.write(memoryview(block).cast("B"))
+            whole = block = None
+        if stop.is_set():
+            return
         stdin.close()  # end of input: the child finishes the run
     except BrokenPipeError:
         _close_quietly(stdin)  # the child stopped reading: its exit code says why
