@@ -22,7 +22,7 @@ class RowflowError(RuntimeError):
         ...     rowflow.run({"version": 1, "operators": []}, np.ones((3, 2)))
         ... except rowflow.RowflowError as e:
         ...     print(e.exit_code, e.message)
-        64 rowflow: error: ...
+        64 rowflow: error: /tmp/rowflow-0qbfj32y/manifest.yaml:3:16: operators: the list is empty
     """
 
     def __init__(self, exit_code: int, message: str, stderr: str = "", path: Optional[str] = None):

@@ -22,9 +22,13 @@ class OperatorResult(Mapping[str, np.ndarray]):
     `op[name]` (the array; memory-mapped read-only when larger than 1 MiB).
 
     Example:
-        >>> res["ridge"]["solution"]          # numpy array, float64
-        array([ 0.49...,  1.98..., ...])
+        >>> res = rowflow.run("Pipelines/quickstart.yaml", input="Fixtures/quickstart/input.csv.zst")
+        >>> res["ridge"].arrays
+        ['gram', 'solution', 'xty']
+        >>> res["ridge"]["solution"][:3]          # numpy array, float64
+        array([ 0.25379034, -0.38645483,  1.25295389])
         >>> res["ridge"].summary["objective"]
+        643.7490363920261
     """
 
     def __init__(self, path: str, id: str, parent: Any = None):
@@ -133,8 +137,8 @@ class Result(Mapping[str, OperatorResult]):
         """Runs `rowflow report` on this run and returns the HTML page's path (default `<path>/report.html`).
 
         Example:
-            >>> res.report()
-            '/tmp/rowflow-abc123/report.html'
+            >>> rowflow.load("/tmp/rowflow-quick").report()
+            '/tmp/rowflow-quick/report.html'
         """
         from ._run import find_binary
 
@@ -192,7 +196,7 @@ def load(run_dir: "str | os.PathLike[str]") -> Result:
     """Opens a finished run directory (any `rowflow run --out` or `rowflow merge --out`).
 
     Example:
-        >>> res = rowflow.load("/tmp/rowflow-quick")
-        >>> res["ridge"]["solution"]
+        >>> rowflow.load("/tmp/rowflow-quick")["ridge"]["solution"].shape   # after rowflow run … --out /tmp/rowflow-quick
+        (8,)
     """
     return Result(os.fspath(run_dir))

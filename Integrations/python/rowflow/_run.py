@@ -29,7 +29,7 @@ def find_binary(binary: Optional[str] = None) -> str:
     """The rowflow executable: `binary` if given, else $ROWFLOW_BIN, else `rowflow` on PATH.
 
     Example:
-        >>> rowflow.find_binary()
+        >>> rowflow.find_binary()          # after make install
         '/usr/local/bin/rowflow'
     """
     for where, b in (("binary=", binary), ("$ROWFLOW_BIN", os.environ.get("ROWFLOW_BIN"))):
@@ -221,7 +221,7 @@ def run(manifest: Manifest, data: Any = None, *, input: "Optional[Union[str, os.
         >>> m = {"version": 1, "source": {"target": "price"},
         ...      "operators": [{"id": "ridge", "op": "gram", "params": {"solve": "ridge", "lambda": 0.1}}]}
         >>> rowflow.run(m, df)["ridge"]["solution"]
-        array([1.6..., 1.1...])
+        array([2.05572512, 0.53549276])
     """
     if (data is None) == (input is None):
         raise TypeError("rowflow.run: give exactly one of data= (arrays, DataFrames, Arrow) and input= (a path)")
@@ -303,6 +303,20 @@ def run(manifest: Manifest, data: Any = None, *, input: "Optional[Union[str, os.
         reader.join(timeout=5)
 
     stderr = b"".join(err_chunks).decode("utf-8", "replace")
+    try:
+        _raise_for(code, interrupted, writer_error, stderr, out_dir, names_ok)
+    except BaseException as e:
+        e._rowflow_keep = keep  # out=None: the temporary directory (run.json says why) lives as long as the error
+        raise
+    res = Result(out_dir, binary=exe, _keep=keep)
+    for w in res.warnings:
+        warnings.warn(f"rowflow: {w.get('id')}: {w.get('what')}" + (f" (hint: {w['hint']})" if w.get("hint") else ""),
+                      RowflowWarning, stacklevel=2)
+    return res
+
+
+def _raise_for(code: int, interrupted: bool, writer_error: List[BaseException], stderr: str, out_dir: str,
+               names_ok: Optional[bool]) -> None:
     if interrupted or code == 130:
         raise KeyboardInterrupt(f"rowflow run interrupted (exit {code}); partial outputs in {out_dir}")
     if writer_error:
@@ -321,11 +335,6 @@ def run(manifest: Manifest, data: Any = None, *, input: "Optional[Union[str, os.
         if names_ok is False and "names" in msg:
             msg += " (this rowflow binary does not know source.names, column names: update it, or use column numbers)"
         raise RowflowError(code, msg, stderr, out_dir)
-    res = Result(out_dir, binary=exe, _keep=keep)
-    for w in res.warnings:
-        warnings.warn(f"rowflow: {w.get('id')}: {w.get('what')}" + (f" (hint: {w['hint']})" if w.get("hint") else ""),
-                      RowflowWarning, stacklevel=2)
-    return res
 
 
 def _wait(proc: subprocess.Popen, writer: Optional[threading.Thread], writer_error: List[BaseException],
