@@ -180,6 +180,9 @@ def test_input_errors(rowflow_bin, tmp_path):
     with pytest.raises(rowflow.RowflowError) as e:
         rowflow.run(m, input=tmp_path / "bad.csv", binary=rowflow_bin)
     assert e.value.exit_code == 65 and "bad.csv:2:3" in e.value.message
+    import json
+    with open(os.path.join(e.value.path, "run.json")) as f:  # out=None: the temporary directory outlives the error
+        assert json.load(f)["status"] == "failed"
     with pytest.raises(TypeError):
         rowflow.run(m, binary=rowflow_bin)
     with pytest.raises(TypeError):
