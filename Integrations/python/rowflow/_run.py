@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import shutil
 import signal
@@ -273,8 +271,10 @@ def run(manifest: Manifest, data: Any = None, *, input: "Optional[Union[str, os.
     writer = None
     if plan is not None:
         try:
+            import fcntl
+
             fcntl.fcntl(proc.stdin.fileno(), _F_SETPIPE_SZ, 1 << 20)
-        except OSError:
+        except (ImportError, OSError):
             pass
         writer = threading.Thread(target=_write_rows, args=(proc.stdin, plan, stop, writer_error), daemon=True,
                                   name="rowflow-writer")
