@@ -55,6 +55,10 @@ def test_names_from_dataframes_equal_column_numbers(frame, rowflow_bin, request)
         same_npy(by_name, by_number, "r")
         same_npy(by_name, by_number, "m")
         assert by_name["r"].summary.get("feature_names") == ["a", "c"]
+    # A numpy array has no names: the manifest's own source.names give them.
+    own = rowflow.run(ridge({"names": ["a", "b", "w", "c", "price"], "target": "price", "weight": "w", "select": ["a", "c"]}),
+                      frame.to_numpy(), binary=rowflow_bin)
+    same_npy(own, by_number, "r")
     # And the numbers are the weighted ridge solution numpy computes.
     x, y, w = frame[["a", "c"]].to_numpy(), frame["price"].to_numpy(), frame["w"].to_numpy()
     want = np.linalg.solve(x.T @ (w[:, None] * x) + np.eye(2), x.T @ (w * y))
