@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libopenblas-dev libzstd-dev zstd pkgconf
 BIN := .build/release/rowflow
 
-.PHONY: deps build debug demo test test-kernels test-spark bench fuzz record-fixtures clean
+.PHONY: deps build debug demo test test-kernels test-python test-spark install uninstall bench fuzz record-fixtures clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -39,6 +39,7 @@ demo: build
 # test would change the last bits that its byte-identity checks compare.
 test: debug
 	OPENBLAS_NUM_THREADS=1 $(SWIFT) test
+	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory test-spark
 
 # The whole Swift suite once per BLAS kernel this CPU can run (OPENBLAS_CORETYPE forced; the fixture replays
@@ -51,15 +52,39 @@ test-kernels: debug
 	  OPENBLAS_CORETYPE=$$k OPENBLAS_NUM_THREADS=1 $(SWIFT) test --skip-build > .build/test-$$k.log 2>&1 || status=1; \
 	  grep -E "✘.*(recorded an issue|failed after)|Test run with" .build/test-$$k.log | tail -20; done; exit $$status
 
-# Integrations/spark on local[2,4], driving the debug binary `debug` just built (ROWFLOW_BIN). Runs when pyspark,
-# pyarrow, pandas and java are there (.ci/run installs them); under CI=true their absence is an error.
+# Integrations/python (the `rowflow` package) drives ROWFLOW_BIN, by default the debug binary `debug` just built.
+# Both suites run when their Python packages (and, for Spark, java) are there; .ci/run installs them
+# (pip install -r Integrations/python/requirements.txt); under CI=true their absence is an error.
 PYTHON ?= python3
-SPARK_ROWFLOW_BIN ?= $(CURDIR)/.build/debug/rowflow
+PY_ROWFLOW_BIN ?= $(CURDIR)/.build/debug/rowflow
+SPARK_ROWFLOW_BIN ?= $(PY_ROWFLOW_BIN)
+PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
+test-python:
+	@if $(PYTHON) -c "import numpy, yaml, pandas, polars, pyarrow, pytest" 2>/dev/null; then \
+	  cd Integrations/python && ROWFLOW_BIN=$(PY_ROWFLOW_BIN) OPENBLAS_NUM_THREADS=1 $(PYTEST) tests --ignore=tests/spark; \
+	elif [ "$$CI" = true ]; then echo "Python tests need: pip install -r Integrations/python/requirements.txt" >&2; exit 1; \
+	else echo "skipping the Python package tests: no numpy/pyyaml/pandas/polars/pyarrow/pytest (pip install -r Integrations/python/requirements.txt)"; fi
+
+# The Spark driver (rowflow.spark) on local[2,4].
 test-spark:
-	@if $(PYTHON) -c "import pyspark, pyarrow, pandas, numpy, pytest" 2>/dev/null && command -v java >/dev/null; then \
-	  cd Integrations/spark && ROWFLOW_BIN=$(SPARK_ROWFLOW_BIN) OPENBLAS_NUM_THREADS=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests; \
-	elif [ "$$CI" = true ]; then echo "Spark tests need java and: pip install -r Integrations/spark/requirements.txt" >&2; exit 1; \
-	else echo "skipping the Spark tests: no pyspark/java (apt-get install openjdk-17-jre-headless; pip install -r Integrations/spark/requirements.txt)"; fi
+	@if $(PYTHON) -c "import pyspark, pyarrow, pandas, numpy, yaml, pytest" 2>/dev/null && command -v java >/dev/null; then \
+	  cd Integrations/python && ROWFLOW_BIN=$(SPARK_ROWFLOW_BIN) OPENBLAS_NUM_THREADS=1 $(PYTEST) tests/spark; \
+	elif [ "$$CI" = true ]; then echo "Spark tests need java and: pip install -r Integrations/python/requirements.txt" >&2; exit 1; \
+	else echo "skipping the Spark tests: no pyspark/java (apt-get install openjdk-17-jre-headless; pip install -r Integrations/python/requirements.txt)"; fi
+
+# The release binary to $(PREFIX)/bin and the Python package (import rowflow; the rowflow-spark command) into
+# $(PYTHON)'s environment. PIP_FLAGS e.g. --user, or --break-system-packages on a PEP 668 system Python.
+PREFIX ?= /usr/local
+PIP_FLAGS ?=
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/rowflow
+	$(PYTHON) -m pip install -q $(PIP_FLAGS) ./Integrations/python
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/rowflow and the Python package rowflow ($(PYTHON))"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/rowflow
+	-$(PYTHON) -m pip uninstall -y -q $(PIP_FLAGS) rowflow
 
 bench: build
 	$(MAKE) -C Benchmarks run

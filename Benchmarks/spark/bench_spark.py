@@ -5,13 +5,13 @@ Contenders, each on the same rows:
   * rowflow run on the whole file (one process; default 2 threads: decode beside compute);
   * the same shard files as parallel `rowflow run --shard k --state-out` processes (xargs -P N) + `rowflow merge`:
     what Spark adds on top of plain processes;
-  * Spark local[N]: binaryFiles over the shard files → rowflow per file → merge on the driver (rowflow_spark).
+  * Spark local[N]: binaryFiles over the shard files → rowflow per file → merge on the driver (rowflow.spark).
     Start-up (SparkSession + a first trivial job) is timed once; the job is timed `--repeat` times in that
     session (the first job also pays the Python workers' start).
 
 Usage: python3 Benchmarks/spark/bench_spark.py [--rows 10000000] [--cols 32] [--shards 8] [--master local[2]]
        [--rowflow .build/release/rowflow] [--work /tmp/rowflow-spark-bench] [--repeat 3] [--append Benchmarks/RESULTS.md]
-Needs the packages of Integrations/spark/requirements.txt and java.
+Needs the packages of Integrations/python/requirements.txt and java.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "Integrations", "spark"))
-os.environ["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "Integrations", "spark"), os.environ.get("PYTHONPATH", "")])
+sys.path.insert(0, os.path.join(REPO, "Integrations", "python"))
+os.environ["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "Integrations", "python"), os.environ.get("PYTHONPATH", "")])
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
@@ -111,7 +111,7 @@ def main():
 
     # 3. Spark.
     from pyspark.sql import SparkSession
-    from rowflow_spark import RowflowBinary, binary_files_states, merge_on_driver
+    from rowflow.spark import RowflowBinary, binary_files_states, merge_on_driver
 
     t0 = time.monotonic()
     spark = (SparkSession.builder.master(a.master).appName("rowflow-bench").config("spark.ui.enabled", "false")

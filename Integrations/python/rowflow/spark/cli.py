@@ -1,4 +1,4 @@
-"""`python -m rowflow_spark`: run a manifest over text, binary shard files or Parquet columns on Spark and write
+"""`rowflow-spark` (or `python -m rowflow.spark`): run a manifest over text, binary shard files or Parquet columns on Spark and write
 the merged output layout of one run. Prints one JSON line of timings on stdout."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .core import RowflowBinary, binary_files_states, merge_on_driver, parquet_s
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rowflow_spark", description=__doc__)
+    p = argparse.ArgumentParser(prog="rowflow-spark", description=__doc__)
     p.add_argument("manifest", help="pipeline manifest (ship it with --files when executors do not share the path)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", metavar="PATH", help="csv/tsv/libsvm text (sc.textFile; plain, gzip or bz2)")

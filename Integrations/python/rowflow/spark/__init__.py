@@ -1,6 +1,6 @@
 """Scale rowflow out on Apache Spark: every partition runs `rowflow run --shard k --state-out -` in a
 subprocess, the task returns that one base64 line (its mergeable states) as its result, and the driver merges
-the lines with `rowflow merge` into the output layout of one run (DESIGN.md §7).
+the lines with `rowflow merge` into the output layout of one run (see SPARK.md).
 
 Three inputs:
   * text (csv/tsv/libsvm lines):   `sc.textFile` -> partition lines piped into rowflow's stdin

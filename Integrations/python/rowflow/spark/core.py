@@ -19,7 +19,7 @@ States = Tuple[Tuple[int, ...], str]
 
 class RowflowTaskError(RuntimeError):
     """rowflow exited non-zero (or printed something that is not one state blob) for one shard. The message
-    carries the exit code (DESIGN.md §5: 64 usage/manifest, 65 bad data, 66 not found, 74 I/O, 70 internal)
+    carries the exit code (64 usage/manifest, 65 bad data, 66 not found, 74 I/O, 70 internal)
     and rowflow's one-line error, so that the Spark job failure says why."""
 
     def __init__(self, shard: object, code: int, detail: str):
@@ -52,7 +52,7 @@ class RowflowBinary:
             try:
                 os.chmod(exe, os.stat(exe).st_mode | 0o111)
             except OSError as e:
-                raise PermissionError(f"rowflow_spark: {exe} is not executable and cannot be made so: {e}") from e
+                raise PermissionError(f"rowflow.spark: {exe} is not executable and cannot be made so: {e}") from e
         env = dict(os.environ)
         env.update(self.env)
         # The trap of pipe(env=...): a replaced environment loses PATH and the library path. Keep the task's
@@ -70,7 +70,7 @@ def _locate(p: str, executable: bool) -> str:
     if os.path.isabs(p):
         if os.path.exists(p):
             return p
-        raise FileNotFoundError(f"rowflow_spark: {p} does not exist on this node")
+        raise FileNotFoundError(f"rowflow.spark: {p} does not exist on this node")
     candidates = [os.path.abspath(p)]
     try:
         from pyspark import SparkFiles
@@ -86,7 +86,7 @@ def _locate(p: str, executable: bool) -> str:
         if found:
             return found
     raise FileNotFoundError(
-        f"rowflow_spark: {p} not found (looked in {', '.join(candidates)}"
+        f"rowflow.spark: {p} not found (looked in {', '.join(candidates)}"
         + (" and PATH" if executable else "")
         + "); ship it with --archives and give the path inside the archive"
     )
@@ -105,7 +105,7 @@ def _manifest_path(manifest: str) -> str:
             return shipped
     except Exception:
         pass
-    raise FileNotFoundError(f"rowflow_spark: manifest {manifest} not found on this node; ship it with --files")
+    raise FileNotFoundError(f"rowflow.spark: manifest {manifest} not found on this node; ship it with --files")
 
 
 def run_shard(
@@ -228,7 +228,7 @@ def binary_files_states(sc, path: str, manifest: str, binary: RowflowBinary, par
     few hundred MB."""
     files = list_files(sc, path)
     if not files:
-        raise FileNotFoundError(f"rowflow_spark: no data files under {path}")
+        raise FileNotFoundError(f"rowflow.spark: no data files under {path}")
     shard_of = {_canonical(f): i for i, f in enumerate(files)}
     rdd = sc.binaryFiles(path, minPartitions=partitions)
 
@@ -236,7 +236,7 @@ def binary_files_states(sc, path: str, manifest: str, binary: RowflowBinary, par
         for name, data in items:
             k = shard_of.get(_canonical(name))
             if k is None:
-                raise RuntimeError(f"rowflow_spark: {name} was not in the driver's file listing of {path}")
+                raise RuntimeError(f"rowflow.spark: {name} was not in the driver's file listing of {path}")
             yield (k,), run_shard(binary, manifest, k, lambda write: write(bytes(data)), seed=seed)
 
     return rdd.mapPartitions(task)
@@ -299,7 +299,7 @@ def _check_unique(states: Sequence[States]) -> None:
     for i, (shards, _) in enumerate(states):
         for k in shards:
             if k in seen:
-                raise RuntimeError(f"rowflow_spark: shard {k} returned twice (results {seen[k]} and {i})")
+                raise RuntimeError(f"rowflow.spark: shard {k} returned twice (results {seen[k]} and {i})")
             seen[k] = i
 
 
@@ -321,7 +321,7 @@ def tree_merge(states_rdd, manifest: str, binary: RowflowBinary, depth: int = 2)
         first, second = sorted([a, b], key=lambda s: s[0])
         overlap = set(first[0]) & set(second[0])
         if overlap:
-            raise RuntimeError(f"rowflow_spark: shards {sorted(overlap)} met twice in a tree merge")
+            raise RuntimeError(f"rowflow.spark: shards {sorted(overlap)} met twice in a tree merge")
         line = _rowflow_merge(binary, manifest, [first[1], second[1]], None, state_out=True)
         return tuple(sorted(first[0] + second[0])), line
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs the rowflow binary and every shared library it loads except glibc's own into one archive for
 #   spark-submit --archives rowflow-linux-x86_64.tar.gz#rowflow …
-# Executors then run rowflow/bin/rowflow with LD_LIBRARY_PATH=rowflow/lib (rowflow_spark.RowflowBinary(
+# Executors then run rowflow/bin/rowflow with LD_LIBRARY_PATH=rowflow/lib (rowflow.spark.RowflowBinary(
 # "rowflow/bin/rowflow", lib_dir="rowflow/lib")), so they need no Swift toolchain, OpenBLAS or zstd: only a glibc
 # at least as new as the build machine's. A name ending in .tar is written uncompressed (fast; for tests).
 # Usage: package-rowflow.sh [path/to/rowflow] [out.tar.gz]

@@ -1,4 +1,4 @@
-"""rowflow on Spark (`local[2,4]`) against one `rowflow run` on the whole input (DESIGN.md §7).
+"""rowflow on Spark (`local[2,4]`) against one `rowflow run` on the whole input (SPARK.md).
 
 The data are float32 values (written to text as the shortest decimal that parses back to the same value), so
 the text, Parquet and raw-f32 paths feed rowflow identical numbers and only the grouping of the float64 sums
@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rowflow_spark import (RowflowBinary, RowflowTaskError, binary_files_states, merge_on_driver, parquet_states,
+from rowflow.spark import (RowflowBinary, RowflowTaskError, binary_files_states, merge_on_driver, parquet_states,
                            text_states, tree_merge)
-from rowflow_spark import cli
+from rowflow.spark import cli
 
 N, D = 40_000, 8          # rows; features (column 0 is the constant 1, so Σ weights is a quadratic form)
 LAMBDA = 0.5
@@ -265,7 +265,7 @@ def test_binary_shipped_as_an_archive(spark, rowflow, tmp_path):
     from pyspark import SparkFiles
 
     archive = tmp_path / "rowflow-test.tar"
-    subprocess.run([os.path.join(os.path.dirname(os.path.dirname(__file__)), "package-rowflow.sh"), rowflow, str(archive)],
+    subprocess.run([os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "package-rowflow.sh"), rowflow, str(archive)],
                    check=True, capture_output=True)
     sc = spark.sparkContext
     sc.addArchive(str(archive) + "#rf")
