@@ -14,8 +14,8 @@ from ._errors import RowflowError
 Manifest = Union[str, "os.PathLike[str]", Dict[str, Any]]
 
 
-#: Words that are keywords where a column is expected (`target: last`, `weight: none`, `select: all`) when
-#: written plain; quoted (`target: "last"`) they name a column, as the binary reads them.
+#: Words that are keywords where a column is expected (`target: last`, `weight: none`, `select: all`); the
+#: binary reads them as keywords however they are quoted, and they are written plain.
 KEYWORDS = frozenset({"none", "last", "first", "all"})
 
 

@@ -66,8 +66,9 @@ def test_names_from_dataframes_equal_column_numbers(frame, rowflow_bin, request)
 
 
 def test_quoted_and_plain_words_in_a_manifest_file(rowflow_bin, tmp_path, request):
-    """As the binary reads YAML: plain `last` is the keyword, quoted "last" the column named last; `1e-8` is a
-    number. The manifest file goes through Python (source filled in) without losing either distinction."""
+    """As the binary reads YAML: `last` is the keyword whether plain or quoted (a manifest written as JSON quotes
+    every string); a column named "last" is reached by its index; `1e-8` is a number. The manifest file goes
+    through Python (source filled in) without changing any of that."""
     request.applymarker(needs_names(rowflow_bin))
     rng = np.random.default_rng(8)
     df = pd.DataFrame({"last": rng.standard_normal(50), "x": rng.standard_normal(50), "y": rng.standard_normal(50)})
@@ -75,12 +76,15 @@ def test_quoted_and_plain_words_in_a_manifest_file(rowflow_bin, tmp_path, reques
     m.write_text('version: 1\nsource: { target: "last" }\n'
                  "operators: [{ id: r, op: gram, params: { solve: ridge, lambda: 1e-8 } }]\n")
     by_quoted = rowflow.run(m, df, binary=rowflow_bin)
-    assert by_quoted["r"].summary["feature_names"] == ["x", "y"]
+    assert by_quoted["r"].summary["feature_names"] == ["last", "x"]
     m.write_text("version: 1\nsource: { target: last }\noperators: [{ id: r, op: gram, params: { solve: ridge, lambda: 1e-8 } }]\n")
     by_plain = rowflow.run(m, df, binary=rowflow_bin)
     assert by_plain["r"].summary["feature_names"] == ["last", "x"]
+    m.write_text("version: 1\nsource: { target: 0 }\noperators: [{ id: r, op: gram, params: { solve: ridge, lambda: 1e-8 } }]\n")
+    by_index = rowflow.run(m, df, binary=rowflow_bin)
+    assert by_index["r"].summary["feature_names"] == ["x", "y"]
     x, y = df[["x", "y"]].to_numpy(), df["last"].to_numpy()
-    assert np.allclose(by_quoted["r"]["solution"], np.linalg.solve(x.T @ x + 1e-8 * np.eye(2), x.T @ y), rtol=1e-9)
+    assert np.allclose(by_index["r"]["solution"], np.linalg.solve(x.T @ x + 1e-8 * np.eye(2), x.T @ y), rtol=1e-9)
 
 
 def test_a_missing_name_is_exit_65_with_did_you_mean(frame, rowflow_bin, request):
