@@ -6,12 +6,15 @@
  *    upper triangle (the chunk size trades the float32 error bound, ∝ m, against the per-chunk add).
  * 2. sensitivity-sample online scores (Sources/LinearAlgebra/Sensitivity.swift, OnlineEngine.scoresInFloat32):
  *    Z = X·R⁻¹ for 10⁶ rows of 65 in blocks of 1024 — dgemm with the triangular R⁻¹ stored full, dtrmm (after
- *    copying X), and strmm in float32 (after copying X). */
+ *    copying X), strmm in float32 (after copying X), and rowflow's fixed-order float32 kernel
+ *    (Sources/CKernels/ckernels.c, compiled in with the same flags as the package's release build), which
+ *    gives the same bits on every CPU and kernel. The first line names the OpenBLAS kernel that ran. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "../../Sources/CKernels/ckernels.c"
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 
@@ -63,7 +66,18 @@ static void scores(void) {
         cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1, rf, n, zf, n);
     }
     printf("scores 10^6 x 65: copy + strmm (float32)                 %.3f s\n", now() - t0);
+    float *acc = malloc(sizeof(float) * n);
+    t0 = now();
+    for (int k = 0; k < rows; k += m) {
+        memcpy(zf, xf, sizeof(float) * m * n);
+        rowflow_trmm_right_upper_f32(rf, n, m, zf, acc);
+    }
+    printf("scores 10^6 x 65: copy + rowflow fixed-order (float32)   %.3f s\n", now() - t0);
+    free(acc);
     free(x); free(z); free(r); free(xf); free(zf); free(rf);
 }
 
-int main(void) { gram(); scores(); return 0; }
+int main(void) {
+    printf("OpenBLAS kernel: %s (%s)\n", openblas_get_corename(), openblas_get_config());
+    gram(); scores(); return 0;
+}

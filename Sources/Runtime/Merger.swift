@@ -216,7 +216,8 @@ public struct Merger: Sendable {
         } else if run.value["shard"] != nil {
             part.shards = [int("shard")]
         }
-        if let s = run.string("status"), s != "complete" {
+        // A run that failed only at finish (failed_operators) read its input in full: its states are whole.
+        if let s = run.string("status"), s != "complete", !(s == "failed" && run.value["failed_operators"] != nil) {
             throw .usage(dir, "the shard run's status is '\(s)', not complete", hint: "re-run (or --resume) that shard first")
         }
         let sources = spec.consumers(of: "source")

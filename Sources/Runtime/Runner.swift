@@ -408,7 +408,9 @@ public final class Runner: @unchecked Sendable {
                 }
             }
         }
-        defer { free.close(); full.close(); decoder.join() }
+        // After a signal the decode thread may sit in a read() of a quiet pipe that no close can wake: the run
+        // is ending, so it is not waited for (the process exits with it).
+        defer { free.close(); full.close(); if Signals.pending == 0 { decoder.join() } }
         while true {
             var popped = full.pop(milliseconds: 200)
             switch popped {

@@ -17,6 +17,13 @@ public enum Signals {
         }
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
+        // A parent may have spawned us with these blocked (some runtimes block SIGINT in their spawning
+        // threads): blocked, they would stay pending forever and the run could never be stopped cleanly.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
     static var pending: Int32 { pendingSignal.load(ordering: .relaxed) }

@@ -204,10 +204,15 @@ func canonical(_ v: Any) -> String {
         }
         #expect(try loadJSON(dir + "/merged\(shards)/run.json")["rows_read"] as? Int == n)
         #expect(try loadJSON(dir + "/merged\(shards)/g/summary.json")["rows"] as? Int == n)
-        // A state from a different manifest is refused.
-        let other = manifest("source: { format: f32, columns: 6, target: last }\noperators:\n  - { id: g, op: gram, params: { solve: ridge, lambda: 9 } }\n  - { id: m, op: moments }\n")
+        // A parameter that shapes the state (the intercept's shifted sums) must match; one that only acts at
+        // finish (lambda) may differ: the merged run then solves with the manifest's.
+        let other = manifest("source: { format: f32, columns: 6, target: last }\noperators:\n  - { id: g, op: gram, params: { solve: ridge, lambda: 2, intercept: true } }\n  - { id: m, op: moments }\n")
         let bad = rowflow(["merge", other] + runs + ["--out", dir + "/merged-bad"])
-        #expect(bad.status == 64 && bad.stderr.contains("different parameters"))
+        #expect(bad.status == 64 && bad.stderr.contains("different parameters"), "\(bad.stderr)")
+        let relaxed = manifest("source: { format: f32, columns: 6, target: last }\noperators:\n  - { id: g, op: gram, params: { solve: ridge, lambda: 9 } }\n  - { id: m, op: moments }\n")
+        let ok = rowflow(["merge", relaxed] + runs + ["--out", dir + "/merged-relaxed"])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(try loadJSON(dir + "/merged-relaxed/g/summary.json")["lambda"] as? Double == 9)
     }
 
     @Test func validateOperatorsInspectAndEmit() throws {
@@ -217,7 +222,7 @@ func canonical(_ v: Any) -> String {
         #expect(o.status == 0)
         let list = try JSONSerialization.jsonObject(with: Data(o.stdout.utf8)) as! [[String: Any]]
         let gram = list.first { $0["op"] as? String == "gram" }!
-        #expect((gram["parameters"] as! [[String: Any]]).map { $0["name"] as! String } == ["solve", "lambda"])
+        #expect((gram["parameters"] as! [[String: Any]]).map { $0["name"] as! String } == ["solve", "lambda", "intercept"])
         let out = dir + "/o-inspect"
         let fixture = packageRoot + "/Fixtures/quickstart/input.csv.zst"
         let e = rowflow(["run", packageRoot + "/Pipelines/quickstart.yaml", "--input", fixture, "--out", out, "--emit-every", "2000"])

@@ -159,9 +159,10 @@ import Testing
         #expect(rowflow(["run", g, "--input", dir + "/two.f32", "--state-out", dir + "/e.blob", "--emit-every", "1", "--out", dir + "/eo"]).status == 0)
         let both = rowflow(["run", g, "--input", dir + "/two.f32", "--shard", "2", "--state-out", dir + "/g.blob", "--out", dir + "/gout"])
         #expect(both.status == 0 && FileManager.default.fileExists(atPath: dir + "/gout/g/state.bin"))
-        let g2 = manifest("source: { format: f32, columns: 2 }\noperators: [{ id: g, op: gram, params: { lambda: 3 } }]\n")
+        // Another operator under the same id is refused (lambda alone would not be: it acts only at finish).
+        let g2 = manifest("source: { format: f32, columns: 2 }\noperators: [{ id: g, op: truncated-svd, params: { rank: 1 } }]\n")
         let bad = rowflow(["merge", g2, dir + "/g.blob", "--out", dir + "/x"])
-        #expect(bad.status == 64 && bad.stderr.contains("different parameters"), "\(bad.stderr)")
+        #expect(bad.status == 64 && bad.stderr.contains("operator kind 'gram'"), "\(bad.stderr)")
         let notBlob = rowflow(["merge", g, dir + "/two.f32", "--out", dir + "/y"])
         #expect(notBlob.status == 64, "\(notBlob.stderr)")
         // A shard directory whose run.json does not parse is not trusted as complete (65, naming the file);
