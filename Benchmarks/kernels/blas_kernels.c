@@ -66,7 +66,7 @@ static void scores(void) {
         cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1, rf, n, zf, n);
     }
     printf("scores 10^6 x 65: copy + strmm (float32)                 %.3f s\n", now() - t0);
-    float *acc = malloc(sizeof(float) * n);
+    float *acc = malloc(sizeof(float) * 4 * n);
     t0 = now();
     for (int k = 0; k < rows; k += m) {
         memcpy(zf, xf, sizeof(float) * m * n);

@@ -303,7 +303,7 @@ struct OnlineEngine: Equatable, Sendable {
         scratchH = blockWeight
         scratchZ32 = [Float](repeating: 0, count: float32Scores ? blockRows * width : 0)
         factor32 = [Float](repeating: 0, count: float32Scores ? width * width : 0)
-        scratchRow32 = [Float](repeating: 0, count: float32Scores ? width : 0)
+        scratchRow32 = [Float](repeating: 0, count: float32Scores ? 4 * width : 0)
     }
 
     /// Rows in the block that starts at row `start`: the ramp 32, 32, 64, 128, … then `blockRows`.
@@ -460,7 +460,15 @@ struct OnlineEngine: Equatable, Sendable {
         }
         guard largest <= 0x1p60, largest * maxRow.squareRoot() <= 0x1p60, largest >= 0x1p-60 || largest == 0 else { return false }
         var normR32 = 0.0
-        for i in 0..<factor.count { let f = Float(factor[i]); factor32[i] = f; normR32 += Double(f) * Double(f) }
+        // Upper triangle only: the fixed-order kernel adds every row of R̃ up to its column block, and needs
+        // zeros below the diagonal.
+        for r in 0..<n {
+            for c in 0..<n {
+                let f = c >= r ? Float(factor[r * n + c]) : 0
+                factor32[r * n + c] = f
+                normR32 += Double(f) * Double(f)
+            }
+        }
         normR32 = normR32.squareRoot()
         // Norms are summed in float64 (relative error ≤ n·2⁻⁵³); 1 + 2⁻⁴⁰ covers that with room.
         let perNorm = (gamma * normR32 + u32 * normR) * (1 + 0x1p-40), floorTerm = Double(n * n) * 0x1p-149
