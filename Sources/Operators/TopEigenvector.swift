@@ -556,9 +556,18 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
             exact = true
         }
         let final = [Double(rows), eigenvalue, Double(heavyCount)]
+        let z = orderStatistic(extra: nil)
+        var warnings: [OperatorWarning] = []
+        if z > TopEigenvector.orderZLimit && !exact {
+            // The vector's guarantee assumes a random row order; a z this large is not a chance event.
+            warnings.append(OperatorWarning(
+                "order_suspect: consecutive rows differ in mean squared norm by z = \((z * 10).rounded() / 10) standard errors "
+                    + "(limit \(TopEigenvector.orderZLimit)); the random-order guarantee may not hold and the vector can be wrong",
+                hint: "shuffle the input before the run, or use variant: oja, or truncated-svd for an order-free answer"))
+        }
         return OperatorOutput(arrays: [NamedArray("vector", shape: [columns], float64: TopEigenvector.signFixed(vector))]
                                   + [history.array("eigenvalue_history", closing: final)].compactMap { $0 },
-                              summary: summaryPairs(eigenvalue: eigenvalue, exact: exact, extra: nil))
+                              summary: summaryPairs(eigenvalue: eigenvalue, exact: exact, extra: nil), warnings: warnings)
     }
 
     /// Top eigenpair of HᵀH from the kept rows: dsyevd of HHᵀ (h×h) when h < d, else of HᵀH.
