@@ -81,11 +81,21 @@ public struct HalpernConfig: Sendable, Equatable {
 /// Solves 0 ∈ F(u) + G(u), F = Σ_i F_i over the rows, by Halpern iteration — Cai, Alacaoglu & Diakonikolas,
 /// "Variance Reduced Halpern Iteration for Finite-Sum Monotone Inclusions" (ICLR 2024, arXiv 2310.02987).
 ///
-/// Problems (DESIGN.md §4; sums over rows, weights as multiplicities, no intercept): least squares, ridge,
+/// Problems (sums over rows, weights as multiplicities; optionally an unpenalised intercept b, the
+/// rows then read as ã_i = (a_i, 1)): least squares, ridge,
 /// lasso (G = λ‖·‖₁, prox = soft threshold), box-constrained least squares (G = normal cone of
 /// [lower, upper]^d, resolvent = clamp), logistic (y ∈ {−1, 1}, 0 read as −1; F_i = −w_i y_i a_i σ(−y_i a_iᵀx),
 /// plus λx), and matrix games (F(x, y) = (By, −Bᵀx), G = normal cones of the two simplices; row weights are
 /// ignored there, since duplicating a row of B does not change the game).
+///
+/// Preconditioning (regression, on by default): the solver iterates on z with x = Pz, P diagonal with
+/// P_jj = 1/‖column j‖ (weighted; with an intercept the columns are centred first and the intercept
+/// coordinate is scaled by 1/√Σw_i, x_b = z_b/√Σw − Σ_j μ_j x_j). It is a change of variables: F becomes PᵀF(Pz),
+/// λ‖x‖₁ becomes Σ_j λP_jj|z_j| (soft threshold per coordinate), the box [l, u] becomes [l/P_jj, u/P_jj], so
+/// the scaled problem is again of the forms below and every guarantee carries over with the scaled constants.
+/// The column sums come from the norm pass; vr-halpern then makes one more pass for the scaled row norms.
+/// Jacobi scaling equalises the diagonal of AᵀWA: it removes ill-conditioning from column scales (κ from
+/// 10⁷ to ≈ 1 on columns scaled 1…5,000) but not from correlated columns.
 ///
 /// Algorithms:
 /// - `halpern` (deterministic): u_{k+1} = λ_k u₀ + (1 − λ_k) J_{ηG}(u_k − ηF(u_k)), λ_k = 1/(k+2), one full
@@ -93,13 +103,17 @@ public struct HalpernConfig: Sendable, Equatable {
 ///   by 10 power iterations over the row store (the Rayleigh quotient; it underestimates L, but any η < 2/L
 ///   keeps the forward step nonexpansive, so a factor-2 safety margin is built in).
 /// - `vr-halpern` (Algorithm 1, cocoercive problems): the same recursion with F(u_k) replaced by a recursive
-///   (PAGE/SARAH) estimator: with probability p_k = max(4/(k+5), 1/√n) a full pass, otherwise
+///   (PAGE/SARAH) estimator: with probability p_t = max(4/(t+4), 1/√n) a full pass, otherwise
 ///   F̃_k = F̃_{k−1} + (n/b) Σ_{i∈S} (F_i(u_k) − F_i(u_{k−1})) over b = ⌈√n⌉ rows drawn uniformly with
-///   replacement. p_k = 4/(k+5) is the schedule of the stochastic-Halpern analysis (Cai et al. 2022), whose
-///   expected full-pass cost is O(n log k); the 1/√n floor (the paper's finite-sum choice) keeps the
-///   estimator's accumulated variance bounded on long restart cycles at no more than the mini-batches' own
-///   cost. Uniform sampling needs the on-average constant L_vr = n·maxᵢ w_i‖a_i‖² (+λ; /4 for logistic),
-///   computed in one pass, and η = 1/L_vr. With `sampling: importance` rows are drawn ∝ w_i‖a_i‖² (inverse
+///   replacement. 4/(t+4) is the schedule of the stochastic-Halpern analysis (Cai et al. 2022), whose
+///   expected full-pass cost is O(n log t); the 1/√n floor (the paper's finite-sum choice) keeps the
+///   estimator's accumulated variance bounded at no more than the mini-batches' own cost. t counts
+///   iterations since the start, not since the last restart: a restart happens at a full pass, where the
+///   estimator is exact, and re-running 4/(k+5) from k = 0 after each one cost ≈ 4 ln(K/5) extra passes per
+///   restart cycle — on well-conditioned least squares more than deterministic Halpern's whole solve.
+///   Uniform sampling uses the mean-square constant of the estimator, L_vr = √(n·Σ_i w_i²‖ã_i‖⁴) (+λ; /4 for
+///   logistic; E‖n·w_iΔF_i‖² ≤ L_vr²‖Δ‖², the paper's Lipschitz-in-expectation assumption), computed in the
+///   norm pass, and η = 1/L_vr; it is at most n·maxᵢ w_i‖ã_i‖² and far smaller on uneven rows. With `sampling: importance` rows are drawn ∝ w_i‖a_i‖² (inverse
 ///   CDF over n prefix sums, built in one pass before the first mini-batch: 8 bytes of RAM per row) and the
 ///   estimator divides by the draw probability, so the mean suffices: L_vr = Σᵢ w_i‖a_i‖² = trace(AᵀWA).
 /// - matrix games, `halpern`: inexact Halpern, u_{k+1} = λ_k u₀ + (1 − λ_k) z_k with z_k ≈ J_{η(F+G)}(u_k)
@@ -122,7 +136,11 @@ public struct HalpernConfig: Sendable, Equatable {
 /// Residual (reported, exit test): ‖u − J_{ηᵣG}(u − ηᵣF(u))‖/ηᵣ at the returned point (‖F(u)‖ when G = 0),
 /// from a full pass, with the algorithm-independent ηᵣ = 1/trace(AᵀWA) (+λ; /4 for logistic; 1/‖B‖_F for
 /// games); the solve stops when it is ≤ tolerance × its value at the start (games: duality gap ≤ tolerance ×
-/// max|B_ij|), or when `oracle_calls` reaches the budget (then `converged` is false).
+/// max|B_ij|). Otherwise it stops at the budget (max_oracle_calls and/or max_passes; default
+/// max(1000 passes, 2·10⁷ calls), so a 30-row game gets the calls it needs and a 10⁸-row stream is not held
+/// to 10¹¹), at max_seconds, at a stall (the best residual fell by less than 1% within max(100 passes, 2·10⁶
+/// calls)), or at a non-finite residual; then `converged` is false, `stop_reason` says which, and finish()
+/// returns a warning saying why.
 ///
 /// Oracle calls: one per component evaluation F_i (a full pass is n, a mini-batch 2b), including the
 /// setup passes (the norm pass, power iterations) and the full passes for residuals.
@@ -156,6 +174,8 @@ public struct HalpernSolver: IterativeOperator {
     /// max(stallPasses·n, stallMinimum) oracle calls.
     static let stallPasses: Int64 = 100
     static let stallMinimum: Int64 = 2_000_000
+    /// The least oracle calls per step (one pass when n is larger).
+    static let stepWork: Int64 = 1 << 16
 
     enum Phase: UInt8 { case scan = 0, power = 1, start = 2, iterate = 3, done = 4, norms = 5 }
 
@@ -289,13 +309,18 @@ public struct HalpernSolver: IterativeOperator {
         case .start:
             start(rows)
         case .iterate:
-            if isGame {
-                if config.varianceReduced { vrGameStep(rows) } else { gameStep(rows) }
-            } else if config.varianceReduced {
-                vrStep(rows)
-            } else {
-                deterministicStep(rows)
-            }
+            // A step is at least `stepWork` oracle calls: on a 30-row game one pass is microseconds, and the
+            // runner's work between steps (state hand-over, checkpoint clock) would dominate.
+            let callsAtStart = oracleCalls
+            repeat {
+                if isGame {
+                    if config.varianceReduced { vrGameStep(rows) } else { gameStep(rows) }
+                } else if config.varianceReduced {
+                    vrStep(rows)
+                } else {
+                    deterministicStep(rows)
+                }
+            } while phase == .iterate && oracleCalls - callsAtStart < Self.stepWork
         case .done:
             break
         }

@@ -302,7 +302,7 @@ let halpernDescriptor = OperatorDescriptor(
         ParameterSpec("max_passes", .double(min: 0, max: 1e15, openMin: true),
                       doc: "budget in effective passes over the rows (oracle calls / n)"),
         ParameterSpec("max_seconds", .double(min: 0, max: 1e9, openMin: true),
-                      doc: "wall-clock limit of the solve (absent: none); a solve it stops is not reproducible, and says so in a warning"),
+                      doc: "wall-clock limit of the solve (absent: none); a solve it stops is not reproducible (its warning says max_seconds)"),
         ParameterSpec("precondition", .choice(HalpernPrecondition.allCases.map(\.rawValue)), default: .string("auto"),
                       doc: "diagonal: iterate on unit-norm (with an intercept: centred) columns, residual and tolerance still in the original coordinates; none; auto: diagonal except for matrix-game"),
         ParameterSpec("intercept", .bool, default: .bool(false),
@@ -310,7 +310,7 @@ let halpernDescriptor = OperatorDescriptor(
         ParameterSpec("restarts", .bool, default: .bool(true),
                       doc: "re-anchor whenever the residual has halved (linear convergence on strongly monotone problems)"),
         ParameterSpec("sampling", .choice(["uniform", "importance"]), default: .string("uniform"),
-                      doc: "vr-halpern mini-batches on regression problems: uniform rows (step from max‖a_i‖², O(1) memory) or ∝ ‖a_i‖² (step from the mean; n prefix sums in RAM)"),
+                      doc: "vr-halpern mini-batches on regression problems: uniform rows (step from the mean-square √(n·Σ‖a_i‖⁴), O(1) memory) or ∝ ‖a_i‖² (step from the mean Σ‖a_i‖²; n prefix sums in RAM)"),
     ],
     outputs: ["solution", "residual_history (oracle calls, residual, restarts; ≤ 1025 rows)"], mergeable: false, multiPass: true, stateVersion: HalpernSolver.stateVersion,
     check: { p, hasTarget in

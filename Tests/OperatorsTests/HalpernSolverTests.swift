@@ -303,9 +303,12 @@ func coordinateDescent(_ a: Matrix, _ y: [Double], prox: (Double, Double) -> Dou
     @Test func residualDecaysLikeOneOverKWithoutRestarts() throws {
         let s = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: false, tolerance: 1e-300,
                                         maxOracleCalls: 2000 * 620, restarts: false), a, y)
-        // Steps 0 … 10 are the setup passes (scan, power iterations, start); step 11 + k is iteration k.
+        // residual_history row 0 is the start (after the setup passes), row k is iteration k (one pass each).
+        guard case let .float64(h)? = try s.solver.finishAgain().arrays.first(where: { $0.name == "residual_history" })?.values else {
+            Issue.record("no residual history"); return
+        }
         let ks = Array(30...600)
-        let xs = ks.map { log(Double($0)) }, ys = ks.map { log(s.residuals[10 + $0]) }
+        let xs = ks.map { log(Double($0)) }, ys = ks.map { log(h[3 * $0 + 1]) }
         let mx = xs.reduce(0, +) / Double(xs.count), my = ys.reduce(0, +) / Double(ys.count)
         var num = 0.0, den = 0.0
         for i in xs.indices { num += (xs[i] - mx) * (ys[i] - my); den += (xs[i] - mx) * (xs[i] - mx) }
