@@ -120,15 +120,26 @@ func regressionObjective(_ problem: HalpernProblem, lambda: Double, x: [Double],
         #expect(try ok.solver.finishAgain().warnings.isEmpty)
     }
 
-    /// A stall: least squares at a tolerance below float64's reach (1e-30 relative; the floor measured here is ≈ 1e-17) stops by stall detection,
-    /// not by spending the whole default budget, and warns with the reason.
-    @Test func stallIsDetected() throws {
-        let a = gaussianMatrix(rows: 500, cols: 5, seed: 41)
-        let y = (0..<500).map { a[$0, 0] - a[$0, 3] + 0.1 * Double($0 % 3) }
-        let s = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: false, tolerance: 1e-30), a, y)
+    /// A stall: least squares whose target is 10⁸ × a vector orthogonal to the columns plus a small fit, so
+    /// the gradient Aᵀ(Ax − y) at the solution is rounding noise of size ≈ ε·√n·10⁸ while the initial
+    /// gradient is ≈ n: the relative residual floors near 1e-9 (measured 7.7e-10 with halpern, 3.9e-9 with
+    /// vr-halpern) and a tolerance of 1e-12 is out of reach. The solve must stop by stall detection (within
+    /// the 2·10⁶-call window after its last 1% gain) rather than spend the 2·10⁷-call default budget, and warn.
+    @Test(arguments: [true, false]) func stallIsDetected(vr: Bool) throws {
+        let n = 500
+        let a = gaussianMatrix(rows: n, cols: 5, seed: 41)
+        let g = gaussianMatrix(rows: n, cols: 1, seed: 42).storage
+        let fit = try LAPACK.leastSquares(a, g)
+        let beta = [1.0, -1, 0.5, 2, 0.3]
+        let y = (0..<n).map { i in
+            let r = g[i] - (0..<5).reduce(0.0) { $0 + a[i, $1] * fit[$1] }
+            return 1e8 * r + (0..<5).reduce(0.0) { $0 + a[i, $1] * beta[$1] }
+        }
+        let s = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: vr, tolerance: 1e-12), a, y)
+        print("stall (vr: \(vr)): \(s.summary["stop_reason"]!), oracle calls \(s.oracleCalls), relative residual \(s.double("relative_residual"))")
         #expect(!s.converged)
         #expect(s.summary["stop_reason"] == .string("stall"), "\(s)")
-        #expect(s.oracleCalls < 20_000_000)
+        #expect(s.oracleCalls < 10_000_000)
         #expect(try s.solver.finishAgain().warnings.first?.what.contains("stalled") == true)
     }
 
