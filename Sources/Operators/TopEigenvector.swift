@@ -8,7 +8,7 @@ import Glibc
 public enum TopEigenvector {
     public enum Variant: String, Sendable, CaseIterable { case randomOrder = "random-order", oja }
 
-    public static let stateVersion: UInt16 = 2   // 2: eigenvalue history
+    public static let stateVersion: UInt16 = 3   // 2: eigenvalue history; 3: oja keeps heavy rows for its eigenvalue
     public static let defaultHeavyMemoryMB = 256
     /// `order_suspect` when the order statistic exceeds this: P(|N(0,1)| > 5) ≈ 6·10⁻⁷ per group.
     public static let orderZLimit = 5.0
@@ -702,7 +702,17 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
     var chunk: [Double]
     var chunkW: [Double]
     var chunkCount = 0
-    /// (rows, eigenvalue estimate, 0 heavy rows) every 1024 rows and at the end: `eigenvalue_history.npy`.
+    /// The `keptMax` rows of largest w‖a‖² so far, kept exactly (row-major) with their weights and masses:
+    /// their share of the eigenvalue is computed with the final vector, and they are left out of the epoch
+    /// scores, which then average light rows only. Without this a few heavy rows that passed before the last
+    /// two epochs were lost from the estimate (issue: 29.7 for a true 156.2), and ones inside them were
+    /// extrapolated to the whole stream. A row pushed out by a heavier one is scored with the vectors of that
+    /// moment, like any light row.
+    var kept: [Double] = []
+    var keptW: [Double] = []
+    var keptMass: [Double] = []
+    public static let keptMax = 32
+    /// (rows, eigenvalue estimate, heavy rows kept) every 1024 rows and at the end: `eigenvalue_history.npy`.
     var history = BoundedHistory(width: 3)
     static let historyEvery: Int64 = 1024
     /// Scratch (not state): P = A_c V.
@@ -759,10 +769,12 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
     mutating func process(_ a: UnsafePointer<Double>, count: Int) {
         let d = columns, k = OjaTopEigenvector.copies
         var qmax = 0.0
+        var keep = (0..<count).map { _ in false }
         for i in 0..<count {
             let q = chunkW[i] * BlockKernels.dot(a + i * d, a + i * d, n: d)
             massSum += q
             qmax = max(qmax, q)
+            keep[i] = keepIfHeavy(a + i * d, weight: chunkW[i], mass: q)
         }
         processed += Int64(count)
         let mu = massSum / Double(processed)
@@ -771,7 +783,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
             p.withUnsafeMutableBufferPointer { pp in
                 BlockKernels.gemm(a, rows: count, n: d, UnsafePointer(vp.baseAddress!), cols: k, into: pp.baseAddress!)
                 scoreCur.withUnsafeMutableBufferPointer { sc in
-                    for i in 0..<count {
+                    for i in 0..<count where !keep[i] {
                         for c in 0..<k { let x = pp[i * k + c]; sc[c] += w[i] * x * x }
                     }
                 }
@@ -783,7 +795,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
                 BlockKernels.normalizeColumns(vp.baseAddress!, rows: d, cols: k)
             }
         }
-        for i in 0..<count { weightCur += w[i] }
+        for i in 0..<count where !keep[i] { weightCur += w[i] }
         if mu > 0 && mu.isFinite { rhoMax = max(rhoMax, qmax / mu) }
         if OjaTopEigenvector.isEpochEnd(processed) {
             scorePrev = scoreCur
@@ -791,13 +803,45 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
             for c in 0..<k { scoreCur[c] = 0 }
             weightCur = 0
         }
-        if processed % Self.historyEvery == 0 { history.record([Double(processed), eigenvalue(), 0]) }
+        if processed % Self.historyEvery == 0 { history.record([Double(processed), eigenvalue(), Double(keptW.count)]) }
     }
 
-    /// The winner's score per unit weight × the total weight (summary.json's `eigenvalue`).
+    /// Keeps row a if it is among the `keptMax` heaviest so far (a lighter kept row is scored into the
+    /// current epoch with the current vectors and dropped); true when kept.
+    mutating func keepIfHeavy(_ a: UnsafePointer<Double>, weight: Double, mass: Double) -> Bool {
+        guard mass > 0 && mass.isFinite else { return false }
+        let d = columns, k = OjaTopEigenvector.copies
+        if keptW.count == Self.keptMax {
+            var lo = 0
+            for r in 1..<keptMass.count where keptMass[r] < keptMass[lo] { lo = r }
+            guard mass > keptMass[lo] else { return false }
+            for c in 0..<k {
+                var x = 0.0
+                for j in 0..<d { x += kept[lo * d + j] * v[j * k + c] }
+                scoreCur[c] += keptW[lo] * x * x
+            }
+            weightCur += keptW[lo]
+            kept.removeSubrange(lo * d..<(lo + 1) * d)
+            keptW.remove(at: lo); keptMass.remove(at: lo)
+        }
+        for j in 0..<d { kept.append(a[j]) }
+        keptW.append(weight); keptMass.append(mass)
+        return true
+    }
+
+    /// summary.json's `eigenvalue`: the kept heavy rows' Σ w(aᵀv)² with the winner's final vector, plus the
+    /// winner's light score per unit weight over the last epochs × the light rows' total weight.
     func eigenvalue() -> Double {
-        let (_, score, w) = winner()
-        return w > 0 ? score / w * weightSum : 0
+        let (c, score, w) = winner()
+        let d = columns, k = OjaTopEigenvector.copies
+        var heavy = 0.0, heavyWeight = 0.0
+        for r in 0..<keptW.count {
+            var x = 0.0
+            for j in 0..<d { x += kept[r * d + j] * v[j * k + c] }
+            heavy += keptW[r] * x * x
+            heavyWeight += keptW[r]
+        }
+        return (w > 0 ? score / w * max(0, weightSum - heavyWeight) : 0) + heavy
     }
 
     /// Epoch ends: 1024·(2ʲ⁺¹ − 1), i.e. rows + 1024 a power of two (and a multiple of 1024).
@@ -816,15 +860,15 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
     }
 
     func summaryPairs() -> [(String, JSON)] {
-        let (k, score, w) = winner()
+        let (k, _, _) = winner()
         let mu = processed > 0 ? massSum / Double(processed) : 0
         let step = OjaTopEigenvector.gamma(k) * rhoMax
         return [
             ("rows", .int(rows)), ("weight_sum", .double(weightSum)),
-            ("eigenvalue", .double(w > 0 ? score / w * weightSum : 0)),
+            ("eigenvalue", .double(eigenvalue())),
             ("variant", .string(TopEigenvector.Variant.oja.rawValue)),
             ("rows_known", rowsKnown.map { .int($0) } ?? .null),
-            ("heavy_rows", .int(0)),
+            ("heavy_rows", .int(Int64(keptW.count))),
             ("copies", .int(Int64(OjaTopEigenvector.copies))), ("winner", .int(Int64(k))),
             ("gamma", .double(OjaTopEigenvector.gamma(k))),
             ("eta", .double(mu > 0 ? OjaTopEigenvector.gamma(k) / mu : 0)),
@@ -840,7 +884,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         let (k, _, _) = winner()
         let d = columns, kk = OjaTopEigenvector.copies
         let vec = (0..<d).map { v[$0 * kk + k] }
-        let final = [Double(rows), eigenvalue(), 0]
+        let final = [Double(rows), eigenvalue(), Double(keptW.count)]
         return OperatorOutput(arrays: [NamedArray("vector", shape: [d], float64: TopEigenvector.signFixed(vec))]
                                   + [history.array("eigenvalue_history", closing: final)].compactMap { $0 },
                               summary: summaryPairs())
@@ -854,6 +898,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         w.f64s(v); w.f64s(scorePrev); w.f64s(scoreCur); w.f64(weightPrev); w.f64(weightCur)
         w.u64(UInt64(chunkCount))
         w.f64s(Array(chunk[0..<chunkCount * columns])); w.f64s(Array(chunkW[0..<chunkCount]))
+        w.f64s(kept); w.f64s(keptW); w.f64s(keptMass)
         history.encode(&w)
         return w.bytes
     }
@@ -871,10 +916,12 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         v = try r.f64s(); scorePrev = try r.f64s(); scoreCur = try r.f64s(); weightPrev = try r.f64(); weightCur = try r.f64()
         chunkCount = Int(try r.u64())
         let ch = try r.f64s(), cw = try r.f64s()
+        kept = try r.f64s(); keptW = try r.f64s(); keptMass = try r.f64s()
         try history.decode(&r, what: "top-eigenvector")
         guard v.count == d * k, scorePrev.count == k, scoreCur.count == k, chunkCount < OjaTopEigenvector.chunkRows,
               ch.count == chunkCount * d, cw.count == chunkCount, processed % Int64(OjaTopEigenvector.chunkRows) == 0,
               rows == processed + Int64(chunkCount),
+              keptW.count <= OjaTopEigenvector.keptMax, keptMass.count == keptW.count, kept.count == keptW.count * d,
               r.remaining == 0 else {
             throw .data(context, "top-eigenvector state is inconsistent (array lengths or chunk position)")
         }
