@@ -885,9 +885,18 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         let d = columns, kk = OjaTopEigenvector.copies
         let vec = (0..<d).map { v[$0 * kk + k] }
         let final = [Double(rows), eigenvalue(), Double(keptW.count)]
+        let step = OjaTopEigenvector.gamma(k) * rhoMax
+        var warnings: [OperatorWarning] = []
+        if step > OjaTopEigenvector.stepLimit {
+            // A row this heavy relative to the running mean moves the vector by more than the rate's analysis
+            // allows, and a fixed rate forgets it again: the vector (and so the eigenvalue) can be wrong.
+            warnings.append(OperatorWarning(
+                "step_warning: a row had η·w‖a‖² = \((step * 100).rounded() / 100) > \(OjaTopEigenvector.stepLimit) (heavy rows relative to the running mean); oja's vector can miss their direction",
+                hint: "use variant: random-order (keeps heavy rows exactly) on shuffled input, or truncated-svd"))
+        }
         return OperatorOutput(arrays: [NamedArray("vector", shape: [d], float64: TopEigenvector.signFixed(vec))]
                                   + [history.array("eigenvalue_history", closing: final)].compactMap { $0 },
-                              summary: summaryPairs())
+                              summary: summaryPairs(), warnings: warnings)
     }
 
     public func encodeState() -> [UInt8] {
