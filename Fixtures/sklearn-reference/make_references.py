@@ -10,6 +10,9 @@ Data (both shipped inside scikit-learn's package, so this runs offline; features
   CC BY 4.0, as scikit-learn's load_wine ships it); last column 1 for cultivar 0, 0 otherwise (the label
   of the logistic cases; ridge and lasso regress it as a linear probability model).
 - game.csv: a seeded random 30 × 40 payoff matrix (no target), for matrix-game against scipy's HiGHS.
+Licences: scikit-learn (BSD-3-Clause) ships both data files; its descr/diabetes.rst names the source (Efron et
+al., via https://www4.stat.ncsu.edu/~boos/var.select/diabetes.html) but no separate licence, and
+descr/wine_data.rst names the UCI repository, whose datasets are under CC BY 4.0 (attribution above).
 
 Objectives are rowflow's (sums over rows): least squares ½‖Ax + b − y‖², ridge + ½λ‖x‖², lasso + λ‖x‖₁,
 logistic Σ log(1 + exp(−y(aᵀx + b))) + ½λ‖x‖² (y ∈ {−1, 1}), b the unpenalised intercept when fitted.
