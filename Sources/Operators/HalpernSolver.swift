@@ -299,6 +299,8 @@ public struct HalpernSolver: IterativeOperator {
     // MARK: steps
 
     public mutating func step(_ rows: RowStoreReader) throws(EngineError) -> StepResult {
+        // This process's clock for max_seconds starts at its first step (after a resume too).
+        if clockStart == nil { clockStart = Self.now() }
         switch phase {
         case .scan:
             scan(rows)
@@ -383,7 +385,6 @@ public struct HalpernSolver: IterativeOperator {
             scaledNorm4 = norm4
             scaledTrace = trace
         }
-        clockStart = clockStart ?? Self.now()
         if isGame || !config.varianceReduced {
             let rng = CounterRandom(seed: seed, shard: shard, purpose: purpose ^ Self.purposePower)
             powerVector = (0..<(isGame ? d : m)).map { rng.normal(index: UInt64($0)) }

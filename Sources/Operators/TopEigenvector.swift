@@ -703,14 +703,19 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
     var chunkW: [Double]
     var chunkCount = 0
     /// The `keptMax` rows of largest w‖a‖² so far, kept exactly (row-major) with their weights and masses:
-    /// their share of the eigenvalue is computed with the final vector, and they are left out of the epoch
-    /// scores, which then average light rows only. Without this a few heavy rows that passed before the last
-    /// two epochs were lost from the estimate (issue: 29.7 for a true 156.2), and ones inside them were
-    /// extrapolated to the whole stream. A row pushed out by a heavier one is scored with the vectors of that
-    /// moment, like any light row.
+    /// their share of the eigenvalue is computed with the final vector. Without this a few heavy rows that
+    /// passed before the last two epochs were lost from the estimate (issue: 29.7 for a true 156.2), and ones
+    /// inside them were extrapolated to the whole stream. Every row still enters the epoch scores; at the end
+    /// the kept rows' own scores (`keptScore`, per copy, from when they were processed) come out of the epochs
+    /// they fell in, so which rows count as heavy is decided once, by the final set — deciding it as rows
+    /// arrived (a threshold that rises over the stream) biased the light average up by ≈ 2%.
     var kept: [Double] = []
     var keptW: [Double] = []
     var keptMass: [Double] = []
+    var keptScore: [Double] = []
+    var keptEpoch: [Double] = []
+    /// Epochs ended so far (a kept row's epoch says whether its score is in scorePrev, scoreCur or neither).
+    var epoch: Int64 = 0
     public static let keptMax = 32
     /// (rows, eigenvalue estimate, heavy rows kept) every 1024 rows and at the end: `eigenvalue_history.npy`.
     var history = BoundedHistory(width: 3)
@@ -769,12 +774,11 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
     mutating func process(_ a: UnsafePointer<Double>, count: Int) {
         let d = columns, k = OjaTopEigenvector.copies
         var qmax = 0.0
-        var keep = (0..<count).map { _ in false }
         for i in 0..<count {
             let q = chunkW[i] * BlockKernels.dot(a + i * d, a + i * d, n: d)
             massSum += q
             qmax = max(qmax, q)
-            keep[i] = keepIfHeavy(a + i * d, weight: chunkW[i], mass: q)
+            keepIfHeavy(a + i * d, weight: chunkW[i], mass: q)
         }
         processed += Int64(count)
         let mu = massSum / Double(processed)
@@ -783,7 +787,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
             p.withUnsafeMutableBufferPointer { pp in
                 BlockKernels.gemm(a, rows: count, n: d, UnsafePointer(vp.baseAddress!), cols: k, into: pp.baseAddress!)
                 scoreCur.withUnsafeMutableBufferPointer { sc in
-                    for i in 0..<count where !keep[i] {
+                    for i in 0..<count {
                         for c in 0..<k { let x = pp[i * k + c]; sc[c] += w[i] * x * x }
                     }
                 }
@@ -795,53 +799,55 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
                 BlockKernels.normalizeColumns(vp.baseAddress!, rows: d, cols: k)
             }
         }
-        for i in 0..<count where !keep[i] { weightCur += w[i] }
+        for i in 0..<count { weightCur += w[i] }
         if mu > 0 && mu.isFinite { rhoMax = max(rhoMax, qmax / mu) }
         if OjaTopEigenvector.isEpochEnd(processed) {
             scorePrev = scoreCur
             weightPrev = weightCur
             for c in 0..<k { scoreCur[c] = 0 }
             weightCur = 0
+            epoch += 1
         }
         if processed % Self.historyEvery == 0 { history.record([Double(processed), eigenvalue(), Double(keptW.count)]) }
     }
 
-    /// Keeps row a if it is among the `keptMax` heaviest so far (a lighter kept row is scored into the
-    /// current epoch with the current vectors and dropped); true when kept.
-    mutating func keepIfHeavy(_ a: UnsafePointer<Double>, weight: Double, mass: Double) -> Bool {
-        guard mass > 0 && mass.isFinite else { return false }
+    /// Keeps row a (with its per-copy score under the current vectors, the one the epoch sums get) if it is
+    /// among the `keptMax` heaviest so far, dropping the lightest kept row.
+    mutating func keepIfHeavy(_ a: UnsafePointer<Double>, weight: Double, mass: Double) {
+        guard mass > 0 && mass.isFinite else { return }
         let d = columns, k = OjaTopEigenvector.copies
         if keptW.count == Self.keptMax {
             var lo = 0
             for r in 1..<keptMass.count where keptMass[r] < keptMass[lo] { lo = r }
-            guard mass > keptMass[lo] else { return false }
-            for c in 0..<k {
-                var x = 0.0
-                for j in 0..<d { x += kept[lo * d + j] * v[j * k + c] }
-                scoreCur[c] += keptW[lo] * x * x
-            }
-            weightCur += keptW[lo]
+            guard mass > keptMass[lo] else { return }
             kept.removeSubrange(lo * d..<(lo + 1) * d)
-            keptW.remove(at: lo); keptMass.remove(at: lo)
+            keptScore.removeSubrange(lo * k..<(lo + 1) * k)
+            keptW.remove(at: lo); keptMass.remove(at: lo); keptEpoch.remove(at: lo)
         }
         for j in 0..<d { kept.append(a[j]) }
-        keptW.append(weight); keptMass.append(mass)
-        return true
+        for c in 0..<k {
+            var x = 0.0
+            for j in 0..<d { x += a[j] * v[j * k + c] }
+            keptScore.append(weight * x * x)
+        }
+        keptW.append(weight); keptMass.append(mass); keptEpoch.append(Double(epoch))
     }
 
     /// summary.json's `eigenvalue`: the kept heavy rows' Σ w(aᵀv)² with the winner's final vector, plus the
-    /// winner's light score per unit weight over the last epochs × the light rows' total weight.
+    /// other rows' score per unit weight over the last epochs (the kept rows' scores taken out) × their weight.
     func eigenvalue() -> Double {
-        let (c, score, w) = winner()
+        let (c, allScore, allWeight) = winner()
         let d = columns, k = OjaTopEigenvector.copies
-        var heavy = 0.0, heavyWeight = 0.0
+        var heavy = 0.0, heavyWeight = 0.0, score = allScore, w = allWeight
         for r in 0..<keptW.count {
             var x = 0.0
             for j in 0..<d { x += kept[r * d + j] * v[j * k + c] }
             heavy += keptW[r] * x * x
             heavyWeight += keptW[r]
+            // Rows processed in the last two epochs are in the winner's score: take them out.
+            if Int64(keptEpoch[r]) >= epoch - 1 { score -= keptScore[r * k + c]; w -= keptW[r] }
         }
-        return (w > 0 ? score / w * max(0, weightSum - heavyWeight) : 0) + heavy
+        return (w > 0 ? max(0, score) / w * max(0, weightSum - heavyWeight) : 0) + heavy
     }
 
     /// Epoch ends: 1024·(2ʲ⁺¹ − 1), i.e. rows + 1024 a power of two (and a multiple of 1024).
@@ -907,7 +913,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         w.f64s(v); w.f64s(scorePrev); w.f64s(scoreCur); w.f64(weightPrev); w.f64(weightCur)
         w.u64(UInt64(chunkCount))
         w.f64s(Array(chunk[0..<chunkCount * columns])); w.f64s(Array(chunkW[0..<chunkCount]))
-        w.f64s(kept); w.f64s(keptW); w.f64s(keptMass)
+        w.f64s(kept); w.f64s(keptW); w.f64s(keptMass); w.f64s(keptScore); w.f64s(keptEpoch); w.i64(epoch)
         history.encode(&w)
         return w.bytes
     }
@@ -925,12 +931,14 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         v = try r.f64s(); scorePrev = try r.f64s(); scoreCur = try r.f64s(); weightPrev = try r.f64(); weightCur = try r.f64()
         chunkCount = Int(try r.u64())
         let ch = try r.f64s(), cw = try r.f64s()
-        kept = try r.f64s(); keptW = try r.f64s(); keptMass = try r.f64s()
+        kept = try r.f64s(); keptW = try r.f64s(); keptMass = try r.f64s(); keptScore = try r.f64s(); keptEpoch = try r.f64s()
+        epoch = try r.i64()
         try history.decode(&r, what: "top-eigenvector")
         guard v.count == d * k, scorePrev.count == k, scoreCur.count == k, chunkCount < OjaTopEigenvector.chunkRows,
               ch.count == chunkCount * d, cw.count == chunkCount, processed % Int64(OjaTopEigenvector.chunkRows) == 0,
               rows == processed + Int64(chunkCount),
               keptW.count <= OjaTopEigenvector.keptMax, keptMass.count == keptW.count, kept.count == keptW.count * d,
+              keptScore.count == keptW.count * k, keptEpoch.count == keptW.count, epoch >= 0,
               r.remaining == 0 else {
             throw .data(context, "top-eigenvector state is inconsistent (array lengths or chunk position)")
         }

@@ -26,16 +26,17 @@ import Testing
     /// of the exact Gram when the heavy rows are spread or early (measured 0.03%). Its guarantee needs a random
     /// order, so "all heavy rows in the last 1,000" is not a case for it.
     ///
-    /// oja: its eigenvalue is the kept heavy rows' Σ(aᵀv)² with the final vector plus the light rows' average
-    /// score over the last half of the stream, scaled to their weight. Measured: heavy rows spread or late,
-    /// the vector is right (sin²θ ≤ 0.4%) and the eigenvalue 3.0% / 3.6% above λ₁ — the light rows of the last
-    /// half were partly scored with vectors from before the heavy rows turned it (toward the light rows' own
-    /// top direction, whose Rayleigh quotient is larger). That is short of the 1% goal; the test holds it to
-    /// 5%. Heavy rows early: the vector itself is wrong (a fixed rate forgets them; sin²θ = 0.96), which
-    /// oja flags (step_warning, now also a run warning), and the eigenvalue is then that vector's Rayleigh
-    /// quotient vᵀAᵀAv within 1% (measured 0.1%) — consistent with the vector, not with λ₁. Before, the
-    /// estimate was the last epochs' average per unit weight × the total weight, which drops heavy rows that
-    /// passed earlier (the issue: 29.7 for 156.2).
+    /// oja: its eigenvalue is the kept heavy rows' Σ(aᵀv)² with the final vector plus the other rows' score
+    /// per unit weight over the last half of the stream, scaled to their weight. Heavy rows spread over the
+    /// stream: within 1% of λ₁ (measured +0.29%; the light part averages ≥ n/2 i.i.d. rows, relative error
+    /// ≈ √(2/n)). Heavy rows all in the last 1,000 rows: the vector is right (sin²θ 0.2%) but the eigenvalue
+    /// +3.5% — most light rows of the last half were scored with the vector from before the heavy rows turned
+    /// it toward u, and the light rows' own top direction has the larger Rayleigh quotient; the test holds it
+    /// to 5%, short of the 1% goal. Heavy rows early: the vector itself is wrong (a fixed rate forgets them;
+    /// sin²θ = 0.96), which oja flags (step_warning, now also a run warning), and the eigenvalue is that
+    /// vector's Rayleigh quotient vᵀAᵀAv within 1% (measured 0.15%) — consistent with the vector, not with λ₁.
+    /// Before, the estimate was the last epochs' average per unit weight × the whole weight, which drops heavy
+    /// rows that passed earlier (the issue: 29.7 for 156.2).
     @Test(arguments: ["early", "late", "spread"])
     func heavyRowsEigenvalue(placement: String) throws {
         let n = 20_000, d = 20
@@ -65,10 +66,13 @@ import Testing
                 #expect(summaryBool(out, "step_warning"))
                 #expect(out.warnings.contains { $0.what.hasPrefix("step_warning") }, "\(out.warnings)")
                 #expect(abs(est / rq - 1) <= 0.01)
+            case ("oja", "late"):
+                #expect(sin2 <= 0.01)
+                #expect(abs(est / ref.l1 - 1) <= 0.05)
             default:
                 #expect(sin2 <= 0.01)
                 #expect(summaryDouble(out, "heavy_rows") == Double(OjaTopEigenvector.keptMax))
-                #expect(abs(est / ref.l1 - 1) <= 0.05)
+                #expect(abs(est / ref.l1 - 1) <= 0.01)
             }
         }
     }
