@@ -61,8 +61,8 @@ func regressionObjective(_ problem: HalpernProblem, lambda: Double, x: [Double],
     }()
 
     /// Default parameters (vr-halpern, diagonal preconditioning, tolerance 1e-8, default budget): the solve
-    /// converges and its objective is within 1e-6 relative of scikit-learn's (the acceptance bound of the
-    /// issue this closes; measured ≤ 2e-9 with these defaults, printed). The objective can fall below the
+    /// converges and its objective is within 1e-6 relative of scikit-learn's (the acceptance bound of
+    /// issue 17; measured ≤ 2e-9 with these defaults, printed). The objective can fall below the
     /// reference only by the reference's own suboptimality, which its optimality residual (≤ 3e-15) makes
     /// negligible: 1e-9 relative is allowed for rounding of sums of ~10⁶.
     @Test(arguments: cases) func matchesScikitLearn(c: Case) throws {
