@@ -833,6 +833,23 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         keptW.append(weight); keptMass.append(mass); keptEpoch.append(Double(epoch))
     }
 
+    /// summary.json's `eigenvalue_bound` [lower, upper], which contains λ₁(AᵀWA) of the rows processed
+    /// whatever the order or the vector's accuracy: AᵀWA ⪰ Σ_kept w a aᵀ ⪰ w_i a_i a_iᵀ for any kept row, so
+    /// λ₁ ≥ Σ_kept w(aᵀv)² for the unit v returned and λ₁ ≥ maxᵢ w‖a_i‖² (the heaviest row is always kept);
+    /// λ₁ ≤ trace = Σ w‖a‖². Tight below when a few heavy rows dominate; the upper end is loose (by up to the
+    /// rank), so it is a certificate, not an estimate.
+    func eigenvalueBound() -> (lower: Double, upper: Double) {
+        let (c, _, _) = winner()
+        let d = columns, k = OjaTopEigenvector.copies
+        var heavy = 0.0
+        for r in 0..<keptW.count {
+            var x = 0.0
+            for j in 0..<d { x += kept[r * d + j] * v[j * k + c] }
+            heavy += keptW[r] * x * x
+        }
+        return (max(heavy, keptMass.max() ?? 0), massSum)
+    }
+
     /// summary.json's `eigenvalue`: the kept heavy rows' Σ w(aᵀv)² with the winner's final vector, plus the
     /// other rows' score per unit weight over the last epochs (the kept rows' scores taken out) × their weight.
     func eigenvalue() -> Double {
@@ -872,6 +889,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
         return [
             ("rows", .int(rows)), ("weight_sum", .double(weightSum)),
             ("eigenvalue", .double(eigenvalue())),
+            ("eigenvalue_bound", .array([.double(eigenvalueBound().lower), .double(eigenvalueBound().upper)])),
             ("variant", .string(TopEigenvector.Variant.oja.rawValue)),
             ("rows_known", rowsKnown.map { .int($0) } ?? .null),
             ("heavy_rows", .int(Int64(keptW.count))),
