@@ -2,8 +2,8 @@
 (`algorithm: halpern`), with Algorithm 2 (`vr-halpern`: variance-reduced extragradient inner loop), and scipy's
 HiGHS LP solver on the textbook LP as the peer a user would otherwise pick. Prints a markdown section.
 
-usage: game_bench.py ROWFLOW_BIN [--n 2000] [--tol 1e-4] [--seed 1] [--budget-passes 20000]
-B has i.i.d. N(0, 1) entries (seeded); rowflow reads it as a float64 .npy, one row of B per streamed row.
+usage: game_bench.py ROWFLOW_BIN [--n 2000] [--cols N] [--tol 1e-4] [--seed 1] [--budget-passes 20000] [--lp-method highs-ipm]
+B (n × cols, cols = n unless given) has i.i.d. N(0, 1) entries (seeded); rowflow reads it as a float64 .npy, one row of B per streamed row.
 Every solve's duality gap is recomputed here from its strategies (weak duality: a certificate, not a claim).
 """
 import argparse, json, os, platform, resource, subprocess, sys, tempfile, time
@@ -40,9 +40,12 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--budget-passes", type=int, default=20000)
     ap.add_argument("--lp-time-limit", type=float, default=600)
+    ap.add_argument("--cols", type=int, default=None)
+    ap.add_argument("--lp-method", default="highs-ipm", help="highs-ipm (dense 2000 × 2000: the simplex ran > 10 min) or highs")
     a = ap.parse_args()
     n = a.n
-    b = np.random.default_rng(a.seed).standard_normal((n, n))
+    k = a.cols or n
+    b = np.random.default_rng(a.seed).standard_normal((n, k))
     max_abs = float(np.abs(b).max())
     with tempfile.TemporaryDirectory() as work:
         b_path = os.path.join(work, "B.npy")
@@ -57,11 +60,10 @@ def main():
         # The LP peer: min v s.t. Bᵀx ≤ v·1, 1ᵀx = 1, x ≥ 0 (variables x, v); HiGHS, dual for y.
         t0 = time.perf_counter()
         c = np.zeros(n + 1); c[-1] = 1
-        a_ub = np.hstack([b.T, -np.ones((n, 1))])
+        a_ub = np.hstack([b.T, -np.ones((k, 1))])
         a_eq = np.hstack([np.ones((1, n)), np.zeros((1, 1))])
-        # Interior point: on a dense 2000 × 2000 LP HiGHS' simplex ran for over ten minutes here.
-        res = linprog(c, A_ub=a_ub, b_ub=np.zeros(n), A_eq=a_eq, b_eq=[1],
-                      bounds=[(0, None)] * n + [(None, None)], method="highs-ipm",
+        res = linprog(c, A_ub=a_ub, b_ub=np.zeros(k), A_eq=a_eq, b_eq=[1],
+                      bounds=[(0, None)] * n + [(None, None)], method=a.lp_method,
                       options={"time_limit": a.lp_time_limit})
         lp_s = time.perf_counter() - t0
         x_lp = res.x[:n]
@@ -71,10 +73,10 @@ def main():
         rows.append(("scipy linprog (HiGHS), exact LP", lp_s, None, None, gap_of(b, x_lp, y_lp), float(res.fun), res.status == 0, lp_rss))
     v_star = rows[-1][5]
     det_wall = rows[0][1]
-    print(f"## matrix game {n} × {n} — {time.strftime('%a %b %d %Y %H:%M UTC', time.gmtime())}\n")
+    print(f"## matrix game {n} × {k} — {time.strftime('%a %b %d %Y %H:%M UTC', time.gmtime())}\n")
     print(f"- machine: {platform.machine()}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at the end; "
           f"numpy {np.__version__}, scipy {scipy.__version__}")
-    print(f"- B: {n} × {n} i.i.d. N(0, 1), seed {a.seed}, max|B| = {max_abs:.3f}; rowflow stops at duality gap ≤ "
+    print(f"- B: {n} × {k} i.i.d. N(0, 1), seed {a.seed}, max|B| = {max_abs:.3f}; rowflow stops at duality gap ≤ "
           f"{a.tol:g}·max|B| = {a.tol * max_abs:.2e} (budget {a.budget_passes} passes); gaps recomputed from the strategies\n")
     print("| contender | wall s | oracle calls | passes | outer iterations | duality gap | value − LP value | converged | peak RSS MiB | wall ÷ halpern |")
     print("|---|--:|--:|--:|--:|--:|--:|:-:|--:|--:|")

@@ -1,7 +1,7 @@
 """Oracle calls to a relative residual (default 1e-4) as n grows 10× and 100×: rowflow's deterministic Halpern against
 vr-halpern (uniform and importance sampling), on least squares whose Lipschitz constants scale exactly with n.
 
-usage: sqrt_n.py ROWFLOW_BIN [--sizes 1000,10000,100000,1000000]
+usage: sqrt_n.py ROWFLOW_BIN [--sizes 1000,10000,100000,1000000] [--tolerance 1e-4] [--no-restarts] [--precondition auto|none]
 A fixed 1000-row base (4 columns scaled 1, 1, 0.3, 0.1; rows normalised to unit length, so κ(AᵀA) ≈ 100 and
 n·maxᵢ‖a_i‖²/‖A‖² is the same for every n) is tiled n/1000 times, as in HalpernSolverTests.oracleCallsGrowSlowerThanN:
 the deterministic iteration count is then independent of n, so its calls grow like n, and the paper's
@@ -27,9 +27,10 @@ def main():
     ap.add_argument("--sizes", default="1000,10000,100000,1000000")
     ap.add_argument("--tolerance", default="1.0e-4")
     ap.add_argument("--no-restarts", action="store_true", help="plain Halpern (O(1/k)): the regime of the paper's bound")
+    ap.add_argument("--precondition", default="auto", help="auto (diagonal, the default) or none (keeps κ ≈ 100)")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
-    extra = ", restarts: false" if a.no_restarts else ""
+    extra = (", restarts: false" if a.no_restarts else "") + f", precondition: {a.precondition}"
     variants = [("halpern", "algorithm: halpern" + extra), ("vr-halpern, uniform", "algorithm: vr-halpern" + extra),
                 ("vr-halpern, importance", "algorithm: vr-halpern, sampling: importance" + extra)]
     table = {}
@@ -49,7 +50,7 @@ def main():
                 s = json.load(open(os.path.join(out, "s", "summary.json")))
                 table[(n, name)] = (s["oracle_calls"], s["converged"], wall)
     print(f"## halpern-solver: oracle calls to relative residual {a.tolerance} as n grows"
-          f"{' (no restarts)' if a.no_restarts else ''} — {time.strftime('%a %b %d %Y %H:%M UTC', time.gmtime())}\n")
+          f"{' (no restarts)' if a.no_restarts else ' (restarts)'}, precondition: {a.precondition} — {time.strftime('%a %b %d %Y %H:%M UTC', time.gmtime())}\n")
     print("| n | " + " | ".join(f"{name}: calls (passes)" for name, _ in variants) + " | halpern ÷ vr uniform | halpern ÷ vr importance |")
     print("|--:|" + "--:|" * (len(variants) + 2))
     for n in sizes:

@@ -7,6 +7,30 @@ public enum HalpernProblem: String, Sendable, CaseIterable {
     var needsTarget: Bool { self != .matrixGame }
 }
 
+/// How the regression problems are rescaled before iterating.
+public enum HalpernPrecondition: String, Sendable, CaseIterable {
+    /// diagonal for the regression problems, none for matrix games (rescaling a game changes it).
+    case auto
+    case none
+    /// Unit-norm columns (centred first when an intercept is fitted).
+    case diagonal
+}
+
+/// Why a solve ended.
+public enum HalpernStop: UInt8, Sendable {
+    case running = 0, converged = 1, budget = 2, stall = 3, time = 4, diverged = 5
+    var name: String {
+        switch self {
+        case .running: "running"
+        case .converged: "converged"
+        case .budget: "budget"
+        case .stall: "stall"
+        case .time: "time"
+        case .diverged: "diverged"
+        }
+    }
+}
+
 /// Parameters of one solve.
 public struct HalpernConfig: Sendable, Equatable {
     public var problem: HalpernProblem
@@ -16,8 +40,16 @@ public struct HalpernConfig: Sendable, Equatable {
     public var lower: Double
     public var upper: Double
     public var tolerance: Double
-    /// nil: 1000·n.
+    /// A budget of component evaluations; with `maxPasses` the smaller of the two applies.
     public var maxOracleCalls: Int64?
+    /// A budget in effective passes over the rows (oracle calls / n). Both nil: max(defaultMaxPasses·n,
+    /// minimumBudget).
+    public var maxPasses: Double?
+    /// Wall-clock limit of the solve (this process's share: a resumed solve starts its clock again); nil: none.
+    public var maxSeconds: Double?
+    public var precondition: HalpernPrecondition
+    /// Regression problems: an unpenalised intercept, fitted alongside the coefficients.
+    public var intercept: Bool
     /// Re-anchor when the residual has halved (linear convergence on strongly monotone problems).
     public var restarts: Bool
     /// vr-halpern on regression problems: draw mini-batch rows ∝ w_i‖a_i‖² instead of uniformly (keeps n
@@ -26,22 +58,44 @@ public struct HalpernConfig: Sendable, Equatable {
 
     public init(problem: HalpernProblem, varianceReduced: Bool = true, lambda: Double = 0,
                 lower: Double = -.infinity, upper: Double = .infinity, tolerance: Double = 1e-8,
-                maxOracleCalls: Int64? = nil, restarts: Bool = true, importanceSampling: Bool = false) {
+                maxOracleCalls: Int64? = nil, restarts: Bool = true, importanceSampling: Bool = false,
+                maxPasses: Double? = nil, maxSeconds: Double? = nil,
+                precondition: HalpernPrecondition = .auto, intercept: Bool = false) {
         self.problem = problem; self.varianceReduced = varianceReduced; self.lambda = lambda
         self.lower = lower; self.upper = upper; self.tolerance = tolerance
         self.maxOracleCalls = maxOracleCalls; self.restarts = restarts
         self.importanceSampling = importanceSampling
+        self.maxPasses = maxPasses; self.maxSeconds = maxSeconds
+        self.precondition = precondition; self.intercept = intercept
     }
+
+    public static let defaultMaxPasses = 1000.0
+    /// The budget's floor in oracle calls: a small problem (a 30-row game) needs many more passes than a
+    /// large one, and 2·10⁷ component evaluations take a few seconds at most.
+    public static let minimumBudget: Int64 = 20_000_000
+    /// The default algorithm: vr-halpern for regression, deterministic halpern for matrix games (faster on
+    /// dense games: Benchmarks/RESULTS.md).
+    public static func defaultVarianceReduced(_ p: HalpernProblem) -> Bool { p != .matrixGame }
 }
 
 /// Solves 0 ∈ F(u) + G(u), F = Σ_i F_i over the rows, by Halpern iteration — Cai, Alacaoglu & Diakonikolas,
 /// "Variance Reduced Halpern Iteration for Finite-Sum Monotone Inclusions" (ICLR 2024, arXiv 2310.02987).
 ///
-/// Problems (DESIGN.md §4; sums over rows, weights as multiplicities, no intercept): least squares, ridge,
+/// Problems (sums over rows, weights as multiplicities; optionally an unpenalised intercept b, the
+/// rows then read as ã_i = (a_i, 1)): least squares, ridge,
 /// lasso (G = λ‖·‖₁, prox = soft threshold), box-constrained least squares (G = normal cone of
 /// [lower, upper]^d, resolvent = clamp), logistic (y ∈ {−1, 1}, 0 read as −1; F_i = −w_i y_i a_i σ(−y_i a_iᵀx),
 /// plus λx), and matrix games (F(x, y) = (By, −Bᵀx), G = normal cones of the two simplices; row weights are
 /// ignored there, since duplicating a row of B does not change the game).
+///
+/// Preconditioning (regression, on by default): the solver iterates on z with x = Pz, P diagonal with
+/// P_jj = 1/‖column j‖ (weighted; with an intercept the columns are centred first and the intercept
+/// coordinate is scaled by 1/√Σw_i, x_b = z_b/√Σw − Σ_j μ_j x_j). It is a change of variables: F becomes PᵀF(Pz),
+/// λ‖x‖₁ becomes Σ_j λP_jj|z_j| (soft threshold per coordinate), the box [l, u] becomes [l/P_jj, u/P_jj], so
+/// the scaled problem is again of the forms below and every guarantee carries over with the scaled constants.
+/// The column sums come from the norm pass; vr-halpern then makes one more pass for the scaled row norms.
+/// Jacobi scaling equalises the diagonal of AᵀWA: it removes ill-conditioning from column scales (κ from
+/// 10⁷ to ≈ 1 on columns scaled 1…5,000) but not from correlated columns.
 ///
 /// Algorithms:
 /// - `halpern` (deterministic): u_{k+1} = λ_k u₀ + (1 − λ_k) J_{ηG}(u_k − ηF(u_k)), λ_k = 1/(k+2), one full
@@ -49,13 +103,17 @@ public struct HalpernConfig: Sendable, Equatable {
 ///   by 10 power iterations over the row store (the Rayleigh quotient; it underestimates L, but any η < 2/L
 ///   keeps the forward step nonexpansive, so a factor-2 safety margin is built in).
 /// - `vr-halpern` (Algorithm 1, cocoercive problems): the same recursion with F(u_k) replaced by a recursive
-///   (PAGE/SARAH) estimator: with probability p_k = max(4/(k+5), 1/√n) a full pass, otherwise
+///   (PAGE/SARAH) estimator: with probability p_t = max(4/(t+4), 1/√n) a full pass, otherwise
 ///   F̃_k = F̃_{k−1} + (n/b) Σ_{i∈S} (F_i(u_k) − F_i(u_{k−1})) over b = ⌈√n⌉ rows drawn uniformly with
-///   replacement. p_k = 4/(k+5) is the schedule of the stochastic-Halpern analysis (Cai et al. 2022), whose
-///   expected full-pass cost is O(n log k); the 1/√n floor (the paper's finite-sum choice) keeps the
-///   estimator's accumulated variance bounded on long restart cycles at no more than the mini-batches' own
-///   cost. Uniform sampling needs the on-average constant L_vr = n·maxᵢ w_i‖a_i‖² (+λ; /4 for logistic),
-///   computed in one pass, and η = 1/L_vr. With `sampling: importance` rows are drawn ∝ w_i‖a_i‖² (inverse
+///   replacement. 4/(t+4) is the schedule of the stochastic-Halpern analysis (Cai et al. 2022), whose
+///   expected full-pass cost is O(n log t); the 1/√n floor (the paper's finite-sum choice) keeps the
+///   estimator's accumulated variance bounded at no more than the mini-batches' own cost. t counts
+///   iterations since the start, not since the last restart: a restart happens at a full pass, where the
+///   estimator is exact, and re-running 4/(k+5) from k = 0 after each one cost ≈ 4 ln(K/5) extra passes per
+///   restart cycle — on well-conditioned least squares more than deterministic Halpern's whole solve.
+///   Uniform sampling uses the mean-square constant of the estimator, L_vr = √(n·Σ_i w_i²‖ã_i‖⁴) (+λ; /4 for
+///   logistic; E‖n·w_iΔF_i‖² ≤ L_vr²‖Δ‖², the paper's Lipschitz-in-expectation assumption), computed in the
+///   norm pass, and η = 1/L_vr; it is at most n·maxᵢ w_i‖ã_i‖² and far smaller on uneven rows. With `sampling: importance` rows are drawn ∝ w_i‖a_i‖² (inverse
 ///   CDF over n prefix sums, built in one pass before the first mini-batch: 8 bytes of RAM per row) and the
 ///   estimator divides by the draw probability, so the mean suffices: L_vr = Σᵢ w_i‖a_i‖² = trace(AᵀWA).
 /// - matrix games, `halpern`: inexact Halpern, u_{k+1} = λ_k u₀ + (1 − λ_k) z_k with z_k ≈ J_{η(F+G)}(u_k)
@@ -78,7 +136,11 @@ public struct HalpernConfig: Sendable, Equatable {
 /// Residual (reported, exit test): ‖u − J_{ηᵣG}(u − ηᵣF(u))‖/ηᵣ at the returned point (‖F(u)‖ when G = 0),
 /// from a full pass, with the algorithm-independent ηᵣ = 1/trace(AᵀWA) (+λ; /4 for logistic; 1/‖B‖_F for
 /// games); the solve stops when it is ≤ tolerance × its value at the start (games: duality gap ≤ tolerance ×
-/// max|B_ij|), or when `oracle_calls` reaches the budget (then `converged` is false).
+/// max|B_ij|). Otherwise it stops at the budget (max_oracle_calls and/or max_passes; default
+/// max(1000 passes, 2·10⁷ calls), so a 30-row game gets the calls it needs and a 10⁸-row stream is not held
+/// to 10¹¹), at max_seconds, at a stall (the best residual fell by less than 1% within max(100 passes, 2·10⁶
+/// calls)), or at a non-finite residual; then `converged` is false, `stop_reason` says which, and finish()
+/// returns a warning saying why.
 ///
 /// Oracle calls: one per component evaluation F_i (a full pass is n, a mini-batch 2b), including the
 /// setup passes (the norm pass, power iterations) and the full passes for residuals.
@@ -91,7 +153,7 @@ public struct HalpernConfig: Sendable, Equatable {
 /// Not promised: convergence without (restricted) strong monotonicity at the linear rate; a logistic
 /// problem on separable data with λ = 0 has no minimiser (the budget ends it).
 public struct HalpernSolver: IterativeOperator {
-    public static let stateVersion: UInt16 = 3   // 3: residual history
+    public static let stateVersion: UInt16 = 4   // 3: residual history; 4: preconditioner, intercept, stop reason
     static let powerIterations = 10
     static let restartFactor = 0.5
     static let innerCap = 60
@@ -107,7 +169,15 @@ public struct HalpernSolver: IterativeOperator {
     /// inner step, so tiny batches only add steps.
     static let minGameBatch = 32
 
-    enum Phase: UInt8 { case scan = 0, power = 1, start = 2, iterate = 3, done = 4 }
+    /// Stall: the best residual (games: gap) must fall by this factor within `stallWindow` oracle calls.
+    static let stallFactor = 0.99
+    /// max(stallPasses·n, stallMinimum) oracle calls.
+    static let stallPasses: Int64 = 100
+    static let stallMinimum: Int64 = 2_000_000
+    /// The least oracle calls per step (one pass when n is larger).
+    static let stepWork: Int64 = 1 << 16
+
+    enum Phase: UInt8 { case scan = 0, power = 1, start = 2, iterate = 3, done = 4, norms = 5 }
 
     public let config: HalpernConfig
     public let columns: Int
@@ -126,6 +196,14 @@ public struct HalpernSolver: IterativeOperator {
     var maxComponent = 0.0
     var trace = 0.0
     var maxAbs = 0.0
+    /// The preconditioner x = P z (regression): x_j = scale_j·z_j; with an intercept, coordinate d is the
+    /// intercept, x_d = scale_d·z_d − Σ_j center_j·x_j (centring is empty unless an intercept is fitted and
+    /// preconditioning is on). Identity for games and `precondition: none`.
+    var scale: [Double] = []
+    var center: [Double] = []
+    /// Σ w_i²‖Pᵀã_i‖⁴ and Σ w_i‖Pᵀã_i‖² over the scaled rows ã_i = (a_i, 1): vr-halpern's step.
+    var scaledNorm4 = 0.0
+    var scaledTrace = 0.0
     var powerIter = 0
     var powerVector: [Double] = []
     var powerEstimate = 0.0
@@ -153,6 +231,10 @@ public struct HalpernSolver: IterativeOperator {
     var gap = Double.nan
     var value = Double.nan
     var converged = false
+    var stop = HalpernStop.running
+    /// Stall detection: the best residual (games: gap) so far and the oracle calls when it last fell by `stallFactor`.
+    var best = Double.infinity
+    var bestCalls: Int64 = 0
     /// (oracle calls, residual, restarts so far) at every full-pass residual: `residual_history.npy`.
     var history = BoundedHistory(width: 3)
 
@@ -164,6 +246,12 @@ public struct HalpernSolver: IterativeOperator {
     /// Importance sampling: prefix sums of w_i‖a_i‖² (n + 1), built by `buildCumulative` when first needed.
     var cumulative: [Double] = []
     var vrScratch: [[Double]] = []
+    /// Original-coordinate buffers (x = Pz, gradients) for regression.
+    var xBuf: [Double] = []
+    var xBuf2: [Double] = []
+    var gBuf: [Double] = []
+    /// Monotonic seconds at this process's first step (max_seconds); not state.
+    var clockStart: Double?
 
     public init(config: HalpernConfig, columns: Int, hasTarget: Bool, seed: UInt64 = 0, shard: Int64 = 0, purpose: UInt32 = 0) {
         self.config = config
@@ -175,8 +263,21 @@ public struct HalpernSolver: IterativeOperator {
         self.blockRows = max(16, min(4096, (1 << 18) / max(1, columns)))
     }
 
-    var dimension: Int { config.problem == .matrixGame ? n + columns : columns }
-    var budget: Int64 { config.maxOracleCalls ?? Int64(1000) * Int64(max(1, n)) }
+    var hasIntercept: Bool { config.intercept && !isGame }
+    var dimension: Int { config.problem == .matrixGame ? n + columns : columns + (hasIntercept ? 1 : 0) }
+    var budget: Int64 {
+        func calls(_ passes: Double) -> Int64 {
+            let c = passes * Double(max(1, n))
+            return c >= 4e18 ? Int64.max / 2 : max(1, Int64(c))
+        }
+        switch (config.maxOracleCalls, config.maxPasses) {
+        case let (c?, p?): return min(c, calls(p))
+        case let (c?, nil): return c
+        case let (nil, p?): return calls(p)
+        case (nil, nil): return max(calls(HalpernConfig.defaultMaxPasses), HalpernConfig.minimumBudget)
+        }
+    }
+    var preconditioned: Bool { !isGame && config.precondition != .none }
     var isGame: Bool { config.problem == .matrixGame }
     /// λ inside F (ridge, logistic); lasso's λ lives in G.
     var smoothLambda: Double { config.problem == .ridge || config.problem == .logistic ? config.lambda : 0 }
@@ -198,21 +299,30 @@ public struct HalpernSolver: IterativeOperator {
     // MARK: steps
 
     public mutating func step(_ rows: RowStoreReader) throws(EngineError) -> StepResult {
+        // This process's clock for max_seconds starts at its first step (after a resume too).
+        if clockStart == nil { clockStart = Self.now() }
         switch phase {
         case .scan:
             scan(rows)
         case .power:
             powerStep(rows)
+        case .norms:
+            scaledNorms(rows)
         case .start:
             start(rows)
         case .iterate:
-            if isGame {
-                if config.varianceReduced { vrGameStep(rows) } else { gameStep(rows) }
-            } else if config.varianceReduced {
-                vrStep(rows)
-            } else {
-                deterministicStep(rows)
-            }
+            // A step is at least `stepWork` oracle calls: on a 30-row game one pass is microseconds, and the
+            // runner's work between steps (state hand-over, checkpoint clock) would dominate.
+            let callsAtStart = oracleCalls
+            repeat {
+                if isGame {
+                    if config.varianceReduced { vrGameStep(rows) } else { gameStep(rows) }
+                } else if config.varianceReduced {
+                    vrStep(rows)
+                } else {
+                    deterministicStep(rows)
+                }
+            } while phase == .iterate && oracleCalls - callsAtStart < Self.stepWork
         case .done:
             break
         }
@@ -224,43 +334,114 @@ public struct HalpernSolver: IterativeOperator {
         return RowBatch(columns: columns, capacity: blockRows, hasTarget: rows.hasTarget, hasWeight: true)
     }
 
-    /// One pass: row norms (for L_vr and ηᵣ) and max|B_ij| (games).
+    /// One pass: row norms (for L_vr and ηᵣ), max|B_ij| (games), and the weighted column sums and sums of
+    /// squares that the diagonal preconditioner is made of.
     mutating func scan(_ rows: RowStoreReader) {
         n = rows.count
         if n == 0 { phase = .done; return }
         var b = batchBuffer(rows)
         let d = columns
+        var colSum = [Double](repeating: 0, count: isGame ? 0 : d)
+        var colSq = [Double](repeating: 0, count: isGame ? 0 : d)
+        var norm4 = 0.0, total = 0.0
+        let one = hasIntercept ? 1.0 : 0.0
         var start = 0
         while start < n {
             rows.read(start, blockRows, into: &b)
             for r in 0..<b.count {
                 var s = 0.0
-                for j in 0..<d { let v = b.features[r * d + j]; s += v * v; maxAbs = max(maxAbs, abs(v)) }
                 let w = isGame ? 1 : b.weight(r)
+                total += w
+                for j in 0..<d { let v = b.features[r * d + j]; s += v * v; maxAbs = max(maxAbs, abs(v)) }
+                if !isGame {
+                    for j in 0..<d { let v = b.features[r * d + j]; colSum[j] += w * v; colSq[j] += w * v * v }
+                }
+                s += one
                 maxComponent = max(maxComponent, w * s)
                 trace += w * s
+                norm4 += w * w * s * s
             }
             start += b.count
         }
         scratch = b
         oracleCalls += Int64(n)
+        let m = dimension
+        scale = [Double](repeating: 1, count: isGame ? 0 : m)
+        center = []
+        if preconditioned {
+            if hasIntercept { center = [Double](repeating: 0, count: d) }
+            for j in 0..<d {
+                // Centred when an intercept absorbs the mean; a (near-)constant column keeps its raw norm.
+                var ss = colSq[j]
+                if hasIntercept && total > 0 {
+                    let mu = colSum[j] / total
+                    let c = colSq[j] - colSum[j] * mu
+                    if c > 1e-12 * colSq[j] { center[j] = mu; ss = c }
+                }
+                scale[j] = ss > 0 && ss.isFinite ? 1 / ss.squareRoot() : 1
+            }
+            if hasIntercept { scale[d] = total > 0 ? 1 / total.squareRoot() : 1 }
+        } else {
+            scaledNorm4 = norm4
+            scaledTrace = trace
+        }
         if isGame || !config.varianceReduced {
             let rng = CounterRandom(seed: seed, shard: shard, purpose: purpose ^ Self.purposePower)
-            powerVector = (0..<d).map { rng.normal(index: UInt64($0)) }
+            powerVector = (0..<(isGame ? d : m)).map { rng.normal(index: UInt64($0)) }
             normalize(&powerVector)
-            phase = d == 0 ? .start : .power
+            phase = powerVector.isEmpty ? .start : .power
         } else {
-            phase = .start
+            phase = preconditioned ? .norms : .start
         }
     }
 
-    /// The prefix sums of w_i‖a_i‖² for importance sampling: built by one pass over the row store when the
+    /// vr-halpern with a preconditioner: one pass for the scaled rows' Σ w_i²‖Pᵀã_i‖⁴ (the mean-square
+    /// Lipschitz constant) and Σ w_i‖Pᵀã_i‖².
+    mutating func scaledNorms(_ rows: RowStoreReader) {
+        var b = batchBuffer(rows)
+        var start = 0
+        scaledNorm4 = 0; scaledTrace = 0
+        while start < n {
+            rows.read(start, blockRows, into: &b)
+            for r in 0..<b.count {
+                let w = b.weight(r)
+                let s = scaledRowNorm2(b, r)
+                scaledNorm4 += w * w * s * s
+                scaledTrace += w * s
+            }
+            start += b.count
+        }
+        scratch = b
+        oracleCalls += Int64(n)
+        phase = .start
+    }
+
+    /// ‖Pᵀã_r‖² of row r of a batch: Σ_j scale_j²(a_rj − center_j)² (+ scale_d² with an intercept).
+    @inline(__always)
+    func scaledRowNorm2(_ b: RowBatch, _ r: Int) -> Double {
+        let d = columns
+        var s = 0.0
+        if center.isEmpty {
+            for j in 0..<d { let v = scale[j] * b.features[r * d + j]; s += v * v }
+        } else {
+            for j in 0..<d { let v = scale[j] * (b.features[r * d + j] - center[j]); s += v * v }
+        }
+        if hasIntercept { s += scale[d] * scale[d] }
+        return s
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    /// The prefix sums of w_i‖Pᵀã_i‖² for importance sampling: built by one pass over the row store when the
     /// first mini-batch needs them, and again after a restore (scratch, not state: same rows, same order, same
     /// sums). Not an oracle cost (the norm pass already counted these rows), so a resumed solve reports what
     /// the uninterrupted one does.
     mutating func buildCumulative(_ rows: RowStoreReader) {
         var b = batchBuffer(rows)
-        let d = columns
         var total = 0.0
         cumulative = [0]
         cumulative.reserveCapacity(n + 1)
@@ -268,9 +449,7 @@ public struct HalpernSolver: IterativeOperator {
         while start < n {
             rows.read(start, blockRows, into: &b)
             for r in 0..<b.count {
-                var s = 0.0
-                for j in 0..<d { let v = b.features[r * d + j]; s += v * v }
-                total += b.weight(r) * s
+                total += b.weight(r) * scaledRowNorm2(b, r)
                 cumulative.append(total)
             }
             start += b.count
@@ -296,24 +475,31 @@ public struct HalpernSolver: IterativeOperator {
         if s > 0 { for i in v.indices { v[i] /= s } }
     }
 
-    /// One power iteration on AᵀWA (games: BᵀB).
+    /// One power iteration on PᵀÃᵀWÃP (Ã = [A 1] with an intercept; games: BᵀB).
     mutating func powerStep(_ rows: RowStoreReader) {
         var b = batchBuffer(rows)
         let d = columns
-        var w = [Double](repeating: 0, count: d)
+        var w = [Double](repeating: 0, count: isGame ? d : dimension)
         if tmp.count < blockRows { tmp = [Double](repeating: 0, count: blockRows) }
+        var v = powerVector
+        if !isGame { toOriginal(powerVector, into: &v) }
         var start = 0
         while start < n {
             rows.read(start, blockRows, into: &b)
             let c = b.count
             b.features.withUnsafeBufferPointer { a in
-                powerVector.withUnsafeBufferPointer { v in
+                v.withUnsafeBufferPointer { vp in
                     tmp.withUnsafeMutableBufferPointer { t in
-                        BlockKernels.gemv(a.baseAddress!, rows: c, n: d, v: v.baseAddress!, into: t.baseAddress!)
+                        BlockKernels.gemv(a.baseAddress!, rows: c, n: d, v: vp.baseAddress!, into: t.baseAddress!)
                     }
                 }
             }
-            if !isGame { for r in 0..<c { tmp[r] *= b.weight(r) } }
+            if !isGame {
+                let x0 = hasIntercept ? v[d] : 0
+                var s = 0.0
+                for r in 0..<c { tmp[r] = b.weight(r) * (tmp[r] + x0); s += tmp[r] }
+                if hasIntercept { w[d] += s }
+            }
             b.features.withUnsafeBufferPointer { a in
                 tmp.withUnsafeBufferPointer { t in
                     w.withUnsafeMutableBufferPointer { wp in
@@ -325,13 +511,45 @@ public struct HalpernSolver: IterativeOperator {
         }
         scratch = b
         oracleCalls += Int64(n)
+        if !isGame { gradientToScaled(&w) }
         var rho = 0.0
-        for j in 0..<d { rho += powerVector[j] * w[j] }
+        for j in w.indices { rho += powerVector[j] * w[j] }
         powerEstimate = max(powerEstimate, rho)
         normalize(&w)
         powerVector = w
         powerIter += 1
         if powerIter >= Self.powerIterations || rho == 0 { phase = .start }
+    }
+
+    // MARK: the preconditioner
+
+    /// x = P z: coefficients (and intercept, last) in the original coordinates.
+    func toOriginal(_ z: [Double], into x: inout [Double]) {
+        let d = columns
+        for j in 0..<d { x[j] = scale[j] * z[j] }
+        if hasIntercept {
+            var s = scale[d] * z[d]
+            if !center.isEmpty { for j in 0..<d { s -= center[j] * x[j] } }
+            x[d] = s
+        }
+    }
+
+    /// g ← Pᵀg: a gradient in the original coordinates to the scaled ones.
+    func gradientToScaled(_ g: inout [Double]) {
+        let d = columns
+        if hasIntercept {
+            let gi = g[d]
+            if !center.isEmpty { for j in 0..<d { g[j] -= center[j] * gi } }
+            g[d] = scale[d] * gi
+        }
+        for j in 0..<d { g[j] *= scale[j] }
+    }
+
+    /// The largest scale_j² over the penalised coordinates: the Lipschitz constant of ½λ‖x‖² in z.
+    var penaltyCurvature: Double {
+        var m = 0.0
+        for j in 0..<columns { m = max(m, scale[j] * scale[j]) }
+        return m
     }
 
     /// Step sizes, the starting point and its residual.
@@ -342,9 +560,13 @@ public struct HalpernSolver: IterativeOperator {
             eta = lipschitz > 0 ? (config.varianceReduced ? 1 : 0.45) / lipschitz : 1
             etaResidual = trace > 0 ? 1 / trace.squareRoot() : 1
         } else {
-            lipschitz = config.varianceReduced
-                ? (importance ? trace : Double(n) * maxComponent) * curvature + smoothLambda
-                : powerEstimate * curvature + smoothLambda
+            // Uniform draws: the mean-square constant of the estimator (n/b)Σ w_iΔF_i, √(n·Σ w_i²‖Pᵀã_i‖⁴)
+            // (Cai et al.'s Assumption on E‖F_i(u) − F_i(v)‖²), not n·max w_i‖Pᵀã_i‖², which is up to √n
+            // times larger on uneven rows; importance draws: Σ w_i‖Pᵀã_i‖².
+            let data = config.varianceReduced
+                ? (importance ? scaledTrace : (Double(n) * scaledNorm4).squareRoot())
+                : powerEstimate
+            lipschitz = data * curvature + smoothLambda * penaltyCurvature
             eta = lipschitz > 0 ? 1 / lipschitz : 1
             let lr = trace * curvature + smoothLambda
             etaResidual = lr > 0 ? 1 / lr : 1
@@ -354,7 +576,8 @@ public struct HalpernSolver: IterativeOperator {
             for i in 0..<n { a0[i] = 1 / Double(n) }
             for j in 0..<columns { a0[n + j] = 1 / Double(columns) }
         } else {
-            applyResolvent(&a0, step: 1)
+            applyResolvent(&a0, step: 1, scaled: true)
+            xBuf = [Double](repeating: 0, count: m); xBuf2 = xBuf; gBuf = xBuf
         }
         anchor = a0
         iterate = anchor
@@ -362,6 +585,7 @@ public struct HalpernSolver: IterativeOperator {
         snapshot = isGame && config.varianceReduced ? anchor : []
         estimate = [Double](repeating: 0, count: m)
         work = [Double](repeating: 0, count: m)
+        best = .infinity; bestCalls = oracleCalls
         evaluateFresh(rows)
         initialResidual = residual
         anchorResidual = residual
@@ -378,7 +602,13 @@ public struct HalpernSolver: IterativeOperator {
         if !snapshot.isEmpty { snapshot = iterate }
         fullF(rows, at: isGame ? inner : iterate)
         fresh = true
-        residual = forwardBackwardResidual(iterate, estimate, step: etaResidual)
+        if isGame {
+            residual = forwardBackwardResidual(iterate, estimate, step: etaResidual, scaled: false)
+        } else {
+            // In the original coordinates, whatever the preconditioner: gBuf = F(x) from fullF.
+            toOriginal(iterate, into: &xBuf)
+            residual = forwardBackwardResidual(xBuf, gBuf, step: etaResidual, scaled: false)
+        }
         if isGame {
             var minBy = Double.infinity, maxBtx = -Double.infinity, v = 0.0
             for i in 0..<n { minBy = min(minBy, estimate[i]); v += iterate[i] * estimate[i] }
@@ -386,15 +616,22 @@ public struct HalpernSolver: IterativeOperator {
             gap = maxBtx - minBy
             value = v
         }
+        let progress = isGame ? gap : residual
+        if progress <= Self.stallFactor * best || best == .infinity { best = progress; bestCalls = oracleCalls }
         history.record([Double(oracleCalls), residual, Double(restartCount)])
     }
 
-    /// `estimate` = F(u) = Σ_i F_i(u) (+λu), by blocks at fixed row positions.
+    /// `estimate` = F(u) = Σ_i F_i(u) (+λu), by blocks at fixed row positions; regression: in the scaled
+    /// coordinates, with F at x = Pu in the original ones left in `gBuf`.
     mutating func fullF(_ rows: RowStoreReader, at u: [Double]) {
         var b = batchBuffer(rows)
         let d = columns, game = isGame, problem = config.problem
         if tmp.count < blockRows { tmp = [Double](repeating: 0, count: blockRows) }
         for i in estimate.indices { estimate[i] = 0 }
+        if !game {
+            toOriginal(u, into: &xBuf2)
+            for i in gBuf.indices { gBuf[i] = 0 }
+        }
         var start = 0
         while start < n {
             rows.read(start, blockRows, into: &b)
@@ -417,17 +654,21 @@ public struct HalpernSolver: IterativeOperator {
                     }
                 }
             } else {
+                // In the original coordinates x = Pu: F(x) = Ãᵀ(w ∘ ℓ'(Ãx)) + λx into gBuf, then Pᵀ.
+                let x0 = hasIntercept ? xBuf2[d] : 0
                 b.features.withUnsafeBufferPointer { a in
-                    u.withUnsafeBufferPointer { up in
+                    xBuf2.withUnsafeBufferPointer { up in
                         tmp.withUnsafeMutableBufferPointer { tp in
                             BlockKernels.gemv(a.baseAddress!, rows: c, n: d, v: up.baseAddress!, into: tp.baseAddress!)
                         }
                     }
                 }
-                for r in 0..<c { tmp[r] = b.weight(r) * Self.derivative(problem, tmp[r], b.targets?[r] ?? 0) }
+                var s = 0.0
+                for r in 0..<c { tmp[r] = b.weight(r) * Self.derivative(problem, tmp[r] + x0, b.targets?[r] ?? 0); s += tmp[r] }
+                if hasIntercept { gBuf[d] += s }
                 b.features.withUnsafeBufferPointer { a in
                     tmp.withUnsafeBufferPointer { tp in
-                        estimate.withUnsafeMutableBufferPointer { e in
+                        gBuf.withUnsafeMutableBufferPointer { e in
                             BlockKernels.gemvTransposedAccumulate(a.baseAddress!, rows: c, n: d, v: tp.baseAddress!, into: e.baseAddress!)
                         }
                     }
@@ -436,8 +677,12 @@ public struct HalpernSolver: IterativeOperator {
             start += c
         }
         scratch = b
-        let lam = smoothLambda
-        if lam != 0 { for j in 0..<d { estimate[j] += lam * u[j] } }
+        if !game {
+            let lam = smoothLambda
+            if lam != 0 { for j in 0..<d { gBuf[j] += lam * xBuf2[j] } }
+            for j in estimate.indices { estimate[j] = gBuf[j] }
+            gradientToScaled(&estimate)
+        }
         oracleCalls += Int64(n)
     }
 
@@ -454,14 +699,22 @@ public struct HalpernSolver: IterativeOperator {
         return z - y
     }
 
-    /// v ← J_{step·G}(v): soft threshold (lasso), clamp (box), simplex projections (games), identity.
-    mutating func applyResolvent(_ v: inout [Double], step: Double) {
+    /// v ← J_{step·G}(v): soft threshold (lasso), clamp (box), simplex projections (games), identity; the
+    /// intercept is never penalised. `scaled`: v is in the preconditioned coordinates, where G(Pz) is
+    /// λΣ scale_j|z_j| (threshold step·λ·scale_j) or the box [lower, upper]/scale_j.
+    mutating func applyResolvent(_ v: inout [Double], step: Double, scaled: Bool) {
         switch config.problem {
         case .lasso:
             let th = step * config.lambda
-            for i in v.indices { let x = v[i]; v[i] = x > th ? x - th : (x < -th ? x + th : 0) }
+            for i in 0..<columns {
+                let t = scaled ? th * scale[i] : th
+                let x = v[i]; v[i] = x > t ? x - t : (x < -t ? x + t : 0)
+            }
         case .box:
-            for i in v.indices { v[i] = min(config.upper, max(config.lower, v[i])) }
+            for i in 0..<columns {
+                let s = scaled ? scale[i] : 1
+                v[i] = min(config.upper / s, max(config.lower / s, v[i]))
+            }
         case .matrixGame:
             projectSimplex(&v, 0, n)
             projectSimplex(&v, n, n + columns)
@@ -490,11 +743,11 @@ public struct HalpernSolver: IterativeOperator {
     }
 
     /// ‖u − J_{sG}(u − sF)‖/s.
-    mutating func forwardBackwardResidual(_ u: [Double], _ f: [Double], step s: Double) -> Double {
+    mutating func forwardBackwardResidual(_ u: [Double], _ f: [Double], step s: Double, scaled: Bool) -> Double {
         var w = work
         work = []
         for i in u.indices { w[i] = u[i] - s * f[i] }
-        applyResolvent(&w, step: s)
+        applyResolvent(&w, step: s, scaled: scaled)
         var r = 0.0
         for i in u.indices { let e = u[i] - w[i]; r += e * e }
         work = w
@@ -503,15 +756,31 @@ public struct HalpernSolver: IterativeOperator {
 
     // MARK: exit and restarts
 
-    /// The exit test on a fresh residual, the budget, or a non-finite residual.
+    /// The exit test on a fresh residual; otherwise the budget, the clock, a stall or a non-finite residual
+    /// end the solve (and `stop` says which).
     mutating func shouldStop() -> Bool {
         if isGame {
-            if gap <= config.tolerance * maxAbs { converged = true; return true }
+            if gap <= config.tolerance * maxAbs { converged = true; stop = .converged; return true }
         } else if residual <= config.tolerance * initialResidual || initialResidual == 0 {
-            converged = true; return true
+            converged = true; stop = .converged; return true
         }
-        return oracleCalls >= budget || !residual.isFinite
+        if !residual.isFinite || (isGame && !gap.isFinite) { stop = .diverged; return true }
+        if let reason = outOfResources() { stop = reason; return true }
+        if oracleCalls - bestCalls >= stallWindow { stop = .stall; return true }
+        return false
     }
+
+    /// The budget or max_seconds, checked between fresh residuals too.
+    func outOfResources() -> HalpernStop? {
+        if oracleCalls >= budget { return .budget }
+        if let limit = config.maxSeconds, let c0 = clockStart, Self.now() - c0 >= limit { return .time }
+        return nil
+    }
+
+    /// Oracle calls without a 1% fall of the best residual after which the solve has stalled: 100 passes,
+    /// at least 2·10⁶ calls (restarted Halpern gains far more than 1% per pass while it converges; plain
+    /// Halpern's O(1/k) residual falls by more than 1% over any 100 passes up to 10⁴ of them).
+    var stallWindow: Int64 { max(Self.stallPasses * Int64(n), Self.stallMinimum) }
 
     mutating func maybeRestart() {
         guard config.restarts, k > 0, residual <= Self.restartFactor * anchorResidual else { return }
@@ -525,7 +794,7 @@ public struct HalpernSolver: IterativeOperator {
     mutating func halpernUpdate(into next: inout [Double]) {
         let lam = 1 / Double(k + 2)
         for i in iterate.indices { next[i] = iterate[i] - eta * estimate[i] }
-        applyResolvent(&next, step: eta)
+        applyResolvent(&next, step: eta, scaled: true)
         for i in iterate.indices { next[i] = lam * anchor[i] + (1 - lam) * next[i] }
         k += 1; t += 1; iterations += 1
     }
@@ -550,6 +819,7 @@ public struct HalpernSolver: IterativeOperator {
         let refresh = CounterRandom(seed: seed, shard: shard, purpose: purpose ^ Self.purposeRefresh)
         let sampler = CounterRandom(seed: seed, shard: shard, purpose: purpose ^ Self.purposeSample)
         var next = [Double](repeating: 0, count: iterate.count)
+        var delta = [Double](repeating: 0, count: iterate.count)
         var one = RowBatch(columns: columns, capacity: 1, hasTarget: rows.hasTarget, hasWeight: true)
         let d = columns, problem = config.problem, scale = Double(n) / Double(b), lam = smoothLambda
         if importance && cumulative.count != n + 1 { buildCumulative(rows) }
@@ -558,32 +828,52 @@ public struct HalpernSolver: IterativeOperator {
             if fresh {
                 if shouldStop() { phase = .done; return }
                 maybeRestart()
-            } else if oracleCalls >= budget {
-                // Budget spent between refreshes: one more pass so the reported residual is the true one.
+            } else if outOfResources() != nil {
+                // Budget or clock spent between refreshes: one more pass so the reported residual is the true one.
                 evaluateFresh(rows)
-                _ = shouldStop()
+                if !shouldStop() { stop = outOfResources() ?? .budget }
                 phase = .done
                 return
             }
             halpernUpdate(into: &next)
-            let p = max(4 / Double(k + 5), 1 / Double(n).squareRoot())
+            // The refresh probability follows the global iteration count t, not the restart-local k: after a
+            // restart the estimator is exact (restarts happen at full passes), so re-running 4/(k+5) from
+            // k = 0 only buys full passes — Σ_k 4/(k+5) ≈ 4 ln(K/5) of them per restart cycle, which on
+            // a well-conditioned least-squares problem (n = 10⁵, d = 30, tolerance 1e-9) cost more than
+            // deterministic Halpern's whole solve (Benchmarks/RESULTS.md).
+            let p = max(4 / Double(t + 4), 1 / Double(n).squareRoot())
             if refresh.uniform(index: UInt64(t)) < p {
                 swap(&iterate, &next)
                 evaluateFresh(rows)
             } else {
+                toOriginal(next, into: &xBuf)
+                toOriginal(iterate, into: &xBuf2)
+                let newIntercept = hasIntercept ? xBuf[d] : 0, oldIntercept = hasIntercept ? xBuf2[d] : 0
+                for q in delta.indices { delta[q] = 0 }
                 for j in 0..<b {
                     let u = sampler.uniform(index: UInt64(t), lane: UInt32(j))
                     let i = importance ? importanceDraw(u) : min(n - 1, Int(u * Double(n)))
                     rows.read(i, 1, into: &one)
-                    var zNew = 0.0, zOld = 0.0, norm2 = 0.0
-                    for q in 0..<d { let a = one.features[q]; zNew += a * next[q]; zOld += a * iterate[q]; norm2 += a * a }
+                    var zNew = newIntercept, zOld = oldIntercept
+                    for q in 0..<d { let a = one.features[q]; zNew += a * xBuf[q]; zOld += a * xBuf2[q] }
                     let y = one.targets?[0] ?? 0
                     let diff = Self.derivative(problem, zNew, y) - Self.derivative(problem, zOld, y)
-                    // Uniform: (n/b)·w_i·ΔF_i. Importance, q_i = w_i‖a_i‖²/T: w_i·ΔF_i/(b·q_i) = T·ΔF_i/(b‖a_i‖²).
-                    let c = importance ? (norm2 > 0 ? total / (Double(b) * norm2) * diff : 0) : scale * one.weight(0) * diff
-                    if c != 0 { for q in 0..<d { estimate[q] += c * one.features[q] } }
+                    // Uniform: (n/b)·w_i·ΔF_i. Importance, q_i = w_i‖Pᵀã_i‖²/T: w_i·ΔF_i/(b·q_i) = T·ΔF_i/(b‖Pᵀã_i‖²).
+                    let c: Double
+                    if importance {
+                        let norm2 = scaledRowNorm2(one, 0)
+                        c = norm2 > 0 ? total / (Double(b) * norm2) * diff : 0
+                    } else {
+                        c = scale * one.weight(0) * diff
+                    }
+                    if c != 0 {
+                        for q in 0..<d { delta[q] += c * one.features[q] }
+                        if hasIntercept { delta[d] += c }
+                    }
                 }
-                if lam != 0 { for q in 0..<d { estimate[q] += lam * (next[q] - iterate[q]) } }
+                if lam != 0 { for q in 0..<d { delta[q] += lam * (xBuf[q] - xBuf2[q]) } }
+                gradientToScaled(&delta)
+                for q in estimate.indices { estimate[q] += delta[q] }
                 oracleCalls += Int64(2 * b)
                 fresh = false
                 swap(&iterate, &next)
@@ -602,7 +892,7 @@ public struct HalpernSolver: IterativeOperator {
         var z = work
         work = []
         for i in z.indices { z[i] = iterate[i] - eta * estimate[i] }
-        applyResolvent(&z, step: eta)
+        applyResolvent(&z, step: eta, scaled: false)
         var diff = 0.0
         for i in z.indices { let e = z[i] - inner[i]; diff += e * e }
         diff = diff.squareRoot()
@@ -646,7 +936,8 @@ public struct HalpernSolver: IterativeOperator {
                 // `iterate` was just evaluated: residual and gap are current.
                 if shouldStop() { phase = .done; return }
                 maybeRestart()
-            } else if oracleCalls >= budget {
+            } else if let reason = outOfResources() {
+                stop = reason
                 phase = .done  // `iterate` has not moved since its fresh evaluation
                 return
             }
@@ -656,7 +947,7 @@ public struct HalpernSolver: IterativeOperator {
                 g[i] = estimate[i] + (snapshot[i] - iterate[i]) / eta
                 half[i] = zbar[i] - tau * g[i]
             }
-            applyResolvent(&half, step: tau)
+            applyResolvent(&half, step: tau, scaled: false)
             // dir = ĝ(w) + (z½ − w)/η + (n/b)Σ_{i∈S}(F_i(z½) − F_i(w)); F_i(x, y) = (e_i·B_i y, −x_i·B_iᵀ).
             for i in 0..<m { dir[i] = g[i] + (half[i] - snapshot[i]) / eta }
             for j in 0..<b {
@@ -672,7 +963,7 @@ public struct HalpernSolver: IterativeOperator {
             var z = inner
             inner = []
             for i in 0..<m { z[i] = zbar[i] - tau * dir[i] }
-            applyResolvent(&z, step: tau)
+            applyResolvent(&z, step: tau, scaled: false)
             inner = z
             innerJ += 1
             t += 1
@@ -682,7 +973,7 @@ public struct HalpernSolver: IterativeOperator {
                 fullF(rows, at: snapshot)
                 // ‖w − z*‖ ≤ (3 + η‖B‖)·‖w − Π(u_k − ηF(w))‖ (μ = 1/η strong monotonicity of the inner problem).
                 for i in 0..<m { half[i] = iterate[i] - eta * estimate[i] }
-                applyResolvent(&half, step: eta)
+                applyResolvent(&half, step: eta, scaled: false)
                 var r = 0.0
                 for i in 0..<m { let e = snapshot[i] - half[i]; r += e * e }
                 let kk = Double(k + 2)
@@ -706,22 +997,65 @@ public struct HalpernSolver: IterativeOperator {
             ("problem", .string(config.problem.rawValue)),
             ("algorithm", .string(config.varianceReduced ? "vr-halpern" : "halpern")),
             ("converged", .bool(converged)),
+            ("stop_reason", .string(stop.name)),
             ("residual", .double(residual)),
             ("relative_residual", .double(initialResidual > 0 ? residual / initialResidual : 0)),
             ("iterations", .int(iterations)), ("oracle_calls", .int(oracleCalls)), ("restarts", .int(restartCount)),
+            ("passes", .double(n > 0 ? Double(oracleCalls) / Double(n) : 0)),
+            ("budget_oracle_calls", .int(budget)),
             ("lipschitz", .double(lipschitz)), ("step_size", .double(eta)),
         ]
-        if isGame { s += [("value", .double(value)), ("duality_gap", .double(gap))] }
+        if isGame {
+            s += [("value", .double(value)), ("duality_gap", .double(gap))]
+        } else {
+            s += [("precondition", .string(preconditioned ? "diagonal" : "none"))]
+            if hasIntercept {
+                var x = [Double](repeating: 0, count: dimension)
+                if iterate.count == dimension { toOriginal(iterate, into: &x) }
+                s += [("intercept", .double(x[columns]))]
+            }
+        }
         return s
+    }
+
+    /// Why the solve ended before its tolerance, for the run's warnings (nil when it converged).
+    func stopWarning() -> OperatorWarning? {
+        guard !converged else { return nil }
+        let reached = isGame
+            ? "duality gap \(gap) > tolerance·max|B_ij| = \(config.tolerance * maxAbs)"
+            : "relative residual \(initialResidual > 0 ? residual / initialResidual : residual) > tolerance \(config.tolerance)"
+        let passes = n > 0 ? (Double(oracleCalls) / Double(n)).rounded() : 0
+        switch stop {
+        case .budget:
+            return OperatorWarning("stopped before its tolerance: the budget of \(budget) oracle calls is spent (\(passes) passes); \(reached)",
+                                   hint: "raise params.max_passes or params.max_oracle_calls, or loosen params.tolerance")
+        case .stall:
+            return OperatorWarning("stopped before its tolerance: stalled, the best residual fell by less than 1% over the last \(stallWindow) oracle calls; \(reached)",
+                                   hint: "the tolerance may be below what float64 reaches on this problem, or the problem has no minimiser (separable logistic with lambda 0); loosen params.tolerance or add lambda")
+        case .time:
+            return OperatorWarning("stopped before its tolerance: params.max_seconds (\(config.maxSeconds ?? 0) s) elapsed after \(passes) passes; \(reached)",
+                                   hint: "raise params.max_seconds or loosen params.tolerance")
+        case .diverged:
+            return OperatorWarning("stopped before its tolerance: the residual is not finite after \(passes) passes",
+                                   hint: "check the input for huge or non-finite values")
+        case .running, .converged:
+            return OperatorWarning("stopped before its tolerance; \(reached)")
+        }
     }
 
     public mutating func finish() throws(EngineError) -> OperatorOutput {
         guard n > 0, phase == .done else {
             throw .data("halpern-solver", n == 0 && phase == .done ? "no rows to solve over" : "the solve did not run (finish before its steps)")
         }
-        return OperatorOutput(arrays: [NamedArray("solution", shape: [iterate.count], float64: iterate)]
+        var solution = iterate
+        if !isGame {
+            // The coefficients in the original coordinates; the intercept goes to summary.json.
+            toOriginal(iterate, into: &solution)
+            solution = Array(solution[0..<columns])
+        }
+        return OperatorOutput(arrays: [NamedArray("solution", shape: [solution.count], float64: solution)]
                                   + [history.array("residual_history")].compactMap { $0 },
-                              summary: currentSummary())
+                              summary: currentSummary(), warnings: [stopWarning()].compactMap { $0 })
     }
 
     public func encodeState() -> [UInt8] {
@@ -730,12 +1064,14 @@ public struct HalpernSolver: IterativeOperator {
         w.i64(rowsSeen); w.f64(weightSum)
         w.u8(phase.rawValue); w.u64(UInt64(n))
         w.f64(maxComponent); w.f64(trace); w.f64(maxAbs)
+        w.f64s(scale); w.f64s(center); w.f64(scaledNorm4); w.f64(scaledTrace)
         w.u64(UInt64(powerIter)); w.f64s(powerVector); w.f64(powerEstimate)
         w.f64(lipschitz); w.f64(eta); w.f64(etaResidual)
         w.f64s(anchor); w.f64s(iterate); w.f64s(estimate); w.f64s(inner); w.f64s(snapshot); w.u64(UInt64(innerJ))
         w.i64(k); w.i64(t); w.i64(iterations); w.i64(oracleCalls); w.i64(restartCount)
         w.bool(fresh); w.f64(residual); w.f64(initialResidual); w.f64(anchorResidual)
         w.f64(gap); w.f64(value); w.bool(converged)
+        w.u8(stop.rawValue); w.f64(best); w.i64(bestCalls)
         history.encode(&w)
         return w.bytes
     }
@@ -753,6 +1089,7 @@ public struct HalpernSolver: IterativeOperator {
         phase = ph
         n = Int(try r.u64())
         maxComponent = try r.f64(); trace = try r.f64(); maxAbs = try r.f64()
+        scale = try r.f64s(); center = try r.f64s(); scaledNorm4 = try r.f64(); scaledTrace = try r.f64()
         powerIter = Int(try r.u64()); powerVector = try r.f64s(); powerEstimate = try r.f64()
         lipschitz = try r.f64(); eta = try r.f64(); etaResidual = try r.f64()
         anchor = try r.f64s(); iterate = try r.f64s(); estimate = try r.f64s(); inner = try r.f64s()
@@ -761,16 +1098,24 @@ public struct HalpernSolver: IterativeOperator {
         k = try r.i64(); t = try r.i64(); iterations = try r.i64(); oracleCalls = try r.i64(); restartCount = try r.i64()
         fresh = try r.bool(); residual = try r.f64(); initialResidual = try r.f64(); anchorResidual = try r.f64()
         gap = try r.f64(); value = try r.f64(); converged = try r.bool()
+        guard let st = HalpernStop(rawValue: try r.u8()) else { throw .data(context, "halpern-solver state has an unknown stop reason") }
+        stop = st
+        best = try r.f64(); bestCalls = try r.i64()
         try history.decode(&r, what: "halpern-solver")
         let m = dimension
         let iterating = phase == .iterate || phase == .done
         guard r.remaining == 0, n >= 0, n <= 1 << 40,
-              powerVector.count == (powerVector.isEmpty ? 0 : columns),
+              powerVector.count == (powerVector.isEmpty ? 0 : (isGame ? columns : m)),
+              phase == .scan || isGame ? scale.isEmpty : scale.count == m,
+              center.isEmpty || center.count == columns,
               !iterating || (anchor.count == m && iterate.count == m && estimate.count == m && inner.count == m),
               snapshot.isEmpty || snapshot.count == m else {
             throw .data(context, "halpern-solver state is inconsistent (array lengths or trailing bytes)")
         }
-        if iterating { work = [Double](repeating: 0, count: m) }
+        if iterating {
+            work = [Double](repeating: 0, count: m)
+            if !isGame { xBuf = work; xBuf2 = work; gBuf = work }
+        }
     }
 }
 

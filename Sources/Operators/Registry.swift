@@ -318,8 +318,8 @@ let halpernDescriptor = OperatorDescriptor(
     parameters: [
         ParameterSpec("problem", .choice(HalpernProblem.allCases.map(\.rawValue)), required: true,
                       doc: "objective (DESIGN.md §4); all but matrix-game need a target"),
-        ParameterSpec("algorithm", .choice(["vr-halpern", "halpern"]), default: .string("vr-halpern"),
-                      doc: "vr-halpern: Algorithm 1 (recursive variance reduction, √n mini-batches); halpern: deterministic full passes"),
+        ParameterSpec("algorithm", .choice(["auto", "vr-halpern", "halpern"]), default: .string("auto"),
+                      doc: "vr-halpern: Algorithm 1 (recursive variance reduction, √n mini-batches; games: Algorithm 2); halpern: deterministic full passes; auto: vr-halpern for regression, halpern for matrix-game (the faster one on dense games)"),
         ParameterSpec("lambda", .double(min: 0, max: .greatestFiniteMagnitude, openMin: false), default: .double(0),
                       doc: "λ ≥ 0 of ridge, lasso and logistic"),
         ParameterSpec("lower", .double(min: -.greatestFiniteMagnitude, max: .greatestFiniteMagnitude, openMin: false),
@@ -329,11 +329,19 @@ let halpernDescriptor = OperatorDescriptor(
         ParameterSpec("tolerance", .double(min: 0, max: 1, openMin: true), default: .double(1e-8),
                       doc: "stop when the residual is ≤ tolerance × its start value (games: duality gap ≤ tolerance × max|B|)"),
         ParameterSpec("max_oracle_calls", .int(min: 1, max: Int64.max / 2),
-                      doc: "budget of component evaluations (absent: 1000·n); when hit the run succeeds with converged: false"),
+                      doc: "budget of component evaluations (with max_passes the smaller applies; both absent: max(1000·n, 2·10⁷)); when hit the run succeeds with converged: false and a warning"),
+        ParameterSpec("max_passes", .double(min: 0, max: 1e15, openMin: true),
+                      doc: "budget in effective passes over the rows (oracle calls / n)"),
+        ParameterSpec("max_seconds", .double(min: 0, max: 1e9, openMin: true),
+                      doc: "wall-clock limit of the solve (absent: none); a solve it stops is not reproducible (its warning says max_seconds)"),
+        ParameterSpec("precondition", .choice(HalpernPrecondition.allCases.map(\.rawValue)), default: .string("auto"),
+                      doc: "diagonal: iterate on unit-norm (with an intercept: centred) columns, residual and tolerance still in the original coordinates; none; auto: diagonal except for matrix-game"),
+        ParameterSpec("intercept", .bool, default: .bool(false),
+                      doc: "least-squares, ridge, lasso, logistic: fit an unpenalised intercept (summary.json intercept; solution stays the d coefficients)"),
         ParameterSpec("restarts", .bool, default: .bool(true),
                       doc: "re-anchor whenever the residual has halved (linear convergence on strongly monotone problems)"),
         ParameterSpec("sampling", .choice(["uniform", "importance"]), default: .string("uniform"),
-                      doc: "vr-halpern mini-batches on regression problems: uniform rows (step from max‖a_i‖², O(1) memory) or ∝ ‖a_i‖² (step from the mean; n prefix sums in RAM)"),
+                      doc: "vr-halpern mini-batches on regression problems: uniform rows (step from the mean-square √(n·Σ‖a_i‖⁴), O(1) memory) or ∝ ‖a_i‖² (step from the mean Σ‖a_i‖²; n prefix sums in RAM)"),
     ],
     outputs: ["solution", "residual_history (oracle calls, residual, restarts; ≤ 1025 rows)"], mergeable: false, multiPass: true, stateVersion: HalpernSolver.stateVersion,
     check: { p, hasTarget in
@@ -343,6 +351,12 @@ let halpernDescriptor = OperatorDescriptor(
         if (lo != nil || hi != nil) && problem != .box { return "halpern-solver: params.lower and params.upper only apply to problem: box" }
         if let lo, let hi, lo > hi { return "halpern-solver: params.lower (\(lo)) exceeds params.upper (\(hi))" }
         if problem == .box && lo == nil && hi == nil { return "halpern-solver: problem box needs params.lower and/or params.upper" }
+        if p.bool("intercept") == true && (problem == .box || problem == .matrixGame) {
+            return "halpern-solver: params.intercept applies to least-squares, ridge, lasso and logistic, not \(problem.rawValue)"
+        }
+        if p.string("precondition") == "diagonal" && problem == .matrixGame {
+            return "halpern-solver: params.precondition: diagonal would change a matrix game (rescaled payoffs are another game); use auto or none"
+        }
         return nil
     },
     make: { p, ctx in
@@ -356,11 +370,17 @@ let halpernDescriptor = OperatorDescriptor(
     merge: nil)
 
 func halpernConfig(_ p: ParamValues) -> HalpernConfig {
-    HalpernConfig(problem: HalpernProblem(rawValue: p.string("problem") ?? "") ?? .leastSquares,
-                  varianceReduced: p.string("algorithm") != "halpern", lambda: p.double("lambda") ?? 0,
+    let problem = HalpernProblem(rawValue: p.string("problem") ?? "") ?? .leastSquares
+    let algorithm = p.string("algorithm") ?? "auto"
+    return HalpernConfig(problem: problem,
+                  varianceReduced: algorithm == "auto" ? HalpernConfig.defaultVarianceReduced(problem) : algorithm == "vr-halpern",
+                  lambda: p.double("lambda") ?? 0,
                   lower: p.double("lower") ?? -.infinity, upper: p.double("upper") ?? .infinity,
                   tolerance: p.double("tolerance") ?? 1e-8, maxOracleCalls: p.int("max_oracle_calls"),
-                  restarts: p.bool("restarts") ?? true, importanceSampling: p.string("sampling") == "importance")
+                  restarts: p.bool("restarts") ?? true, importanceSampling: p.string("sampling") == "importance",
+                  maxPasses: p.double("max_passes"), maxSeconds: p.double("max_seconds"),
+                  precondition: HalpernPrecondition(rawValue: p.string("precondition") ?? "auto") ?? .auto,
+                  intercept: p.bool("intercept") ?? false)
 }
 
 let dppSampleDescriptor = OperatorDescriptor(

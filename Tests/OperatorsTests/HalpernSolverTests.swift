@@ -275,9 +275,10 @@ func coordinateDescent(_ a: Matrix, _ y: [Double], prox: (Double, Double) -> Dou
     }
 
     /// Importance sampling (∝ w_i‖a_i‖²) on rows whose norms span 30×: it reaches the LAPACK solution to 1e-8
-    /// relative (the exit test's 1e-9 times κ ≈ 10), while uniform sampling, whose step must use the largest
-    /// row norm instead of the mean (here 1% of rows carry ~90% of the mass), is still short of the tolerance
-    /// when the default 1000·n budget runs out. Seeds fixed: deterministic.
+    /// relative (the exit test's 1e-9 times κ ≈ 10). Uniform sampling's step uses the mean-square constant
+    /// √(n·Σ‖a_i‖⁴) instead of the mean Σ‖a_i‖² (here 1% of rows carry ~90% of the mass, so the two differ
+    /// ~4×); measured: importance 207,552 oracle calls, uniform 891,488 (4.3×); the test asks for 3×.
+    /// Seeds fixed: deterministic.
     @Test func importanceSamplingOnUnevenRows() throws {
         let n = 4000
         let base = gaussianMatrix(rows: n, cols: 6, seed: 75)
@@ -294,7 +295,7 @@ func coordinateDescent(_ a: Matrix, _ y: [Double], prox: (Double, Double) -> Dou
         #expect(imp.converged)
         #expect(relativeError(imp.solution, ref) < 1e-8)
         print("uneven rows: importance \(imp.oracleCalls) oracle calls to 1e-9; uniform \(uni.oracleCalls), converged \(uni.converged), relative residual \(uni.double("relative_residual"))")
-        #expect(!uni.converged && imp.oracleCalls < uni.oracleCalls / 4)
+        #expect(uni.converged && imp.oracleCalls < uni.oracleCalls / 3)
     }
 
     /// Without restarts the deterministic residual decays like 1/k (Halpern's anchoring term dominates
@@ -302,9 +303,12 @@ func coordinateDescent(_ a: Matrix, _ y: [Double], prox: (Double, Double) -> Dou
     @Test func residualDecaysLikeOneOverKWithoutRestarts() throws {
         let s = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: false, tolerance: 1e-300,
                                         maxOracleCalls: 2000 * 620, restarts: false), a, y)
-        // Steps 0 … 10 are the setup passes (scan, power iterations, start); step 11 + k is iteration k.
+        // residual_history row 0 is the start (after the setup passes), row k is iteration k (one pass each).
+        guard case let .float64(h)? = try s.solver.finishAgain().arrays.first(where: { $0.name == "residual_history" })?.values else {
+            Issue.record("no residual history"); return
+        }
         let ks = Array(30...600)
-        let xs = ks.map { log(Double($0)) }, ys = ks.map { log(s.residuals[10 + $0]) }
+        let xs = ks.map { log(Double($0)) }, ys = ks.map { log(h[3 * $0 + 1]) }
         let mx = xs.reduce(0, +) / Double(xs.count), my = ys.reduce(0, +) / Double(ys.count)
         var num = 0.0, den = 0.0
         for i in xs.indices { num += (xs[i] - mx) * (ys[i] - my); den += (xs[i] - mx) * (xs[i] - mx) }
@@ -331,6 +335,8 @@ func coordinateDescent(_ a: Matrix, _ y: [Double], prox: (Double, Double) -> Dou
     /// the on-average constant n·maxᵢ‖a_i‖² and L = ‖A‖² stay in a fixed ratio as n grows), n = 10³, 10⁴, 10⁵.
     /// The deterministic baseline grows like n (slope ≈ 1); the variance-reduced count must grow clearly
     /// slower (slope ≤ 0.8) and beat the baseline at 10⁵. Seeds are fixed, so this is deterministic.
+    /// `precondition: none`: this measures the algorithms' scaling in n at a fixed κ ≈ 100; the diagonal
+    /// preconditioner would take κ to ≈ 1, where both need a few dozen passes and the setup passes dominate.
     @Test func oracleCallsGrowSlowerThanN() throws {
         var vrCalls: [Double] = [], detCalls: [Double] = []
         for n in [1000, 10_000, 100_000] {
@@ -345,8 +351,10 @@ func coordinateDescent(_ a: Matrix, _ y: [Double], prox: (Double, Double) -> Dou
                 for j in 0..<4 { m[i, j] = base[i % 1000, j] * colScale[j] / r }
             }
             let yy = (0..<n).map { i in m[i, 0] - m[i, 2] + 0.5 * CounterRandom(seed: 3, shard: 0, purpose: 1).normal(index: UInt64(i % 1000)) }
-            let v = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: true, tolerance: 1e-4, maxOracleCalls: 5000 * Int64(n)), m, yy)
-            let d = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: false, tolerance: 1e-4, maxOracleCalls: 5000 * Int64(n)), m, yy)
+            let v = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: true, tolerance: 1e-4, maxOracleCalls: 5000 * Int64(n),
+                                            precondition: .none), m, yy)
+            let d = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: false, tolerance: 1e-4, maxOracleCalls: 5000 * Int64(n),
+                                            precondition: .none), m, yy)
             #expect(v.converged && d.converged)
             vrCalls.append(Double(v.oracleCalls)); detCalls.append(Double(d.oracleCalls))
             print("n=\(n): vr-halpern \(v.oracleCalls) oracle calls, halpern \(d.oracleCalls), ratio \(Double(d.oracleCalls) / Double(v.oracleCalls))")
@@ -361,9 +369,10 @@ func coordinateDescent(_ a: Matrix, _ y: [Double], prox: (Double, Double) -> Dou
     /// Snapshot after every step, restore, continue: the final state and outputs are byte-identical to the
     /// uninterrupted solve (VR regression and a game).
     /// With importance sampling the restored solver rebuilds its prefix sums from the row store (not state).
-    @Test(arguments: [(HalpernProblem.ridge, false), (.ridge, true), (.matrixGame, false)])
+    @Test(arguments: [(HalpernProblem.ridge, false), (.ridge, true), (.lasso, false), (.matrixGame, false)])
     func resumeBetweenStepsIsByteIdentical(problem: HalpernProblem, importance: Bool) throws {
-        let c = HalpernConfig(problem: problem, lambda: 5, tolerance: 1e-9, importanceSampling: importance)
+        // lasso with an intercept: the preconditioner's centring and scales are state too.
+        let c = HalpernConfig(problem: problem, lambda: 5, tolerance: 1e-9, importanceSampling: importance, intercept: problem == .lasso)
         let data = problem == .matrixGame ? gaussianMatrix(rows: 40, cols: 9, seed: 91) : a
         let target = problem == .matrixGame ? nil : y
         let whole = try solve(c, data, target)
@@ -376,7 +385,8 @@ func coordinateDescent(_ a: Matrix, _ y: [Double], prox: (Double, Double) -> Dou
                                   state: s.encodeState(), context: "test")
             steps += 1
         }
-        #expect(steps > 5)
+        print("resume \(problem.rawValue), importance \(importance): \(steps) steps")
+        #expect(steps > 2)
         #expect(s.encodeState() == whole.solver.encodeState())
         let out = try s.finish()
         guard case let .float64(x) = out.arrays[0].values else { Issue.record("no solution"); return }
@@ -394,13 +404,18 @@ func coordinateDescent(_ a: Matrix, _ y: [Double], prox: (Double, Double) -> Dou
     }
 
     /// n = 1 (underdetermined): from x₀ = 0 the iterates stay in the row space, so the limit is the
-    /// minimum-norm solution a·y/‖a‖² (closed form).
+    /// minimum-norm solution a·y/‖a‖² (closed form). With the diagonal preconditioner x = Dz the iterates
+    /// stay in the row space of aD, so the limit is the solution of least ‖D⁻¹x‖: x = D²a·y/‖Da‖², here
+    /// D = diag(1/|a_j|), so x_j = sign(a_j)·y/(|a_j|·d).
     @Test(arguments: [true, false]) func singleRow(vr: Bool) throws {
         let one = Matrix(rows: 1, cols: 3, storage: [1, -2, 0.5])
-        let s = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: vr, tolerance: 1e-12), one, [3])
+        let s = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: vr, tolerance: 1e-12, precondition: .none), one, [3])
         let nn = 1 + 4 + 0.25
         #expect(s.converged)
         #expect(relativeError(s.solution, [3 / nn, -6 / nn, 1.5 / nn]) < 1e-10)
+        let p = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: vr, tolerance: 1e-12), one, [3])
+        #expect(p.converged)
+        #expect(relativeError(p.solution, [1, -0.5, 2]) < 1e-10)
     }
 
     /// A singular design (column 2 duplicates column 0): the limit is the minimum-norm least-squares

@@ -50,6 +50,7 @@ import Testing
             #expect(eo <= Self.bound(d: d, oja: true) / r.squareRoot(), "oja d=\(d) R=\(r): err \(eo)")
             #expect(abs(summaryDouble(out, "eigenvalue") / ref.l1 - 1) < 0.05, "eigenvalue at R=\(r)")
             #expect(!summaryBool(out, "order_suspect"), "random order flagged at R=\(r)")
+            #expect(out.warnings.isEmpty, "a random order raised warnings: \(out.warnings)")
         }
         for oja in [false, true] {
             let xs = errs.map { log($0.0) }, ys = errs.map { log(oja ? $0.2 : $0.1) }
@@ -120,6 +121,8 @@ import Testing
             print("top-eigenvector random-order, R=\(gap), \(name): err \(e), order_z \(summaryDouble(out, "order_z")), suspect \(suspect)")
             #expect(e <= bound || suspect, "\(name): err \(e) and not flagged")
             #expect(suspect, "\(name): not flagged (order_z \(summaryDouble(out, "order_z")))")
+            // A flag in summary.json alone is easy to miss: the run must also print it as a warning.
+            #expect(out.warnings.contains { $0.what.hasPrefix("order_suspect") }, "\(name): flagged but no warning")
             if gap >= 1024 {
                 let (_, oo) = try runOp(oja(columns: d, seed: 3), bs)
                 let eo = eigError(vectorOf(oo), ref.v1)
