@@ -75,6 +75,13 @@ final class TextDecoder: RowDecoder {
     /// Whether every quoted field in [a, b) is closed (so a newline at b ends the record).
     static func quotesClosed(_ p: UnsafePointer<UInt8>, _ a: Int, _ b: Int, delimiter: UInt8) -> Bool {
         guard memchr(p + a, 0x22, b - a) != nil else { return true }
+        return scanQuoted(p, a, b, delimiter: delimiter) { _ in }
+    }
+
+    /// Walks [a, b) as RFC 4180 fields: a field that starts with `"` (after blanks) runs to its closing quote,
+    /// `""` inside being a quote; `delimiterAt` is called for every delimiter outside quotes. Returns whether
+    /// the last quoted field was closed.
+    static func scanQuoted(_ p: UnsafePointer<UInt8>, _ a: Int, _ b: Int, delimiter: UInt8, delimiterAt: (Int) -> Void) -> Bool {
         var i = a, atStart = true, inQuote = false
         while i < b {
             let c = p[i]
@@ -87,6 +94,7 @@ final class TextDecoder: RowDecoder {
                 inQuote = true
                 atStart = false
             } else if c == delimiter {
+                delimiterAt(i)
                 atStart = true
             } else if c != 0x20 {
                 atStart = false
@@ -124,26 +132,10 @@ final class TextDecoder: RowDecoder {
     /// The slow split, for lines with a quote: delimiters inside a quoted field do not count. A field keeps
     /// its quotes (the number parser and `unquoted` remove them).
     private func splitQuoted(_ s: Int, _ e: Int) {
-        let p = buf.base
-        var i = s, a = s, atStart = true, inQuote = false
-        while i < e {
-            let c = p[i]
-            if inQuote {
-                if c == 0x22 {
-                    if i + 1 < e && p[i + 1] == 0x22 { i += 2; continue }
-                    inQuote = false
-                }
-            } else if c == 0x22 && atStart {
-                inQuote = true
-                atStart = false
-            } else if c == delimiter {
-                fieldStarts.append(a); fieldEnds.append(i)
-                a = i + 1
-                atStart = true
-            } else if c != 0x20 {
-                atStart = false
-            }
-            i += 1
+        var a = s
+        _ = TextDecoder.scanQuoted(buf.base, s, e, delimiter: delimiter) { i in
+            fieldStarts.append(a); fieldEnds.append(i)
+            a = i + 1
         }
         fieldStarts.append(a); fieldEnds.append(e)
     }
