@@ -15,13 +15,14 @@ import Testing
     }
 
     /// A header with a BOM, spaces, quotes (with an escaped quote and a comma), non-ASCII and a duplicate name;
-    /// text, dates and a quoted field with a newline in unselected columns: the named columns are found, the
+    /// text, dates, a quoted field with a newline, a quote mid-field and text after a closing quote in unselected
+    /// columns: the named columns are found, the
     /// rest is only delimited, and the results equal those of a clean numeric file with the same numbers.
     @Test func hostileHeaderAndTextColumns() throws {
         let text = "\u{FEFF}id,\" total price \",\"a \"\"quoted\"\", name\",Größe (m²),note,note,when\r\n"
             + "1, 10.5 ,2,3.25,\"two\nlines\",x,2024-01-02T03:04:05Z\r\n"
             + "2,20,4,1.5,\"a, b\",y,2024-01-03\r\n"
-            + "3,31,6,0.75,plain,z,\r\n"
+            + "3,31,6,0.75,12\" pipe, \"q, r\"x,\r\n"   // a quote mid-field is a byte; blank, quoted, then text
         writeFile(dir + "/hostile.csv", text)
         writeFile(dir + "/clean.csv", "10.5,2,3.25\n20,4,1.5\n31,6,0.75\n")
         let named = manifest("""
