@@ -1,4 +1,4 @@
-/// One checkpoint file (DESIGN.md §6): everything a killed run needs to continue to byte-identical outputs.
+/// One checkpoint file (README, "Checkpoints and resume"): everything a killed run needs to continue to byte-identical outputs.
 ///
 /// ```
 /// offset  size  field (little-endian)

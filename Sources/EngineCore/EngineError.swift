@@ -1,4 +1,4 @@
-/// Exit codes of the `rowflow` command (DESIGN.md §5). Mapped to the process status in one place, the
+/// Exit codes of the `rowflow` command (README, "Exit codes"). Mapped to the process status in one place, the
 /// executable's entry point.
 public enum ExitStatus: Int32, Sendable, CaseIterable {
     case success = 0
@@ -29,9 +29,11 @@ public struct EngineError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The line printed on stderr.
-    public var description: String {
-        var s = "rowflow: error: "
-        if !location.isEmpty { s += location + ": " }
+    public var description: String { "rowflow: error: " + detail }
+
+    /// `<where>: <what> (hint: …)`: the line without its `rowflow: error: ` prefix.
+    public var detail: String {
+        var s = location.isEmpty ? "" : location + ": "
         s += message
         if let hint { s += " (hint: \(hint))" }
         return s

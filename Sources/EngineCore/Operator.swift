@@ -44,6 +44,11 @@ public struct OperatorWarning: Sendable, Equatable {
     public var what: String
     public var hint: String?
     public init(_ what: String, hint: String? = nil) { self.what = what; self.hint = hint }
+
+    /// The stderr line, `rowflow: warning: <id>: <what> (hint: …)`.
+    public func line(id: String) -> String { "rowflow: warning: \(id): \(what)\(hint.map { " (hint: \($0))" } ?? "")\n" }
+    /// The run.json `warnings` entry.
+    public func json(id: String) -> JSON { .object([("id", .string(id)), ("what", .string(what))] + (hint.map { [("hint", JSON.string($0))] } ?? [])) }
 }
 
 /// What an operator knows about its input when it is built.
@@ -112,7 +117,7 @@ extension StreamOperator {
     public var readsFloat32Rows: Bool { false }
 }
 
-/// Operators whose states combine: shard runs merge into the answer of one run (DESIGN.md §7).
+/// Operators whose states combine: shard runs merge into the answer of one run (README, "Merge").
 public protocol MergeableOperator: StreamOperator {
     /// Absorbs another instance built with the same parameters and shape.
     mutating func merge(_ other: Self) throws(EngineError)

@@ -1,4 +1,4 @@
-/// The `source:` section of a manifest, validated (DESIGN.md §2–3).
+/// The `source:` section of a manifest, validated (README, "The manifest" and "Input").
 public struct SourceConfig: Sendable, Equatable {
     public enum Format: String, Sendable, CaseIterable { case auto, csv, tsv, f32, f64, npy, libsvm }
     public enum Target: Sendable, Equatable { case none, last, first, column(Int), named(ColumnName) }
@@ -115,6 +115,12 @@ public struct RowLayout: Sendable, Equatable {
     public let featureNames: [String]?
     /// Every raw column's name, when known.
     public let rawNames: [String]?
+
+    /// " ('price')" for a raw column with a name, for messages; "" otherwise.
+    public func label(_ raw: Int) -> String {
+        guard let n = rawNames, raw < n.count else { return "" }
+        return " ('\(n[raw])')"
+    }
     /// True when the raw fields are the features in order followed by the target (the fast path with a target).
     public var isFeaturesThenTarget: Bool {
         hasTarget && !hasWeight && rawColumns == features + 1 && roles[rawColumns - 1] == .target

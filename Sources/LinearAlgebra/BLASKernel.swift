@@ -25,19 +25,17 @@ public enum BLASKernel {
 
     /// The CPU's model name and kernel-relevant flags, from /proc/cpuinfo ("unknown" where it cannot be read).
     public static let machine: (model: String, flags: CPUFlags) = {
-        var bytes: [UInt8] = []
         let fd = open("/proc/cpuinfo", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return ("unknown", CPUFlags(avx512: false, avx2FMA: false)) }
         defer { close(fd) }
-        var buf = [UInt8](repeating: 0, count: 65536)
-        // The first processor's block is all that is needed.
-        while bytes.count < 1 << 20 {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        // The first processor's block (a few KiB) is all that is needed.
+        var bytes = [UInt8](repeating: 0, count: 1 << 16), count = 0
+        while count < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
             if n <= 0 { break }
-            bytes += buf[0..<n]
-            if bytes.count > 4096 && bytes.contains(UInt8(ascii: "\n")) && String(decoding: bytes, as: UTF8.self).contains("\nflags") { break }
+            count += n
         }
-        return parseCPUInfo(String(decoding: bytes, as: UTF8.self))
+        return parseCPUInfo(String(decoding: bytes[0..<count], as: UTF8.self))
     }()
 
     /// The CPU features that decide a kernel, from /proc/cpuinfo's `flags` (which lists only what both

@@ -96,7 +96,7 @@ public enum BlockKernels {
     /// Z ← Z·R for a row-major `rows × n` block Z and an upper-triangular n×n R (zeros below the diagonal), in
     /// float32, each entry summed in one fixed order (CKernels): the same bits on every CPU and BLAS kernel, unlike
     /// strmm. Each entry is a dot product of ≤ n nonzero terms, so its error is ≤ γ_n·|z||R| as for any order
-    /// (Higham §3.1). `scratch`: 4·n floats. About 2.5× strmm's time (`make -C Benchmarks kernels`).
+    /// (Higham §3.1). `scratch`: 4·n floats. About 2.4× strmm's time (`make -C Benchmarks kernels`).
     public static func trmmRightUpperFloat32(_ r: UnsafePointer<Float>, n: Int, rows m: Int, inPlace z: UnsafeMutablePointer<Float>,
                                              scratch: UnsafeMutablePointer<Float>) {
         if m == 0 || n == 0 { return }

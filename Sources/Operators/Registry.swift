@@ -213,9 +213,9 @@ func makeTruncatedSVD(_ p: ParamValues, _ ctx: OperatorContext, state: [UInt8]?,
     if let name = p.string("group") {
         if let names = ctx.featureNames {
             group = Int64(try ColumnNames.resolve(ColumnName(name, at: "truncated-svd params.group"), in: names, what: "params.group"))
-        } else if let state, state.count >= 16 {
+        } else if let state {
             // A merge has no header: the state records which column the name resolved to in its run.
-            group = Int64(state[8..<16].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+            group = Int64(try GroupedTruncatedSVDOperator.groupColumn(inState: state, context: context))
         } else {
             group = Int64(try ColumnNames.resolve(ColumnName(name, at: "truncated-svd params.group"), in: nil, what: "params.group"))
         }
@@ -317,7 +317,7 @@ let halpernDescriptor = OperatorDescriptor(
     summary: "Least squares, ridge, lasso, box, logistic or a matrix game by (variance-reduced) Halpern iteration over the row store (Cai, Alacaoglu & Diakonikolas 2024). Multi-pass.",
     parameters: [
         ParameterSpec("problem", .choice(HalpernProblem.allCases.map(\.rawValue)), required: true,
-                      doc: "objective (DESIGN.md §4); all but matrix-game need a target"),
+                      doc: "objective (see the README's Output section); all but matrix-game need a target"),
         ParameterSpec("algorithm", .choice(["auto", "vr-halpern", "halpern"]), default: .string("auto"),
                       doc: "vr-halpern: Algorithm 1 (recursive variance reduction, √n mini-batches; games: Algorithm 2); halpern: deterministic full passes; auto: vr-halpern for regression, halpern for matrix-game (the faster one on dense games)"),
         ParameterSpec("lambda", .double(min: 0, max: .greatestFiniteMagnitude, openMin: false), default: .double(0),

@@ -5,7 +5,7 @@ import LinearAlgebra
 import Glibc
 #endif
 
-/// Parameters of `sensitivity-sample` after validation (DESIGN.md §4; OPERATORS.md, sensitivity-sample).
+/// Parameters of `sensitivity-sample` after validation (README, "Output" and "Coresets").
 public struct SensitivityConfig: Sendable, Equatable {
     public enum Method: String, Sendable, Equatable { case online, mergeReduce = "merge-reduce", rootLeverage = "root-leverage" }
 
@@ -660,7 +660,7 @@ struct OnlineEngine: Equatable, Sendable {
 /// - `merge-reduce`: from ℓp Lewis weights (a damped fixed point that contracts for every p, stopped at a
 ///   log-residual of 0.05; `RowScores.lewisWeights`), the bound `RowScores.sensitivityBounds`: β^{(2−p)/p}·T_i
 ///   for p ≤ 2, (Σw)^{p/2−1}·T_i for p > 2 — valid for any iterate, ≈ w_i and d^{p/2−1}·w_i at the fixed
-///   point. OPERATORS.md's fallback "d^{p/2−1}·τ_i" for p ≥ 4 is not a valid bound (d = 1, rows (1, t, …, t):
+///   point. The commonly quoted fallback "d^{p/2−1}·τ_i" for p ≥ 4 is not a valid bound (d = 1, rows (1, t, …, t):
 ///   σ₁ > τ₁ for t < 1) and is not needed: the damped iteration converges for p ≥ 4 too. Should a Gram
 ///   matrix fail to factor, the valid m^{max(0,p/2−1)}·τ_i^{p/2} (m = rows in the block) is used.
 /// - `root-leverage` (1 ≤ p < 2): σ_i = τ_i^{p/2}, valid because ‖·‖₂ ≤ ‖·‖_p for p ≤ 2; no iteration.
@@ -936,8 +936,8 @@ struct MergeReduceEngine: Equatable, Sendable {
 }
 
 /// `sensitivity-sample`: a weighted coreset S — rows of [A | y] with multiplicities — such that
-/// ‖SAx‖_p^p ≈ ‖Ax‖_p^p for every x, in one pass and memory bounded by the sample (DESIGN.md §4,
-/// OPERATORS.md). A sampler: at the end of the stream its rows go out as weighted row batches to the
+/// ‖SAx‖_p^p ≈ ‖Ax‖_p^p for every x, in one pass and memory bounded by the sample (README,
+/// "Coresets"). A sampler: at the end of the stream its rows go out as weighted row batches to the
 /// operators that read it (`input: <id>`), e.g. `gram` with `solve: ridge` or `halpern-solver`.
 ///
 /// Methods (details and guarantees on each engine):

@@ -54,7 +54,7 @@ public enum TopEigenvector {
         return x
     }
 
-    /// DESIGN.md §4 sign convention: the largest-magnitude entry is positive (the first one on ties).
+    /// Sign convention (README, "Output"): the largest-magnitude entry is positive (the first one on ties).
     static func signFixed(_ v: [Double]) -> [Double] {
         var k = 0
         for j in 0..<v.count where abs(v[j]) > abs(v[k]) { k = j }

@@ -25,11 +25,6 @@ final class BinaryDecoder: RowDecoder {
     let layout: RowLayout?
     let rowsKnown: Int64?
 
-    /// " ('price')" when the column has a name.
-    func label(_ j: Int) -> String {
-        guard let n = layout?.rawNames, j < n.count else { return "" }
-        return " ('\(n[j])')"
-    }
     /// For npy: rows the header promises (checked at the end).
     let expectedRows: Int64?
     private(set) var rowsConsumed: Int64
@@ -176,7 +171,7 @@ final class BinaryDecoder: RowDecoder {
                     }
                     if probe.isNaN && !config.allowNonfinite {
                         let j = (0..<c).first { !out[$0].isFinite }!
-                        failures.append((row, .data("\(name): row \(row - firstRow + 1)", "non-finite value \(out[j]) in column \(j + 1)\(label(j))",
+                        failures.append((row, .data("\(name): row \(row - firstRow + 1)", "non-finite value \(out[j]) in column \(j + 1)\(layout.label(j))",
                                                     hint: "set source.allow_nonfinite: true, or on_bad_row: skip"), k, j))
                     }
                     continue
@@ -187,7 +182,7 @@ final class BinaryDecoder: RowDecoder {
                     let v = load(rp, j)
                     failedColumn = j
                     if !v.isFinite && !config.allowNonfinite {
-                        failure = .data("\(name): row \(row - firstRow + 1)", "non-finite value \(v) in column \(j + 1)\(label(j))",
+                        failure = .data("\(name): row \(row - firstRow + 1)", "non-finite value \(v) in column \(j + 1)\(layout.label(j))",
                                         hint: "set source.allow_nonfinite: true, or on_bad_row: skip")
                         break
                     }

@@ -7,7 +7,7 @@ import Glibc
 /// A readable file or standard input, named for messages ("<stdin>" or the path).
 ///
 /// Reads with read(2) into caller buffers; counts the bytes taken from the file (`bytesIn`) for run.json
-/// and progress. Errors map to exit 66 (cannot open) or 65/74 per DESIGN.md §5.
+/// and progress. Errors map to exit 66 (cannot open) or 65/74 per the README's "Exit codes".
 public final class RawFile: @unchecked Sendable {
     public let name: String
     let fd: Int32
@@ -172,7 +172,7 @@ public final class ByteInput: @unchecked Sendable {
                 if inLen == 0 { eof = true }
             }
             if inPos == inLen && eof {
-                // Drain only while the decoder says a frame is unfinished (TOOLCHAIN.md §4.3).
+                // Drain only while the decoder says a frame is unfinished (after a frame ends, an empty call returns a nonzero hint for the next frame: looping on it reports a false truncation).
                 if lastRet == 0 { return 0 }
                 var input = ZSTD_inBuffer(src: inBuf, size: 0, pos: 0)
                 var output = ZSTD_outBuffer(dst: p, size: count, pos: 0)

@@ -15,7 +15,7 @@ public final class ByteSink: @unchecked Sendable {
     var zout: [UInt8] = []
 
     /// `pledgedBytes`: the exact number of bytes that will be written, when known. It goes into the zstd frame
-    /// header as the content size, which lets readers know the row count in advance (DESIGN.md §3).
+    /// header as the content size, which lets readers know the row count in advance (README, "Input").
     public init(path: String?, zstd: Bool, pledgedBytes: Int64? = nil) throws(EngineError) {
         if let path {
             fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

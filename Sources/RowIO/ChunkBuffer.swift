@@ -68,7 +68,8 @@ final class ChunkBuffer {
     /// The next line `[s, e)` in `base` without its "\n" (and a "\r" before it), consumed; `.end` at the end of
     /// input. `limit(pendingStart, pendingEnd)` gives the longest line allowed while no newline is in sight,
     /// which bounds memory on hostile input. `complete(base, s, e)` says whether a newline at e ends the record
-    /// begun at s (false inside a quoted field: the record then runs on to a later newline).
+    /// begun at s (false inside a quoted field: the record then runs on to a later newline); it is called for
+    /// every record returned, the last one (ended by the input's end) included.
     func nextLine(limit: (Int, Int) -> Int,
                   complete: (UnsafePointer<UInt8>, Int, Int) -> Bool = { _, _, _ in true }) throws(EngineError) -> Line {
         var searchFrom = start
@@ -92,6 +93,7 @@ final class ChunkBuffer {
             if !more {
                 if available == 0 { return .end }
                 let s = start, e = end
+                _ = complete(base, s, e)   // the input's end ends the record; the call lets the caller look at it
                 start = end
                 return .line(s, e > s && base[e - 1] == 0x0D ? e - 1 : e)
             }

@@ -23,7 +23,7 @@ public final class SourceReader: @unchecked Sendable {
     public let displayName: String
     /// Total input bytes when every file's size is known (for progress).
     public let totalBytes: Int64?
-    /// Rows in the whole input when it says so (DESIGN.md §3); computed at open for the first file only when
+    /// Rows in the whole input when it says so (README, "Input"); computed at open for the first file only when
     /// the input is a single file.
     public private(set) var rowsKnown: Int64?
     public private(set) var formatUsed: SourceConfig.Format?

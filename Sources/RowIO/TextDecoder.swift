@@ -33,6 +33,9 @@ final class TextDecoder: RowDecoder {
     private(set) var headerNames: [String]?
     /// The 1-based line the current record starts on (records with quoted newlines span several).
     private var recordLine: Int64 = 0
+    /// Whether the current record holds a quote: looked for once per record (by the end-of-record test),
+    /// then used by the line count and the field split.
+    private var recordHasQuote = false
 
     init(_ buf: ChunkBuffer, delimiter: UInt8, config: SourceConfig, firstRow: Int64) {
         self.buf = buf
@@ -52,13 +55,16 @@ final class TextDecoder: RowDecoder {
     private func nextLine() throws(EngineError) -> (Int, Int)? {
         let q = delimiter
         switch try buf.nextLine(limit: { a, b in self.maxLineBytes(fieldsSeen: self.countDelimiters(a, b)) },
-                                complete: { p, a, b in TextDecoder.quotesClosed(p, a, b, delimiter: q) }) {
+                                complete: { p, a, b in
+                                    self.recordHasQuote = memchr(p + a, 0x22, b - a) != nil
+                                    return !self.recordHasQuote || TextDecoder.scanQuoted(p, a, b, delimiter: q) { _ in }
+                                }) {
         case .end: return nil
         case let .line(s, e):
             line += 1
             recordLine = line
             // A record with quoted newlines: count them, so later lines keep their numbers.
-            if memchr(buf.base + s, 0x22, e - s) != nil {
+            if recordHasQuote {
                 var i = s
                 while i < e, let nl = memchr(buf.base + i, 0x0A, e - i) {
                     line += 1
@@ -70,12 +76,6 @@ final class TextDecoder: RowDecoder {
             throw .data("\(name):\(line + 1):1", "line is longer than \(max) bytes without a newline",
                         hint: "not \(delimiter == 0x09 ? "tsv" : "csv") text, or a quote (\") that opens a field and never closes? Set source.format")
         }
-    }
-
-    /// Whether every quoted field in [a, b) is closed (so a newline at b ends the record).
-    static func quotesClosed(_ p: UnsafePointer<UInt8>, _ a: Int, _ b: Int, delimiter: UInt8) -> Bool {
-        guard memchr(p + a, 0x22, b - a) != nil else { return true }
-        return scanQuoted(p, a, b, delimiter: delimiter) { _ in }
     }
 
     /// Walks [a, b) as RFC 4180 fields: a field that starts with `"` (after blanks) runs to its closing quote,
@@ -115,7 +115,7 @@ final class TextDecoder: RowDecoder {
         fieldStarts.removeAll(keepingCapacity: true)
         fieldEnds.removeAll(keepingCapacity: true)
         let p = buf.base
-        if memchr(p + s, 0x22, e - s) != nil { splitQuoted(s, e); return }
+        if recordHasQuote { splitQuoted(s, e); return }
         var a = s
         while true {
             var i = a
@@ -270,7 +270,7 @@ final class TextDecoder: RowDecoder {
                 case let .value(x): v = x
                 case let .nonfinite(x, what):
                     if config.allowNonfinite { v = x } else {
-                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad value: \(what) in field \(k + 1)\(columnLabel(k))",
+                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad value: \(what) in field \(k + 1)\(layout.label(k))",
                                         hint: "a missing or non-finite cell: on_bad_row: skip drops such rows (run.json counts them per column); allow_nonfinite: true keeps them")
                         failedColumn = k
                         return
@@ -278,13 +278,13 @@ final class TextDecoder: RowDecoder {
                 case .overflow:
                     if config.allowNonfinite { v = p[fieldStarts[k]] == 0x2D ? -.infinity : .infinity } else {
                         failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)",
-                                        "bad value: '\(rawText(fieldStarts[k], fieldEnds[k]))' overflows float64 in field \(k + 1)\(columnLabel(k))")
+                                        "bad value: '\(rawText(fieldStarts[k], fieldEnds[k]))' overflows float64 in field \(k + 1)\(layout.label(k))")
                         failedColumn = k
                         return
                     }
                 case .invalid:
                     failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)",
-                                    "bad value: expected a number in field \(k + 1)\(columnLabel(k)), found '\(rawText(fieldStarts[k], fieldEnds[k], limit: 40))'",
+                                    "bad value: expected a number in field \(k + 1)\(layout.label(k)), found '\(rawText(fieldStarts[k], fieldEnds[k], limit: 40))'",
                                     hint: layout.isIdentity && config.select == nil ? "a text column? list the numeric columns in source.select; the others are then not parsed" : nil)
                     failedColumn = k
                     return
@@ -307,12 +307,6 @@ final class TextDecoder: RowDecoder {
             batch.dropLast()
             try bad.report(failure, row: row, column: failedColumn, raw: { rawText(s, e) })
         }
-    }
-
-    /// " ('price')" when the column has a name.
-    private func columnLabel(_ k: Int) -> String {
-        guard let n = layout?.rawNames, k < n.count else { return "" }
-        return " ('\(n[k])')"
     }
 
     func rawText(_ a: Int, _ b: Int, limit: Int = 1 << 20) -> String {

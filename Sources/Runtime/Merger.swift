@@ -4,7 +4,7 @@ import Manifest
 import Operators
 import RowIO
 
-/// `rowflow merge`: combines the states of shard runs into the output layout of one run (DESIGN.md §7).
+/// `rowflow merge`: combines the states of shard runs into the output layout of one run (README, "Merge").
 ///
 /// Inputs are shard run directories (`<run-dir>/<id>/state.bin`), state blobs (`rowflow run --state-out`;
 /// binary files, or text files of base64 lines, one blob per line) or `-` (base64 lines on stdin). States must
@@ -160,8 +160,8 @@ public struct Merger: Sendable {
         try graph.finishAll(finished: { (id, o) throws(EngineError) in
             try writer.writeOperator(spec.op(id)!, output: o, state: graph.stateBytes(id))
             for w in o.warnings {
-                stderr("rowflow: warning: \(id): \(w.what)\(w.hint.map { " (hint: \($0))" } ?? "")\n")
-                warnings.append(.object([("id", .string(id)), ("what", .string(w.what))] + (w.hint.map { [("hint", JSON.string($0))] } ?? [])))
+                stderr(w.line(id: id))
+                warnings.append(w.json(id: id))
             }
         })
         let seconds = monotonicSeconds() - started

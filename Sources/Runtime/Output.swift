@@ -2,8 +2,9 @@ import EngineCore
 import Manifest
 import Operators
 import RowIO
+import Synchronization
 
-/// Writes the output layout of DESIGN.md §4. Every file goes to a temporary name and is renamed into
+/// Writes the output layout of the README's "Output". Every file goes to a temporary name and is renamed into
 /// place, so a reader never sees half a file; run.json is written `running` first and its final status last.
 public struct OutputWriter: Sendable {
     public let dir: String
@@ -45,12 +46,11 @@ public struct OutputWriter: Sendable {
 /// 73). The kernel drops a flock when its holder dies however it dies, so a killed run's lock is simply taken
 /// over by the next one — no stale-lock heuristics.
 public enum OutputLock {
-    nonisolated(unsafe) private static var held: [String: Int32] = [:]
-    private static let mutex = Mutex()
+    private static let held = Mutex<[String: Int32]>([:])
 
     public static func acquire(_ dir: String) throws(EngineError) {
         let path = dir + "/.rowflow.lock"
-        let already: Bool = mutex.locked { held[path] != nil }
+        let already = held.withLock { $0[path] != nil }
         if already { return }
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .io(path, "cannot open the output lock: \(String(cString: strerror(errno)))") }
@@ -68,24 +68,13 @@ public enum OutputLock {
         let text = Array("\(getpid())\n".utf8)
         _ = ftruncate(fd, 0)
         _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
-        mutex.locked { held[path] = fd }
+        held.withLock { $0[path] = fd }
     }
 
     /// Lets go of the lock (the end of a run or merge; in-process callers run many).
     public static func release(_ dir: String) {
         let path = dir + "/.rowflow.lock"
-        if let fd = mutex.locked({ held.removeValue(forKey: path) }) { close(fd) }
-    }
-}
-
-/// A pthread mutex for the few process-wide tables.
-final class Mutex: @unchecked Sendable {
-    private var m = pthread_mutex_t()
-    init() { pthread_mutex_init(&m, nil) }
-    func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(&m)
-        defer { pthread_mutex_unlock(&m) }
-        return body()
+        if let fd = held.withLock({ $0.removeValue(forKey: path) }) { close(fd) }
     }
 }
 

@@ -9,7 +9,7 @@ import Glibc
 
 public enum ProgressMode: String, Sendable, CaseIterable { case auto, always, never }
 
-/// Everything `rowflow run` takes (DESIGN.md §1).
+/// Everything `rowflow run` takes (README, "Commands").
 public struct RunOptions: Sendable {
     public var manifestPath: String
     public var input: String? = nil
@@ -43,12 +43,12 @@ public struct RunReport: Sendable {
     public var outputs: [(String, OperatorOutput)]
 }
 
-/// Drives one run: manifest → source → operators → outputs, with checkpoints and resume (DESIGN.md §6).
+/// Drives one run: manifest → source → operators → outputs, with checkpoints and resume (README, "Checkpoints and resume").
 ///
 /// Threads: with `threads ≥ 2` one thread decodes (decompression and parsing into recycled batch buffers)
 /// while the calling thread runs the operators, with a bounded queue of batches between them; OpenBLAS is
 /// kept at one thread throughout, because two BLAS threads beside a busy decode core are slower than one
-/// (TOOLCHAIN.md §6) and because results must not depend on thread counts. With `threads == 1` decoding and
+/// (measured: 2× slower ssyrk beside a busy core) and because results must not depend on thread counts. With `threads == 1` decoding and
 /// compute alternate on one thread. Either way the batches — cut at fixed row counts — are the same, so the
 /// outputs are byte-identical.
 ///
@@ -201,7 +201,7 @@ public final class Runner: @unchecked Sendable {
     /// One stderr line per warning, `rowflow: warning: <id>: <what> (hint: …)`, kept for run.json.
     func warn(id: String, _ w: OperatorWarning) {
         warnings.append((id, w))
-        stderr("rowflow: warning: \(id): \(w.what)\(w.hint.map { " (hint: \($0))" } ?? "")\n")
+        stderr(w.line(id: id))
     }
 
     func runJSON(status: String, error: EngineError?) -> JSON {
@@ -238,11 +238,9 @@ public final class Runner: @unchecked Sendable {
         pairs.append(("operators", .array(spec?.operators.map { .string($0.id) } ?? [])))
         if let kib = peakRSSKiB() { pairs.append(("peak_rss_kib", .int(kib))) }
         if !failedOperators.isEmpty {
-            pairs.append(("failed_operators", .object(failedOperators.map { ($0.id, JSON.string($0.error.description)) })))
+            pairs.append(("failed_operators", .object(failedOperators.map { ($0.id, JSON.string($0.error.detail)) })))
         }
-        pairs.append(("warnings", .array(warnings.map { w in
-            .object([("id", .string(w.id)), ("what", .string(w.warning.what))] + (w.warning.hint.map { [("hint", JSON.string($0))] } ?? []))
-        })))
+        pairs.append(("warnings", .array(warnings.map { $0.warning.json(id: $0.id) })))
         return .object(pairs)
     }
 
@@ -327,7 +325,7 @@ public final class Runner: @unchecked Sendable {
             // The others go on; this one's mergeable state is kept so that `rowflow merge` with a corrected
             // manifest can finish it without re-reading the input.
             self.failedOperators.append((id, error))
-            self.stderr("rowflow: error: operator '\(id)' failed: \(error.description)\n")
+            self.stderr("rowflow: error: operator '\(id)' failed: \(error.detail)\n")
             if let state = self.graph.stateBytes(id) {
                 let dir = self.output.operatorDir(id)
                 try FileBytes.makeDirectory(dir)

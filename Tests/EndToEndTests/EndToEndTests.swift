@@ -89,7 +89,7 @@ func canonical(_ v: Any) -> String {
 
     func f32(_ values: [Float]) -> [UInt8] { f32Bytes(values) }
 
-    /// Every malformed input of issue 2 §7: its exit code (DESIGN.md §5) and the place named in the message.
+    /// Every malformed input of issue 2 §7: its exit code (README, "Exit codes") and the place named in the message.
     @Test func malformedInputsExitWithCodeAndPlace() throws {
         let csv = manifest("source: { format: csv }\noperators: [{ id: m, op: moments }]\n")
         let csv3 = manifest("source: { format: csv, columns: 3 }\noperators: [{ id: m, op: moments }]\n")
@@ -176,7 +176,7 @@ func canonical(_ v: Any) -> String {
         }
     }
 
-    /// Shards run apart (`--shard k`) and merged equal one run to 1e-12 relative (DESIGN.md §7).
+    /// Shards run apart (`--shard k`) and merged equal one run to 1e-12 relative (README, "Merge").
     @Test(arguments: [2, 8])
     func mergeShards(shards: Int) throws {
         let m = manifest("source: { format: f32, columns: 6, target: last }\noperators:\n  - { id: g, op: gram, params: { solve: ridge, lambda: 0.5 } }\n  - { id: m, op: moments }\n")

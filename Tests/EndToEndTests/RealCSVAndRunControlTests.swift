@@ -9,6 +9,18 @@ import Testing
     let dir = temporaryDirectory("realcsv")
 
     func manifest(_ body: String) -> String { writeManifest(in: dir, body) }
+
+    /// `rowflow run m --input - --out out` with stdin a pipe this test holds open (the run waits on it).
+    func runOnOpenPipe(_ m: String, out: String) throws -> (Process, Pipe, Pipe) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: rowflowBinary)
+        p.arguments = ["run", m, "--input", "-", "--out", out, "--progress", "never"]
+        let stdin = Pipe(), err = Pipe()
+        p.standardInput = stdin
+        p.standardError = err
+        try p.run()
+        return (p, stdin, err)
+    }
     func run(_ m: String, _ input: String, _ extra: [String] = []) -> (ProcessResult, String) {
         let out = dir + "/out-\(UUID().uuidString.prefix(8))"
         return (rowflow(["run", m, "--input", input, "--out", out, "--progress", "never"] + extra), out)
@@ -38,6 +50,11 @@ import Testing
             #expect(try loadNpy(outA + "/" + f) == loadNpy(outB + "/" + f), "\(f)")
         }
         #expect(try loadJSON(outA + "/g/summary.json")["feature_names"] as? [String] == ["a \"quoted\", name", "Größe (m²)"])
+        // The same file without its last line end: the last record (with its quotes) ends at the input's end.
+        writeFile(dir + "/nolf.csv", String(text.dropLast()))   // CR LF is one Character in Swift
+        let (n, outN) = run(named, dir + "/nolf.csv")
+        #expect(n.status == 0, "\(n.stderr)")
+        #expect(try loadNpy(outN + "/m/mean.npy") == loadNpy(outA + "/m/mean.npy"))
         // The file's 4th record starts on line 5 (the quoted newline took a line): a bad cell there says so.
         writeFile(dir + "/bad.csv", text + "4,x,8,1,n,n,d\r\n")
         let (c, _) = run(named, dir + "/bad.csv")
@@ -129,6 +146,7 @@ import Testing
         let out0 = dir + "/shard0", out1 = dir + "/shard1"
         let a = rowflow(["run", m, "--input", dir + "/zero.csv", "--out", out0, "--shard", "0"])
         #expect(a.status == 65 && a.stderr.contains("operator 'r' failed"), "\(a.stderr)")
+        #expect(a.stderr.contains("operator 'r' failed: ") && !a.stderr.contains("failed: rowflow: error"), "\(a.stderr)")
         let run = try loadJSON(out0 + "/run.json")
         #expect(run["status"] as? String == "failed")
         #expect((run["failed_operators"] as? [String: Any])?["r"] != nil)
@@ -155,23 +173,19 @@ import Testing
     @Test func secondWriterIsRefusedWhileTheFirstLives() throws {
         let m = manifest("source: { format: csv, columns: 2 }\noperators: [{ id: m, op: moments }]\n")
         let out = dir + "/locked"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: rowflowBinary)
-        p.arguments = ["run", m, "--input", "-", "--out", out, "--progress", "never"]
-        let stdin = Pipe()
-        p.standardInput = stdin
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
-        // Wait until the first run has taken the lock (run.json says running).
-        var waited = 0
-        while (try? loadJSON(out + "/run.json"))?["status"] as? String != "running" && waited < 200 { usleep(50_000); waited += 1 }
-        let second = rowflow(["run", m, "--input", dir + "/x.csv", "--out", out])
-        #expect(second.status == 73, "\(second.stderr)")
-        #expect(second.stderr.contains("pid \(p.processIdentifier)"), "\(second.stderr)")
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
         writeFile(dir + "/x.csv", "1,2\n3,4\n")
+        let (p, stdin, _) = try runOnOpenPipe(m, out: out)
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        try withExtendedLifetime(stdin) {   // the open pipe keeps the first run waiting, and holding the lock
+            // Wait until the first run has taken the lock (run.json says running).
+            var waited = 0
+            while (try? loadJSON(out + "/run.json"))?["status"] as? String != "running" && waited < 200 { usleep(50_000); waited += 1 }
+            let second = rowflow(["run", m, "--input", dir + "/x.csv", "--out", out])
+            #expect(second.status == 73, "\(second.stderr)")
+            #expect(second.stderr.contains("pid \(p.processIdentifier)"), "\(second.stderr)")
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
         let third = rowflow(["run", m, "--input", dir + "/x.csv", "--out", out])
         #expect(third.status == 0, "\(third.stderr)")
     }
@@ -182,13 +196,7 @@ import Testing
     @Test func sigintInMultiPassRunWithoutCheckpoints() throws {
         let m = manifest("source: { format: csv, columns: 3, target: last }\noperators: [{ id: s, op: halpern-solver, params: { problem: ridge, lambda: 1 } }]\n")
         let out = dir + "/sigint"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: rowflowBinary)
-        p.arguments = ["run", m, "--input", "-", "--out", out, "--progress", "never"]
-        let stdin = Pipe(), err = Pipe()
-        p.standardInput = stdin
-        p.standardError = err
-        try p.run()
+        let (p, stdin, err) = try runOnOpenPipe(m, out: out)
         stdin.fileHandleForWriting.write(Data(String(repeating: "1,2,3\n4,5,6\n", count: 20_000).utf8))
         var waited = 0
         while ((try? loadJSON(out + "/run.json"))?["rows_read"] as? Int ?? 0) == 0 && waited < 10 { usleep(100_000); waited += 1 }

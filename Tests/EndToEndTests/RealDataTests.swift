@@ -63,6 +63,7 @@ import Testing
         let s = try loadJSON(out + "/ols/summary.json")
         let x = try loadNpy(out + "/ols/solution.npy"), cert = doubles(ref["certified_coef"])
         for j in 0..<6 { #expect(abs(x[j] - cert[j]) <= 1e-4 * abs(cert[j]), "coefficient \(j): \(x[j]) vs \(cert[j])") }
+        print("longley: largest relative coefficient error against NIST \((0..<6).map { abs(x[$0] - cert[$0]) / abs(cert[$0]) }.max()!)")
         let b = number(s, "intercept"), rb = number(ref, "certified_intercept")
         #expect(abs(b - rb) <= 1e-4 * abs(rb))
         #expect(abs(2 * number(s, "objective") - number(ref, "certified_residual_ss")) <= 1e-8 * number(ref, "certified_residual_ss"))

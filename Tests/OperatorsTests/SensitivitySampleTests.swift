@@ -204,7 +204,7 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
 // MARK: - Parameters and validation
 
 @Suite struct SensitivityConfigTests {
-    init() { BLASThreads.set(1) }   // in-process tests keep OpenBLAS single-threaded (context notes)
+    init() { BLASThreads.set(1) }   // in-process tests keep OpenBLAS single-threaded, as the binary runs it (see the Makefile's test target)
 
     func params(_ pairs: [(String, JSON)]) -> ParamValues {
         let d = OperatorRegistry.standard["sensitivity-sample"]!
@@ -261,7 +261,7 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
 // MARK: - Kernels
 
 @Suite struct RowScoreTests {
-    init() { BLASThreads.set(1) }   // in-process tests keep OpenBLAS single-threaded (context notes)
+    init() { BLASThreads.set(1) }   // in-process tests keep OpenBLAS single-threaded, as the binary runs it (see the Makefile's test target)
 
     /// Leverage scores against an independent QR reference (τ_i = ‖q_i‖² for Q from dgeqrf/dorgqr): 1e-10
     /// relative for a well-conditioned block (κ ≈ 10 after column scaling; Gram-based error ~κ²·ε).
@@ -327,7 +327,7 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
 // MARK: - p = 2, online
 
 @Suite struct OnlineSamplingTests {
-    init() { BLASThreads.set(1) }   // in-process tests keep OpenBLAS single-threaded (context notes)
+    init() { BLASThreads.set(1) }   // in-process tests keep OpenBLAS single-threaded, as the binary runs it (see the Makefile's test target)
 
     static let n = 20_000, d = 8
 
@@ -435,7 +435,7 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
 // MARK: - p ≠ 2: merge-reduce and root leverage
 
 @Suite struct MergeReduceSamplingTests {
-    init() { BLASThreads.set(1) }   // in-process tests keep OpenBLAS single-threaded (context notes)
+    init() { BLASThreads.set(1) }   // in-process tests keep OpenBLAS single-threaded, as the binary runs it (see the Makefile's test target)
 
     /// ℓ1 data: Laplace-ish heavy-tailed noise in the target (where ℓ1 regression is the right model).
     static func l1Data(n: Int, seed: UInt64) -> (Matrix, [Double]) {
@@ -590,7 +590,7 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
 // MARK: - Determinism, state, merge, emission
 
 @Suite struct SensitivityDeterminismTests {
-    init() { BLASThreads.set(1) }   // in-process tests keep OpenBLAS single-threaded (context notes)
+    init() { BLASThreads.set(1) }   // in-process tests keep OpenBLAS single-threaded, as the binary runs it (see the Makefile's test target)
 
     static let configs: [SensitivityConfig] = [
         SensitivityConfig(epsilon: 0.5, blockRows: 100),
