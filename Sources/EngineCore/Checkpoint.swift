@@ -1,4 +1,4 @@
-/// One checkpoint file (README, "Checkpoints and resume"): everything a killed run needs to continue to byte-identical outputs.
+/// One checkpoint file (docs/checkpoints-and-merge.md): everything a killed run needs to continue to byte-identical outputs.
 ///
 /// ```
 /// offset  size  field (little-endian)

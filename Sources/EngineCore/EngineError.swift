@@ -1,4 +1,4 @@
-/// Exit codes of the `rowflow` command (README, "Exit codes"). Mapped to the process status in one place, the
+/// Exit codes of the `rowflow` command (docs/errors.md). Mapped to the process status in one place, the
 /// executable's entry point.
 public enum ExitStatus: Int32, Sendable, CaseIterable {
     case success = 0

@@ -117,7 +117,7 @@ extension StreamOperator {
     public var readsFloat32Rows: Bool { false }
 }
 
-/// Operators whose states combine: shard runs merge into the answer of one run (README, "Merge").
+/// Operators whose states combine: shard runs merge into the answer of one run (docs/checkpoints-and-merge.md).
 public protocol MergeableOperator: StreamOperator {
     /// Absorbs another instance built with the same parameters and shape.
     mutating func merge(_ other: Self) throws(EngineError)

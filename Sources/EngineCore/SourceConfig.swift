@@ -1,4 +1,4 @@
-/// The `source:` section of a manifest, validated (README, "The manifest" and "Input").
+/// The `source:` section of a manifest, validated (docs/manifest.md, docs/input.md).
 public struct SourceConfig: Sendable, Equatable {
     public enum Format: String, Sendable, CaseIterable { case auto, csv, tsv, f32, f64, npy, libsvm }
     public enum Target: Sendable, Equatable { case none, last, first, column(Int), named(ColumnName) }

@@ -15,7 +15,7 @@ import Glibc
 /// crash on some CPUs).
 ///
 /// Results are byte-identical only for the same binary, OpenBLAS build and kernel: kernels block and
-/// vectorise sums differently, so their results differ in the last bits (README, "Reproducibility").
+/// vectorise sums differently, so their results differ in the last bits (docs/reproducibility.md).
 public enum BLASKernel {
     /// The kernel OpenBLAS runs in this process (`openblas_get_corename()`), e.g. "Cooperlake", "Haswell".
     public static var coreName: String {

@@ -3,7 +3,7 @@ import Operators
 import Yams
 
 /// YAML text → a validated `PipelineSpec`. Every check happens here, before any data is read, and every
-/// error names `file:line:column` with a "did you mean" hint where one helps (README, "The manifest").
+/// error names `file:line:column` with a "did you mean" hint where one helps (docs/manifest.md).
 ///
 /// YAML aliases are resolved by sharing, so an anchor bomb costs no memory at parse time; the walk below
 /// visits at most `nodeBudget` nodes and rejects anything bigger.

@@ -20,7 +20,7 @@ public struct CheckpointSpec: Sendable, Equatable {
     public var keep: Int
 }
 
-/// A manifest after every check of the README's "The manifest": operators in topological order (each after its input).
+/// A manifest after every check of docs/manifest.md: operators in topological order (each after its input).
 public struct PipelineSpec: Sendable {
     public var path: String
     public var text: String

@@ -20,7 +20,7 @@ public enum DPPMode: String, Sendable, CaseIterable, Equatable {
     }
 }
 
-/// The parameters of `dpp-sample` (README, "Output").
+/// The parameters of `dpp-sample` (docs/outputs.md).
 public struct DPPSampleConfig: Sendable, Equatable {
     public var mode: DPPMode
     /// n: rows drawn (iid, volume-rescaled); unused otherwise.
@@ -60,7 +60,7 @@ public struct DPPSampleConfig: Sendable, Equatable {
 /// all candidates, `optimal_residual` the same for the full weighted least-squares solution c*.
 /// Under `--shard k`, and whenever the rows arrive tagged with their shard (downstream of a merged
 /// `sensitivity-sample` under `rowflow merge`), `shard` gives each sampled row's shard, from the row store;
-/// `indices` are local to that shard (README, "Commands").
+/// `indices` are local to that shard (docs/commands.md).
 ///
 /// **Guarantees** (exact arithmetic, relative to the candidate measure Σω_i δ_{x_i}): `projection` is a
 /// projection DPP — P(S) = det(Q_S)², inclusion probabilities K_ii = ℓ_i, pairs det K_{ij}; always r distinct

@@ -5,7 +5,7 @@ import LinearAlgebra
 import Glibc
 #endif
 
-/// Parameters of `sensitivity-sample` after validation (README, "Output" and "Coresets").
+/// Parameters of `sensitivity-sample` after validation (docs/operators.md).
 public struct SensitivityConfig: Sendable, Equatable {
     public enum Method: String, Sendable, Equatable { case online, mergeReduce = "merge-reduce", rootLeverage = "root-leverage" }
 
@@ -936,7 +936,7 @@ struct MergeReduceEngine: Equatable, Sendable {
 }
 
 /// `sensitivity-sample`: a weighted coreset S — rows of [A | y] with multiplicities — such that
-/// ‖SAx‖_p^p ≈ ‖Ax‖_p^p for every x, in one pass and memory bounded by the sample (README,
+/// ‖SAx‖_p^p ≈ ‖Ax‖_p^p for every x, in one pass and memory bounded by the sample (docs/operators.md,
 /// "Coresets"). A sampler: at the end of the stream its rows go out as weighted row batches to the
 /// operators that read it (`input: <id>`), e.g. `gram` with `solve: ridge` or `halpern-solver`.
 ///

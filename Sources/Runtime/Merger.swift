@@ -4,7 +4,7 @@ import Manifest
 import Operators
 import RowIO
 
-/// `rowflow merge`: combines the states of shard runs into the output layout of one run (README, "Merge").
+/// `rowflow merge`: combines the states of shard runs into the output layout of one run (docs/checkpoints-and-merge.md).
 ///
 /// Inputs are shard run directories (`<run-dir>/<id>/state.bin`), state blobs (`rowflow run --state-out`;
 /// binary files, or text files of base64 lines, one blob per line) or `-` (base64 lines on stdin). States must

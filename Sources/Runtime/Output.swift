@@ -4,7 +4,7 @@ import Operators
 import RowIO
 import Synchronization
 
-/// Writes the output layout of the README's "Output". Every file goes to a temporary name and is renamed into
+/// Writes the output layout of docs/outputs.md. Every file goes to a temporary name and is renamed into
 /// place, so a reader never sees half a file; run.json is written `running` first and its final status last.
 public struct OutputWriter: Sendable {
     public let dir: String

@@ -9,7 +9,7 @@ import Glibc
 
 public enum ProgressMode: String, Sendable, CaseIterable { case auto, always, never }
 
-/// Everything `rowflow run` takes (README, "Commands").
+/// Everything `rowflow run` takes (docs/commands.md).
 public struct RunOptions: Sendable {
     public var manifestPath: String
     public var input: String? = nil
@@ -43,7 +43,7 @@ public struct RunReport: Sendable {
     public var outputs: [(String, OperatorOutput)]
 }
 
-/// Drives one run: manifest → source → operators → outputs, with checkpoints and resume (README, "Checkpoints and resume").
+/// Drives one run: manifest → source → operators → outputs, with checkpoints and resume (docs/checkpoints-and-merge.md).
 ///
 /// Threads: with `threads ≥ 2` one thread decodes (decompression and parsing into recycled batch buffers)
 /// while the calling thread runs the operators, with a bounded queue of batches between them; OpenBLAS is

@@ -9,7 +9,7 @@ import Glibc
 #endif
 
 /// Thin commands: each parses its arguments and calls the library; `fail` maps every error to its exit code
-/// in one place (README, "Exit codes").
+/// in one place (docs/errors.md).
 struct Rowflow: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rowflow",

@@ -37,7 +37,7 @@ import Testing
         (Matrix(rows: a.rows, cols: a.cols, storage: a.storage.map { Double(Float($0)) }), y.map { Double(Float($0)) })
     }
 
-    /// ½‖Ax − y‖² + ½λ‖x‖² on all rows (README, "Output").
+    /// ½‖Ax − y‖² + ½λ‖x‖² on all rows (docs/outputs.md).
     func ridgeObjective(_ a: Matrix, _ y: [Double], _ x: [Double], lambda: Double) -> Double {
         let ax = a.multiplied(by: x)
         var s = 0.0

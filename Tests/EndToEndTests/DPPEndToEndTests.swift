@@ -55,7 +55,7 @@ import Testing
         #expect(w > 3000 && w < 12_000, "Σw = \(w)")
     }
 
-    /// `--shard 3` (README, "Commands"): every dpp-sample output gains `shard.npy`, int64, one entry per sampled
+    /// `--shard 3` (docs/commands.md): every dpp-sample output gains `shard.npy`, int64, one entry per sampled
     /// row, all 3; indices stay local (each sampled row equals the input's row at that index). The store
     /// spills (memory_mb: 1 holds ~13,000 rows of 6 features + 4 doubles), so the shard is read back from the
     /// spill file as well as from memory. Without `--shard`: no shard.npy.

@@ -89,7 +89,7 @@ func canonical(_ v: Any) -> String {
 
     func f32(_ values: [Float]) -> [UInt8] { f32Bytes(values) }
 
-    /// Every malformed input of issue 2 §7: its exit code (README, "Exit codes") and the place named in the message.
+    /// Every malformed input the input formats reject: its exit code (docs/errors.md) and the place named in the message.
     @Test func malformedInputsExitWithCodeAndPlace() throws {
         let csv = manifest("source: { format: csv }\noperators: [{ id: m, op: moments }]\n")
         let csv3 = manifest("source: { format: csv, columns: 3 }\noperators: [{ id: m, op: moments }]\n")
@@ -176,7 +176,7 @@ func canonical(_ v: Any) -> String {
         }
     }
 
-    /// Shards run apart (`--shard k`) and merged equal one run to 1e-12 relative (README, "Merge").
+    /// Shards run apart (`--shard k`) and merged equal one run to 1e-12 relative (docs/checkpoints-and-merge.md).
     @Test(arguments: [2, 8])
     func mergeShards(shards: Int) throws {
         let m = manifest("source: { format: f32, columns: 6, target: last }\noperators:\n  - { id: g, op: gram, params: { solve: ridge, lambda: 0.5 } }\n  - { id: m, op: moments }\n")
@@ -284,24 +284,57 @@ func canonical(_ v: Any) -> String {
     }
 }
 
-/// The README's shell examples are run as written (from the package root, with the built binary on PATH).
-@Suite struct ReadmeTests {
-    @Test func readmeCommandsRun() throws {
-        let text = try String(contentsOfFile: packageRoot + "/README.md", encoding: .utf8)
+/// The shell examples of README.md and docs/*.md are run as written (from the package root, with the built
+/// binary on PATH), each document's in order, since later examples read what earlier ones wrote.
+@Suite struct DocumentationTests {
+    static let documents = ["README.md"] + ((try? FileManager.default.contentsOfDirectory(atPath: packageRoot + "/docs")) ?? [])
+        .filter { $0.hasSuffix(".md") }.sorted().map { "docs/" + $0 }
+
+    static func shellExamples(_ document: String) throws -> [String] {
+        let text = try String(contentsOfFile: packageRoot + "/" + document, encoding: .utf8)
         var commands: [String] = []
         var inBlock = false
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             if line.hasPrefix("```") { inBlock = line == "```sh"; continue }
             if inBlock, line.hasPrefix("rowflow ") || line.hasPrefix("cat ") || line.hasPrefix("zstd ") { commands.append(String(line)) }
         }
-        #expect(commands.count >= 5, "README has too few runnable examples")
-        let tmp = temporaryDirectory("readme")
+        return commands
+    }
+
+    @Test func examplesRun() throws {
+        let tmp = temporaryDirectory("docs")
         let bin = URL(fileURLWithPath: rowflowBinary).deletingLastPathComponent().path
-        for c in commands {
-            let cmd = c.replacingOccurrences(of: "/tmp/rowflow-", with: tmp + "/rowflow-")
-            let r = runProcess("/bin/bash", ["-o", "pipefail", "-c", cmd], cwd: packageRoot,
-                               environment: ["PATH": bin + ":/usr/bin:/bin", "HOME": tmp])
-            #expect(r.status == 0, "README command failed: \(c)\n\(r.stderr)")
+        var total = 0
+        for document in Self.documents {
+            for c in try Self.shellExamples(document) {
+                total += 1
+                let cmd = c.replacingOccurrences(of: "/tmp/rowflow-", with: tmp + "/rowflow-")
+                let r = runProcess("/bin/bash", ["-o", "pipefail", "-c", cmd], cwd: packageRoot,
+                                   environment: ["PATH": bin + ":/usr/bin:/bin", "HOME": tmp])
+                #expect(r.status == 0, "\(document): example failed: \(c)\n\(r.stderr)")
+            }
+        }
+        // The quickstart alone has four; the docs hold the rest (commands, operators, checkpoints, merge, report).
+        #expect(try Self.shellExamples("README.md").count >= 4, "README.md lost its quickstart examples")
+        #expect(total >= 20, "the documents hold only \(total) runnable examples")
+    }
+
+    /// Every relative link in README.md and docs/ points at a file of the repository (a document that moved
+    /// or was never added would leave a reader stranded).
+    @Test func relativeLinksResolve() throws {
+        for document in Self.documents + ["Integrations/python/README.md", "Integrations/python/SPARK.md"] {
+            let text = try String(contentsOfFile: packageRoot + "/" + document, encoding: .utf8)
+            let base = URL(fileURLWithPath: packageRoot + "/" + document).deletingLastPathComponent()
+            var rest = Substring(text)
+            while let open = rest.range(of: "](") {
+                rest = rest[open.upperBound...]
+                guard let close = rest.firstIndex(of: ")") else { break }
+                let target = String(rest[..<close]).split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0]
+                rest = rest[close...]
+                if target.isEmpty || target.contains("://") || target.hasPrefix("mailto:") { continue }
+                let path = base.appendingPathComponent(String(target)).standardized.path
+                #expect(FileManager.default.fileExists(atPath: path), "\(document): link to '\(target)' does not resolve")
+            }
         }
     }
 }

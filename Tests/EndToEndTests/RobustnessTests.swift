@@ -56,7 +56,7 @@ import Testing
     }
 }
 
-/// Checkpoints and resume through the binary (README, "Checkpoints and resume").
+/// Checkpoints and resume through the binary (docs/checkpoints-and-merge.md).
 @Suite(.serialized) struct CheckpointTests {
     let dir = temporaryDirectory("ckpt")
     let files = ["m/mean.npy", "m/variance.npy", "m/summary.json", "m/state.bin",

@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 import Testing
 
-/// `rowflow run --state-out` and `rowflow merge` of blobs (README, "Commands" and "Merge"): the blob merge equals the run
+/// `rowflow run --state-out` and `rowflow merge` of blobs (docs/commands.md, docs/checkpoints-and-merge.md): the blob merge equals the run
 /// directory merge byte for byte and one run on the whole input to rounding; corrupt blobs, empty shards,
 /// repeated shards and non-mergeable operators each get their exit code.
 @Suite(.serialized) struct StateBlobEndToEndTests {

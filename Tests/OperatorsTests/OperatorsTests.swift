@@ -76,7 +76,7 @@ func offsetData(rows: Int, seed: UInt64) -> Matrix {
         #expect(resumed.encodeState() == whole.encodeState())
     }
 
-    /// Shards merged equal the whole to 1e-12 relative (README, "Merge").
+    /// Shards merged equal the whole to 1e-12 relative (docs/checkpoints-and-merge.md).
     /// Data with a moderate offset (mean 3, unit scale): with a 1e4 offset over a 1e-3 spread, the float64
     /// representation of the data itself limits the variance to ~1e-9 relative, in any summation order.
     @Test(arguments: [2, 8])

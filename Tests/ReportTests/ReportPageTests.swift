@@ -244,7 +244,7 @@ func runPipeline(_ name: String) throws -> String {
         #expect(i.figures.count == (try expectedFigures(done)).count)
     }
 
-    /// README "Exit codes": a missing directory 66; not a run directory (no run.json, or a file) 64; a run.json
+    /// docs/errors.md: a missing directory 66; not a run directory (no run.json, or a file) 64; a run.json
     /// that is not JSON 65 — each one line naming the path.
     @Test func errorsHaveTheirExitCodes() throws {
         let dir = temporaryDirectory("report-errors")

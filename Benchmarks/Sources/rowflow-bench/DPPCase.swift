@@ -1,5 +1,5 @@
 // The dpp case: rowflow dpp-sample (projection DPP) against DPPy's Gram-Schmidt chain rule on the same kernel,
-// for N Legendre candidates with m = 20 features (issue 7's benchmark). rowflow's time per sample is the
+// for N Legendre candidates with m = 20 features. rowflow's time per sample is the
 // marginal cost of one more projection sample: (in-process seconds of `repeated`, 200 samples, minus those of
 // `projection`, 1 sample) / 199 — what is left after ingest, QR, the basis pass and the residual pass, which
 // both runs share. DPPy's set-up (load, numpy QR, FiniteDPP with its orthonormality check) is timed apart from

@@ -102,7 +102,7 @@ def test_text_partitions_merge_to_the_single_run(data, text_merged):
     tail = float(np.sum(sigma[3:] ** 2))
     assert s["tail_energy_bound"] >= tail * (1 - 1e-12)
     got = load(out, "svd/singular_values.npy")
-    # Error bar of DESIGN/README: σ² ∈ [σ̂², σ̂² + dropped_energy + rounding_margin] (1e-10: float64 SVD of x).
+    # Error bar of docs/operators.md (truncated-svd): σ² ∈ [σ̂², σ̂² + dropped_energy + rounding_margin] (1e-10: float64 SVD of x).
     slack = s["dropped_energy"] + s["rounding_margin"] + 1e-10 * sigma[0] ** 2
     assert np.all(got ** 2 <= sigma[:3] ** 2 + 1e-10 * sigma[0] ** 2)
     assert np.all(sigma[:3] ** 2 <= got ** 2 + slack)
