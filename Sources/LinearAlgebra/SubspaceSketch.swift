@@ -250,23 +250,6 @@ public struct SubspaceSketch: Sendable {
         report.clamped = kept.clamped
         return report
     }
-
-    /// max |QQᵀ − I| entry (how far the basis is from orthonormal), O(k²d). For tests and diagnostics.
-    public func orthonormalityDefect() -> Double {
-        let d = dimension, k = count
-        var worst = 0.0
-        w.withUnsafeBufferPointer { wb in
-            let q = wb.baseAddress!
-            for i in 0..<k {
-                for j in 0...i {
-                    var s = 0.0
-                    for t in 0..<d { s += q[i * d + t] * q[j * d + t] }
-                    worst = max(worst, abs(s - (i == j ? 1 : 0)))
-                }
-            }
-        }
-        return worst
-    }
 }
 
 /// Scratch for `SubspaceSketch` (contents never outlive a call).

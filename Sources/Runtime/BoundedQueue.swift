@@ -78,16 +78,6 @@ final class BoundedQueue<T>: @unchecked Sendable {
         return .item(item)
     }
 
-    /// Non-blocking pop.
-    func tryPop() -> T? {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        if items.isEmpty { return nil }
-        let item = items.removeFirst()
-        pthread_cond_signal(&notFull)
-        return item
-    }
-
     func close() {
         pthread_mutex_lock(&mutex)
         closed = true

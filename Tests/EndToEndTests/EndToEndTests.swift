@@ -30,12 +30,12 @@ import Testing
     @Test(arguments: pipelines, kernels)
     func replay(name: String, kernel: String?) throws {
         let fixture = packageRoot + "/Fixtures/" + name
-        let input = try FileManager.default.contentsOfDirectory(atPath: fixture).first { $0.hasPrefix("input.") }
-        #expect(input != nil, "Fixtures/\(name) has no input.* stream")
+        let input = try #require(try FileManager.default.contentsOfDirectory(atPath: fixture).first { $0.hasPrefix("input.") },
+                                 "Fixtures/\(name) has no input.* stream")
         let out = temporaryDirectory("replay") + "/out"
         var env = ProcessInfo.processInfo.environment
         if let kernel { env["OPENBLAS_CORETYPE"] = kernel }
-        let r = runProcess(rowflowBinary, ["run", packageRoot + "/Pipelines/\(name).yaml", "--input", fixture + "/" + input!,
+        let r = runProcess(rowflowBinary, ["run", packageRoot + "/Pipelines/\(name).yaml", "--input", fixture + "/" + input,
                                            "--out", out, "--progress", "never"], environment: env)
         #expect(r.status == 0, "\(r.stderr)")
         if let kernel {

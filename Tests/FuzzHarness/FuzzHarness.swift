@@ -10,31 +10,35 @@ import RowIO
 public enum FuzzHarness {
     public static let targets = ["text", "npy", "libsvm", "zstd", "manifest", "checkpoint", "state"]
 
-    /// Runs one input through one target.
-    public static func run(_ target: String, _ data: [UInt8]) {
+    /// Runs one input through one target. Returns whether the input was accepted — decoded to its end, parsed,
+    /// or restored and finished — so replayed seeds can be checked to still mean what they were made to mean.
+    @discardableResult
+    public static func run(_ target: String, _ data: [UInt8]) -> Bool {
         switch target {
-        case "text": decode(Array(data.dropFirst()), config: textConfig(data.first ?? 0))
-        case "npy": decode(data, config: { var c = SourceConfig(); c.format = .npy; c.onBadRow = .skip; return c }())
+        case "text": return decode(Array(data.dropFirst()), config: textConfig(data.first ?? 0))
+        case "npy": return decode(data, config: { var c = SourceConfig(); c.format = .npy; c.onBadRow = .skip; return c }())
         case "libsvm":
             var c = SourceConfig(); c.format = .libsvm; c.columns = 1 + Int(data.first ?? 0) % 16
-            decode(Array(data.dropFirst()), config: c)
+            return decode(Array(data.dropFirst()), config: c)
         case "zstd":
             // The bytes behind a zstd magic, decoded as csv.
-            decode([0x28, 0xB5, 0x2F, 0xFD] + data, config: { var c = SourceConfig(); c.format = .csv; c.onBadRow = .skip; return c }())
+            return decode([0x28, 0xB5, 0x2F, 0xFD] + data, config: { var c = SourceConfig(); c.format = .csv; c.onBadRow = .skip; return c }())
         case "manifest":
             var p = ManifestParser(path: "fuzz.yaml")
-            _ = try? p.parse(String(decoding: data, as: UTF8.self))
+            return (try? p.parse(String(decoding: data, as: UTF8.self))) != nil
         case "checkpoint":
-            _ = try? Checkpoint.decode(data, context: "fuzz")
+            return (try? Checkpoint.decode(data, context: "fuzz")) != nil
         case "state":
             // The same bytes as a state blob too (binary or base64 lines): decoding must fail cleanly, never trap.
             _ = try? StateBlob.decodeAll(data, context: "fuzz")
-            guard let env = try? StateEnvelope.decode(data, context: "fuzz"), env.columns <= 4096 else { return }
+            guard let env = try? StateEnvelope.decode(data, context: "fuzz"), env.columns <= 4096 else { return false }
             let ctx = OperatorContext(shape: StreamShape(columns: env.columns, hasTarget: env.hasTarget), seed: 0, shard: 0, purpose: 0)
+            var finished = false
             for d in OperatorRegistry.standard.descriptors where d.kind == env.kind {
                 let params = ParamValues(d.parameters.map { p in (p.name, fuzzOverrides[d.kind]?[p.name] ?? fuzzValue(p)) })
-                if var op = try? d.restore(params, ctx, env.payload, "fuzz") { _ = try? op.finish() }
+                if var op = try? d.restore(params, ctx, env.payload, "fuzz"), (try? op.finish()) != nil { finished = true }
             }
+            return finished
         default: preconditionFailure("unknown fuzz target \(target)")
         }
     }
@@ -65,18 +69,19 @@ public enum FuzzHarness {
         return c
     }
 
-    static func decode(_ data: [UInt8], config: SourceConfig) {
+    static func decode(_ data: [UInt8], config: SourceConfig) -> Bool {
         let bad = BadRowHandler(policy: config.onBadRow, quarantine: { _ throws(EngineError) in })
         guard let src = try? SourceReader(memory: RawFile.memory(data, name: "fuzz"), config: config, bad: bad),
-              let l = src.layout else { return }
+              let l = src.layout else { return false }
         var batch = RowBatch(columns: l.features, capacity: RowBatch.capacity(batchRows: config.batchRows, columns: l.features),
                              hasTarget: l.hasTarget, hasWeight: l.hasWeight)
         var rows = 0
         while rows < 1_000_000 {
             batch.reset()
-            guard let more = try? src.fill(&batch) else { return }
+            guard let more = try? src.fill(&batch) else { return false }
             rows += batch.count
-            if !more { return }
+            if !more { return true }
         }
+        return true
     }
 }

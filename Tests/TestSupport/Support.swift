@@ -165,13 +165,26 @@ public struct MeasuredResult: Sendable {
 /// Runs a command with posix_spawn (stdout/stderr to temporary files) and waits with wait4, so whether it
 /// died by a signal is known. (Not its peak RSS: a child inherits the spawning process's high-water mark at
 /// exec; rowflow reports its own as run.json's `peak_rss_kib`.)
+///
+/// `feed`, when given, gets the write end of a pipe that is the child's stdin, and the child's pid; it runs
+/// before the wait, and the pipe is closed after it returns — so a test can hold a run in the middle of its
+/// input for as long as it needs (a signal that must arrive before the end, whatever the machine's speed).
 public func runMeasured(_ executable: String, _ args: [String], environment: [String: String]? = nil,
-                        killAfter seconds: Double? = nil, signal sig: Int32 = SIGKILL) -> MeasuredResult {
+                        killAfter seconds: Double? = nil, signal sig: Int32 = SIGKILL,
+                        feed: ((_ stdin: Int32, _ pid: pid_t) -> Void)? = nil) -> MeasuredResult {
     let dir = temporaryDirectory("spawn")
     let outPath = dir + "/out", errPath = dir + "/err"
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    var pipeEnds: [Int32] = [-1, -1]
+    if feed != nil {
+        precondition(pipe(&pipeEnds) == 0, "pipe: \(errno)")
+        posix_spawn_file_actions_adddup2(&actions, pipeEnds[0], 0)
+        posix_spawn_file_actions_addclose(&actions, pipeEnds[0])
+        posix_spawn_file_actions_addclose(&actions, pipeEnds[1])
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    }
     posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -181,6 +194,11 @@ public func runMeasured(_ executable: String, _ args: [String], environment: [St
     var pid: pid_t = 0
     let rc = posix_spawn(&pid, executable, &actions, nil, argv, env)
     precondition(rc == 0, "posix_spawn \(executable): \(rc)")
+    if let feed {
+        close(pipeEnds[0])
+        feed(pipeEnds[1], pid)
+        close(pipeEnds[1])
+    }
     if let seconds {
         usleep(useconds_t(seconds * 1e6))
         kill(pid, sig)
