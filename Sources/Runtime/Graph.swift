@@ -82,10 +82,8 @@ final class Graph: @unchecked Sendable {
             guard let o = c.operators.first(where: { $0.id == s.id }), o.kind == s.kind else {
                 throw .usage(where_, "the checkpoint has no state for operator '\(s.id)' (\(s.kind))")
             }
-            guard o.version == s.descriptor.stateVersion else {
-                throw .data(where_, "operator '\(s.id)' state version \(o.version); this rowflow reads \(s.descriptor.stateVersion)")
-            }
-            ops[s.id] = try s.descriptor.restore(s.params, context(s), o.state, "\(where_): operator '\(s.id)'")
+            ops[s.id] = try s.descriptor.restore(kind: o.kind, version: o.version, payload: o.state, params: s.params,
+                                                 context: context(s), location: "\(where_): operator '\(s.id)'")
         }
         for (input, _) in stores {
             guard let rec = c.stores.first(where: { $0.input == input }) else {

@@ -110,16 +110,14 @@ public struct Merger: Sendable {
                     throw .usage(file, "state was written with different parameters for '\(s.id)' than this manifest's",
                                  hint: "merge with the manifest the shards ran with")
                 }
-                guard env.stateVersion == s.descriptor.stateVersion else {
-                    throw .data(file, "state version \(env.stateVersion), this rowflow reads \(s.descriptor.stateVersion)")
-                }
                 let sh = StreamShape(columns: env.columns, hasTarget: env.hasTarget, float32Values: spec.source.format == .f32)
                 if let prev = shape, prev != sh {
                     throw .usage(file, "shard shapes differ: \(prev.columns) columns (target: \(prev.hasTarget)) vs \(sh.columns) (target: \(sh.hasTarget))")
                 }
                 shape = sh
                 let ctx = OperatorContext(shape: sh, seed: env.seed, shard: env.shard, purpose: CRC32C.checksum(Array(s.id.utf8)))
-                let op = try s.descriptor.restore(s.params, ctx, env.payload, file)
+                let op = try s.descriptor.restore(kind: env.kind, version: env.stateVersion, payload: env.payload, params: s.params,
+                                                  context: ctx, location: file)
                 if var acc = merged[s.id] {
                     try s.descriptor.merge!(&acc, op)
                     merged[s.id] = acc
