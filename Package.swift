@@ -2,8 +2,10 @@
 import PackageDescription
 
 // Dependencies point one way: C shims -> LinearAlgebra -> Operators; EngineCore is the vocabulary every
-// layer shares; RowIO turns bytes into batches; Manifest turns YAML into a validated graph; Runtime drives
-// it all; the executable only parses arguments.
+// layer shares (batches, errors, states, and the operator protocols and parameter vocabulary); RowIO turns
+// bytes into batches; Manifest turns YAML into a validated graph against a registry it is given, and Report
+// draws a run directory — neither knows the operators (nor links OpenBLAS); Runtime drives it all; the
+// executable parses arguments and hands `OperatorRegistry.standard` to the rest.
 let package = Package(
     name: "rowflow",
     products: [
@@ -27,12 +29,12 @@ let package = Package(
         .target(name: "EngineCore"),
         .target(name: "RowIO", dependencies: ["EngineCore", "CZstd"]),
         .target(name: "Operators", dependencies: ["EngineCore", "LinearAlgebra"]),
-        .target(name: "Manifest", dependencies: ["EngineCore", "Operators", "Yams"]),
+        .target(name: "Manifest", dependencies: ["EngineCore", "Yams"]),
         .target(name: "Runtime", dependencies: ["EngineCore", "RowIO", "Operators", "Manifest", "LinearAlgebra"]),
         // `rowflow report`: run directory → one HTML page with inline SVG (reads outputs, never operators' state).
         .target(name: "Report", dependencies: ["EngineCore", "RowIO", "Manifest"]),
         .executableTarget(name: "rowflow", dependencies: [
-            "Runtime", "Report", "LinearAlgebra", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Runtime", "Report", "Operators", "LinearAlgebra", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Reference implementations and fixtures shared by the test targets (never linked into the product).
         .target(name: "TestSupport", dependencies: ["EngineCore", "LinearAlgebra", "RowIO"], path: "Tests/TestSupport"),
@@ -43,7 +45,7 @@ let package = Package(
         .testTarget(name: "OperatorsTests", dependencies: ["Operators", "EngineCore", "LinearAlgebra", "TestSupport"]),
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Operators", "EngineCore", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Manifest", "RowIO", "EngineCore", "Operators", "LinearAlgebra", "TestSupport"]),
-        .testTarget(name: "ReportTests", dependencies: ["Report", "EngineCore", "RowIO", "TestSupport"]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "EngineCore", "RowIO", "Operators", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["RowIO", "EngineCore", "LinearAlgebra", "TestSupport", "FuzzHarness"]),
     ]
 )

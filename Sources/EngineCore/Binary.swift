@@ -44,18 +44,18 @@ public struct BinaryReader: Sendable {
     public let bytes: [UInt8]
     public private(set) var offset: Int
     /// Names the thing being read in errors ("checkpoint ckpt-…", "state blob x").
-    public let context: String
+    public let location: String
 
-    public init(_ bytes: [UInt8], context: String, offset: Int = 0) {
+    public init(_ bytes: [UInt8], location: String, offset: Int = 0) {
         self.bytes = bytes
         self.offset = offset
-        self.context = context
+        self.location = location
     }
 
     public var remaining: Int { bytes.count - offset }
 
     func truncated(_ need: Int) -> EngineError {
-        .data("\(context): byte \(offset)", "truncated: expected \(need) more bytes, found \(remaining)")
+        .data("\(location): byte \(offset)", "truncated: expected \(need) more bytes, found \(remaining)")
     }
 
     public mutating func take(_ n: Int) throws(EngineError) -> ArraySlice<UInt8> {
@@ -86,7 +86,7 @@ public struct BinaryReader: Sendable {
     public mutating func count(elementSize: Int) throws(EngineError) -> Int {
         let n = try u64()
         guard n <= UInt64(remaining / max(1, elementSize)) else {
-            throw .data("\(context): byte \(offset - 8)", "length field \(n) exceeds the \(remaining) bytes left")
+            throw .data("\(location): byte \(offset - 8)", "length field \(n) exceeds the \(remaining) bytes left")
         }
         return Int(n)
     }

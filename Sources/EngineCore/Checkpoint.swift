@@ -85,37 +85,37 @@ public struct Checkpoint: Sendable, Equatable {
     }
 
     /// Decodes and verifies a checkpoint; errors are exit 65 with the file named.
-    public static func decode(_ bytes: [UInt8], context: String) throws(EngineError) -> Checkpoint {
+    public static func decode(_ bytes: [UInt8], location: String) throws(EngineError) -> Checkpoint {
         guard bytes.count >= 10 + 32 + 4 else {
-            throw .data(context, "truncated checkpoint: \(bytes.count) bytes is shorter than its header")
+            throw .data(location, "truncated checkpoint: \(bytes.count) bytes is shorter than its header")
         }
-        guard Array(bytes[0..<8]) == magic else { throw .data("\(context): byte 0", "not a rowflow checkpoint (bad magic)") }
-        var r = BinaryReader(bytes, context: context, offset: 8)
+        guard Array(bytes[0..<8]) == magic else { throw .data("\(location): byte 0", "not a rowflow checkpoint (bad magic)") }
+        var r = BinaryReader(bytes, location: location, offset: 8)
         let version = try r.u16()
         guard readableVersions.contains(version) else {
-            throw .data("\(context): byte 8", "checkpoint format version \(version); this rowflow reads versions \(readableVersions.lowerBound)–\(readableVersions.upperBound)",
+            throw .data("\(location): byte 8", "checkpoint format version \(version); this rowflow reads versions \(readableVersions.lowerBound)–\(readableVersions.upperBound)",
                         hint: "written by a different rowflow release; start without --resume")
         }
         let stored = bytes.suffix(4).enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
         guard CRC32C.checksum(bytes.dropLast(4)) == stored else {
-            throw .data(context, "checkpoint checksum mismatch: the file is corrupt or truncated")
+            throw .data(location, "checkpoint checksum mismatch: the file is corrupt or truncated")
         }
         let sha = Array(try r.take(32))
         let seed = try r.u64(), shard = try r.i64(), finishing = try r.bool()
         let fed = try r.u64(), consumed = try r.u64(), skipped = try r.u64(), quarantined = try r.u64()
         let qbytes = try r.u64(), fp = try r.u64(), bytesIn = try r.u64(), finishIndex = try r.u32()
         let nStores = Int(try r.u32())
-        guard nStores <= 1024 else { throw .data(context, "checkpoint lists \(nStores) row stores") }
+        guard nStores <= 1024 else { throw .data(location, "checkpoint lists \(nStores) row stores") }
         var stores: [Store] = []
         for _ in 0..<nStores { stores.append(Store(input: try r.string(), rows: try r.u64(), fileBytes: try r.u64())) }
         let nOps = Int(try r.u32())
-        guard nOps <= 4096 else { throw .data(context, "checkpoint lists \(nOps) operators") }
+        guard nOps <= 4096 else { throw .data(location, "checkpoint lists \(nOps) operators") }
         var ops: [OperatorState] = []
         for _ in 0..<nOps {
             ops.append(OperatorState(id: try r.string(), kind: try r.string(), version: try r.u16(), state: try r.blob()))
         }
         let shuffle = version >= 2 ? try r.blob() : []
-        guard r.remaining == 4 else { throw .data(context, "checkpoint has \(r.remaining - 4) unexpected trailing bytes") }
+        guard r.remaining == 4 else { throw .data(location, "checkpoint has \(r.remaining - 4) unexpected trailing bytes") }
         return Checkpoint(manifestSHA256: sha, seed: seed, shard: shard, finishing: finishing, rowsFed: fed, rowsConsumed: consumed,
                           rowsSkipped: skipped, rowsQuarantined: quarantined, quarantineBytes: qbytes, fingerprint: fp,
                           bytesIn: bytesIn, finishIndex: finishIndex, stores: stores, operators: ops, shuffle: shuffle)

@@ -39,7 +39,7 @@ public struct SourceConfig: Sendable, Equatable {
 public struct ColumnName: Sendable, Equatable {
     public var name: String
     public var location: String
-    public init(_ name: String, at location: String) { self.name = name; self.location = location }
+    public init(_ name: String, location: String) { self.name = name; self.location = location }
 }
 
 /// A column given by 0-based index or by header name.
@@ -128,7 +128,7 @@ public struct RowLayout: Sendable, Equatable {
     }
 
     /// `names`: the raw columns' names (header or `source.names`), needed when the manifest names columns.
-    public init(rawColumns c: Int, config: SourceConfig, names: [String]? = nil, where location: String) throws(EngineError) {
+    public init(rawColumns c: Int, config: SourceConfig, names: [String]? = nil, location: String) throws(EngineError) {
         var roles = [Role](repeating: .drop, count: c)
         var targetCol: Int?
         switch config.target {

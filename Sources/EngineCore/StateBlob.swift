@@ -77,42 +77,42 @@ public struct StateBlob: Sendable, Equatable {
         return w.bytes
     }
 
-    /// Decodes and verifies a blob (binary form); `context` names the file in errors (exit 65).
-    public static func decode(_ bytes: [UInt8], context: String) throws(EngineError) -> StateBlob {
+    /// Decodes and verifies a blob (binary form); `location` names the file in errors (exit 65).
+    public static func decode(_ bytes: [UInt8], location: String) throws(EngineError) -> StateBlob {
         guard bytes.count >= 10 + 32 + 40 + 8 + 4 else {
-            throw .data(context, "truncated state blob: \(bytes.count) bytes is shorter than its header")
+            throw .data(location, "truncated state blob: \(bytes.count) bytes is shorter than its header")
         }
-        guard Array(bytes[0..<8]) == magic else { throw .data("\(context): byte 0", "not a rowflow state blob (expected magic \"RFBLOB01\")") }
-        var r = BinaryReader(bytes, context: context, offset: 8)
+        guard Array(bytes[0..<8]) == magic else { throw .data("\(location): byte 0", "not a rowflow state blob (expected magic \"RFBLOB01\")") }
+        var r = BinaryReader(bytes, location: location, offset: 8)
         let version = try r.u16()
         guard version == formatVersion else {
-            throw .data("\(context): byte 8", "state blob format version \(version); this rowflow reads version \(formatVersion)",
+            throw .data("\(location): byte 8", "state blob format version \(version); this rowflow reads version \(formatVersion)",
                         hint: "written by a different rowflow release")
         }
         let stored = bytes.suffix(4).enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
         guard CRC32C.checksum(bytes.dropLast(4)) == stored else {
-            throw .data(context, "state blob checksum mismatch: the blob is corrupt or truncated (CRC-32C of \(bytes.count - 4) bytes)",
+            throw .data(location, "state blob checksum mismatch: the blob is corrupt or truncated (CRC-32C of \(bytes.count - 4) bytes)",
                         hint: "re-run the shard; a blob copied as text must keep its one base64 line intact")
         }
         let sha = Array(try r.take(32))
         let seed = try r.u64(), rows = try r.u64(), skipped = try r.u64(), quarantined = try r.u64(), bytesIn = try r.u64()
         let nShards = Int(try r.u32())
-        guard nShards <= r.remaining / 8 else { throw .data(context, "state blob lists \(nShards) shards in \(r.remaining) bytes") }
+        guard nShards <= r.remaining / 8 else { throw .data(location, "state blob lists \(nShards) shards in \(r.remaining) bytes") }
         var shards: [Int64] = []
         for _ in 0..<nShards { shards.append(try r.i64()) }
         let nOps = Int(try r.u32())
-        guard nOps <= 4096 else { throw .data(context, "state blob lists \(nOps) operators") }
+        guard nOps <= 4096 else { throw .data(location, "state blob lists \(nOps) operators") }
         var ops: [Entry] = []
         for _ in 0..<nOps { ops.append(Entry(id: try r.string(), envelope: try r.blob())) }
-        guard r.remaining == 4 else { throw .data(context, "state blob has \(r.remaining - 4) unexpected trailing bytes") }
+        guard r.remaining == 4 else { throw .data(location, "state blob has \(r.remaining - 4) unexpected trailing bytes") }
         return StateBlob(manifestSHA256: sha, seed: seed, rowsRead: rows, rowsSkipped: skipped, rowsQuarantined: quarantined,
                          bytesIn: bytesIn, shards: shards, operators: ops)
     }
 
     /// The blobs in a file's bytes: the binary form, or text of base64 lines (one blob per non-empty line,
     /// surrounding whitespace ignored — several collected `--state-out -` lines may share a file).
-    public static func decodeAll(_ bytes: [UInt8], context: String) throws(EngineError) -> [StateBlob] {
-        if bytes.starts(with: magic) { return [try decode(bytes, context: context)] }
+    public static func decodeAll(_ bytes: [UInt8], location: String) throws(EngineError) -> [StateBlob] {
+        if bytes.starts(with: magic) { return [try decode(bytes, location: location)] }
         var blobs: [StateBlob] = []
         var line = 0
         for raw in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
@@ -120,12 +120,12 @@ public struct StateBlob: Sendable, Equatable {
             let text = raw.drop { $0 == 32 || $0 == 9 || $0 == 13 }.reversed().drop { $0 == 32 || $0 == 9 || $0 == 13 }.reversed()
             if text.isEmpty { continue }
             guard let decoded = Base64.decode(Array(text)) else {
-                throw .data("\(context):\(line)", "not a base64 state blob line (\(text.count) characters)",
+                throw .data("\(location):\(line)", "not a base64 state blob line (\(text.count) characters)",
                             hint: "expected the one line `rowflow run … --state-out -` prints, starting \(base64Prefix)")
             }
-            blobs.append(try decode(decoded, context: "\(context):\(line)"))
+            blobs.append(try decode(decoded, location: "\(location):\(line)"))
         }
-        guard !blobs.isEmpty else { throw .data(context, "no state blob: the file is empty") }
+        guard !blobs.isEmpty else { throw .data(location, "no state blob: the file is empty") }
         return blobs
     }
 

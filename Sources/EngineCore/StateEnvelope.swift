@@ -50,23 +50,23 @@ public struct StateEnvelope: Sendable, Equatable {
         return w.bytes
     }
 
-    /// Decodes and verifies an envelope; `context` names the file in errors (exit 65 for corruption).
-    public static func decode(_ bytes: [UInt8], context: String) throws(EngineError) -> StateEnvelope {
+    /// Decodes and verifies an envelope; `location` names the file in errors (exit 65 for corruption).
+    public static func decode(_ bytes: [UInt8], location: String) throws(EngineError) -> StateEnvelope {
         guard bytes.count >= 14 else {
-            throw .data(context, "not a rowflow state: \(bytes.count) bytes is shorter than the envelope header")
+            throw .data(location, "not a rowflow state: \(bytes.count) bytes is shorter than the envelope header")
         }
         guard Array(bytes[0..<8]) == magic else {
-            throw .data("\(context): byte 0", "not a rowflow state: expected magic \"RFSTATE1\"")
+            throw .data("\(location): byte 0", "not a rowflow state: expected magic \"RFSTATE1\"")
         }
         let stored = bytes.suffix(4).enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
-        var r = BinaryReader(bytes, context: context, offset: 8)
+        var r = BinaryReader(bytes, location: location, offset: 8)
         let version = try r.u16()
         guard version == formatVersion else {
-            throw .data("\(context): byte 8", "state format version \(version), this rowflow reads version \(formatVersion)",
+            throw .data("\(location): byte 8", "state format version \(version), this rowflow reads version \(formatVersion)",
                         hint: "written by a different rowflow release")
         }
         guard CRC32C.checksum(bytes.dropLast(4)) == stored else {
-            throw .data(context, "checksum mismatch: the state is corrupt (CRC-32C of \(bytes.count - 4) bytes)")
+            throw .data(location, "checksum mismatch: the state is corrupt (CRC-32C of \(bytes.count - 4) bytes)")
         }
         let kind = try r.string()
         let sv = try r.u16()

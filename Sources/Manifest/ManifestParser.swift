@@ -1,5 +1,4 @@
 import EngineCore
-import Operators
 import Yams
 
 /// YAML text → a validated `PipelineSpec`. Every check happens here, before any data is read, and every
@@ -17,13 +16,13 @@ public struct ManifestParser {
     /// Features per row when source.columns declares them: operators' column parameters are checked against it.
     var declaredFeatures: Int?
 
-    public init(path: String, registry: OperatorRegistry = .standard) {
+    public init(path: String, registry: OperatorRegistry) {
         self.path = path
         self.registry = registry
     }
 
     /// Reads and parses a manifest file (exit 66 when it cannot be read).
-    public static func load(_ path: String, registry: OperatorRegistry = .standard) throws(EngineError) -> PipelineSpec {
+    public static func load(_ path: String, registry: OperatorRegistry) throws(EngineError) -> PipelineSpec {
         let bytes = try FileBytes.read(path, what: "manifest")
         guard bytes.count <= 1 << 20 else { throw .usage(path, "manifest is \(bytes.count) bytes; the limit is 1 MiB") }
         guard let text = String(validating: bytes, as: UTF8.self), !bytes.contains(0) else {
@@ -135,7 +134,7 @@ public struct ManifestParser {
             return .index(k)
         }
         guard !t.isEmpty else { throw .usage(at(n), "\(what): expected a column number or name, found an empty string") }
-        return .name(ColumnName(t, at: at(n)))
+        return .name(ColumnName(t, location: at(n)))
     }
 
     func plainScalar(_ n: Node, _ what: String, expected: String) throws(EngineError) -> String {
@@ -298,7 +297,7 @@ public struct ManifestParser {
                 inputNodes[id] = i.1
             }
             let params = try parseParams(e["params"]?.1, desc, opID: id, at: at(item))
-            if let problem = desc.check(params, hasTarget) {
+            if let problem = desc.check(params, hasTarget: hasTarget) {
                 throw .usage(at(e["params"]?.1 ?? item), "operator '\(id)': \(problem)")
             }
             specs.append(OperatorSpec(id: id, kind: kind, input: input, params: params, descriptor: desc, location: at(item)))

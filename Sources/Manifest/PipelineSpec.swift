@@ -1,5 +1,4 @@
 import EngineCore
-import Operators
 
 /// One operator in a validated pipeline.
 public struct OperatorSpec: Sendable {

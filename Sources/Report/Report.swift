@@ -18,17 +18,23 @@ import Glibc
 /// a missing or unreadable array: that plot is replaced by a sentence saying what is missing.
 public struct ReportBuilder {
     public let run: RunDirectory
+    /// Says which plot shows each operator kind's outputs (`OperatorInfo.report`).
+    public let registry: OperatorRegistry
     /// dpp-sample candidates are read from an .npy input of at most this many rows (and drawn thinned).
     public static let candidateLimit: Int64 = 200_000   // and at most 64 MiB of file
     var figureCount = 0
 
-    public init(runDirectory: String) throws(EngineError) {
-        run = try RunDirectory(runDirectory)
+    public init(runDirectory: String, registry: OperatorRegistry) throws(EngineError) {
+        run = try RunDirectory(runDirectory, registry: registry)
+        self.registry = registry
     }
 
+    /// The plot an operator's kind asks for (nil: its summary table only).
+    func plot(_ op: OperatorRun) -> ReportPlot? { op.kind.flatMap { registry[$0]?.info.report } }
+
     /// Builds the page and writes it atomically to `out`.
-    public static func write(runDirectory: String, out: String) throws(EngineError) {
-        var b = try ReportBuilder(runDirectory: runDirectory)
+    public static func write(runDirectory: String, out: String, registry: OperatorRegistry) throws(EngineError) {
+        var b = try ReportBuilder(runDirectory: runDirectory, registry: registry)
         let html = b.html()
         try FileBytes.writeAtomically(Array(html.utf8), to: out)
     }
@@ -47,16 +53,16 @@ public struct ReportBuilder {
                 body += "<p class=\"missing\">No summary.json: this operator did not finish (the run ended before its outputs were written).</p>\n</section>\n"
                 continue
             }
-            switch op.kind {
-            case "truncated-svd": body += svdSection(op, s)
-            case "top-eigenvector": body += topSection(op, s)
-            case "sensitivity-sample": body += sensitivitySection(op, s)
-            case "dpp-sample": body += dppSection(op, s)
-            case "halpern-solver":
+            switch plot(op) {
+            case .spectrum: body += svdSection(op, s)
+            case .eigenvalueTrace: body += topSection(op, s)
+            case .coreset: body += sensitivitySection(op, s)
+            case .dppSample: body += dppSection(op, s)
+            case .solverResidual:
                 if !halpernDone { body += halpernSection(); halpernDone = true } else {
                     body += "<p>Plotted with the other solvers above.</p>\n"
                 }
-            default: break
+            case nil: break
             }
             body += summaryTable(op, s)
             body += "</section>\n"
@@ -416,7 +422,7 @@ public struct ReportBuilder {
         guard stat(p, &st) == 0, st.st_size <= 64 << 20 else { return nil }
         guard let a = try? NpyReader.read(p), a.shape.count == 2, Int64(a.shape[0]) <= Self.candidateLimit else { return nil }
         let c = a.shape[1]
-        guard let layout = try? RowLayout(rawColumns: c, config: spec.source, where: p) else { return nil }
+        guard let layout = try? RowLayout(rawColumns: c, config: spec.source, location: p) else { return nil }
         var x: [Double] = [], y: [Double] = []
         x.reserveCapacity(a.shape[0] * layout.features)
         var feat = [Double](repeating: 0, count: layout.features)
@@ -492,7 +498,7 @@ public struct ReportBuilder {
 
     /// Every dpp-sample with a known error ratio, side by side.
     mutating func dppComparison() -> String {
-        let ops = run.operators.filter { $0.kind == "dpp-sample" && $0.summary?.number("residual_ratio") != nil }
+        let ops = run.operators.filter { plot($0) == .dppSample && $0.summary?.number("residual_ratio") != nil }
         guard ops.count >= 2 else { return "" }
         let names = ops.map { "\($0.id)" }
         var p = Plot(title: "dpp-sample: error ratio against full least squares", x: Plot.Axis("operator (mode)", categories: names),
@@ -509,7 +515,7 @@ public struct ReportBuilder {
     // MARK: halpern-solver
 
     mutating func halpernSection() -> String {
-        let ops = run.operators.filter { $0.kind == "halpern-solver" && $0.summary != nil }
+        let ops = run.operators.filter { plot($0) == .solverResidual && $0.summary != nil }
         var p = Plot(title: "halpern-solver: residual against oracle calls", x: Plot.Axis("oracle calls (component evaluations)", scale: .log),
                      y: Plot.Axis("fixed-point residual", scale: .log))
         var parts: [String] = []

@@ -29,7 +29,7 @@ public struct RunDirectory: Sendable {
     /// Why the manifest could not be used (shown under the graph), nil when it was.
     public let manifestNote: String?
 
-    public init(_ path: String) throws(EngineError) {
+    public init(_ path: String, registry: OperatorRegistry) throws(EngineError) {
         guard FileBytes.exists(path) else { throw .notFound(path, "no such directory") }
         guard FileBytes.isDirectory(path) else {
             throw .usage(path, "not a directory", hint: "give the --out directory of a `rowflow run`")
@@ -50,7 +50,7 @@ public struct RunDirectory: Sendable {
             var found = false
             for c in candidates where FileBytes.exists(c) {
                 found = true
-                if let s = try? ManifestParser.load(c) {
+                if let s = try? ManifestParser.load(c, registry: registry) {
                     if s.sha256 == run.string("manifest_sha256") { spec = s; break }
                     note = "the manifest at \(m) has changed since the run (sha256 differs)"
                 } else {

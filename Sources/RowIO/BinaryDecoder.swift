@@ -43,7 +43,7 @@ final class BinaryDecoder: RowDecoder {
         if config.usesNames && config.names == nil {
             throw .data(name, "the manifest names columns, but \(element.size == 4 ? "f32" : "binary") input has no header", hint: "give source.names (one per field), or use 0-based column numbers")
         }
-        self.layout = try RowLayout(rawColumns: rawColumns, config: config, names: config.names, where: name)
+        self.layout = try RowLayout(rawColumns: rawColumns, config: config, names: config.names, location: name)
         self.rowsKnown = rowsKnown
         self.expectedRows = expectedRows
         self.rowsConsumed = firstRow

@@ -26,7 +26,7 @@ final class LibsvmDecoder: RowDecoder {
         var cfg = config
         cfg.target = .none
         cfg.weight = nil
-        layout = try RowLayout(rawColumns: c, config: cfg, where: name)
+        layout = try RowLayout(rawColumns: c, config: cfg, location: name)
         var map = [Int](repeating: -1, count: c)
         for (raw, role) in layout!.roles.enumerated() { if case let .feature(j) = role { map[raw] = j } }
         featureOf = map

@@ -241,7 +241,7 @@ final class TextDecoder: RowDecoder {
             throw .data("\(name):1:1", "the manifest names columns, but the first line looks like data, not a header",
                         hint: "set source.header: yes if the first line is the header, or give source.names")
         }
-        layout = try RowLayout(rawColumns: fields, config: config, names: names, where: "\(name):\(recordLine):1")
+        layout = try RowLayout(rawColumns: fields, config: config, names: names, location: "\(name):\(recordLine):1")
     }
 
     private func parseRow(_ s: Int, _ e: Int, into batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) {

@@ -49,7 +49,7 @@ final class CheckpointStore: @unchecked Sendable {
         for f in all.reversed() {
             let c: Checkpoint
             do {
-                c = try Checkpoint.decode(try FileBytes.read(f.path, what: "checkpoint"), context: f.path)
+                c = try Checkpoint.decode(try FileBytes.read(f.path, what: "checkpoint"), location: f.path)
             } catch {
                 corrupt += 1
                 warn("\(error.location): \(error.message); trying the previous checkpoint")

@@ -15,7 +15,7 @@ public enum Inspector {
             return "\(path): npy \(a.dtype), shape \(a.shape)\nfirst values: [\(head)\(a.values.count > 8 ? ", …" : "")]"
         }
         if bytes.starts(with: StateEnvelope.magic) {
-            let e = try StateEnvelope.decode(bytes, context: path)
+            let e = try StateEnvelope.decode(bytes, location: path)
             return """
             \(path): rowflow state (format \(StateEnvelope.formatVersion)), checksum OK
             operator kind: \(e.kind) (state version \(e.stateVersion))
@@ -25,7 +25,7 @@ public enum Inspector {
             """
         }
         if bytes.starts(with: Checkpoint.magic) {
-            let c = try Checkpoint.decode(bytes, context: path)
+            let c = try Checkpoint.decode(bytes, location: path)
             var lines = [
                 "\(path): rowflow checkpoint (format \(Checkpoint.formatVersion)), checksum OK",
                 "manifest sha256: " + c.manifestSHA256.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(),
@@ -39,7 +39,7 @@ public enum Inspector {
             return lines.joined(separator: "\n")
         }
         if StateBlob.looksLikeBlob(bytes) {
-            let blobs = try StateBlob.decodeAll(bytes, context: path)
+            let blobs = try StateBlob.decodeAll(bytes, location: path)
             var lines: [String] = []
             for (i, b) in blobs.enumerated() {
                 let form = bytes.starts(with: StateBlob.magic) ? "binary" : "base64 line \(i + 1)"
@@ -49,7 +49,7 @@ public enum Inspector {
                 lines.append("rows read \(b.rowsRead), skipped \(b.rowsSkipped), quarantined \(b.rowsQuarantined); \(b.bytesIn) bytes in")
                 if b.isEmpty { lines.append("empty shard: no operator states (merge skips it)") }
                 for e in b.operators {
-                    let env = try StateEnvelope.decode(e.envelope, context: "\(path): '\(e.id)'")
+                    let env = try StateEnvelope.decode(e.envelope, location: "\(path): '\(e.id)'")
                     lines.append("  \(e.id): \(env.kind) (state version \(env.stateVersion)), \(env.columns) columns, target: \(env.hasTarget), \(env.payload.count) bytes, params digest \(env.paramsDigest.prefix(16))…")
                 }
             }

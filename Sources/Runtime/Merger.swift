@@ -52,7 +52,7 @@ public struct Merger: Sendable {
         guard out != nil || stateOut != nil else { throw .usage("merge", "nowhere to write", hint: "give --out <dir>, --state-out <path>|-, or both") }
         for s in spec.consumers(of: "source") where !s.descriptor.mergeable {
             throw .usage(s.location, "operator '\(s.id)' (\(s.kind)) is not mergeable, so shard runs cannot be combined",
-                         hint: s.descriptor.mergeHint ?? "run it on the whole input, or use a mergeable operator (gram, moments, truncated-svd, sensitivity-sample) on the source")
+                         hint: s.descriptor.mergeHint ?? "run it on the whole input, or use a mergeable operator (\(registry.mergeableKinds.joined(separator: ", "))) on the source")
         }
         let sources = spec.consumers(of: "source")
         var parts: [Part] = []
@@ -102,7 +102,7 @@ public struct Merger: Sendable {
                 guard let bytes = p.envelopes[s.id] else {
                     throw .usage(p.label, "no state for operator '\(s.id)' (\(s.kind))", hint: "merge with the manifest the shards ran with")
                 }
-                let env = try StateEnvelope.decode(bytes, context: file)
+                let env = try StateEnvelope.decode(bytes, location: file)
                 guard env.kind == s.kind else {
                     throw .usage(file, "state is of operator kind '\(env.kind)', the manifest's '\(s.id)' is '\(s.kind)'")
                 }
@@ -119,7 +119,7 @@ public struct Merger: Sendable {
                 let op = try s.descriptor.restore(kind: env.kind, version: env.stateVersion, payload: env.payload, params: s.params,
                                                   context: ctx, location: file)
                 if var acc = merged[s.id] {
-                    try s.descriptor.merge!(&acc, op)
+                    try s.descriptor.merge(&acc, op)
                     merged[s.id] = acc
                 } else {
                     merged[s.id] = op
@@ -189,7 +189,7 @@ public struct Merger: Sendable {
             throw .usage(label, "not a shard run directory or a rowflow state blob",
                          hint: "give run directories (rowflow run --out) or blobs (rowflow run --state-out)")
         }
-        let blobs = try StateBlob.decodeAll(bytes, context: label)
+        let blobs = try StateBlob.decodeAll(bytes, location: label)
         return blobs.enumerated().map { (i, b) in
             var envs: [String: [UInt8]] = [:]
             for e in b.operators { envs[e.id] = e.envelope }

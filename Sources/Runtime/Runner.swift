@@ -152,7 +152,7 @@ public final class Runner: @unchecked Sendable {
     func checkStateOut() throws(EngineError) {
         for s in spec.consumers(of: "source") where !s.descriptor.mergeable {
             throw .usage(s.location, "--state-out: operator '\(s.id)' (\(s.kind)) reads the source and is not mergeable, so a shard's state could never be merged",
-                         hint: s.descriptor.mergeHint ?? "use a mergeable operator (gram, moments, truncated-svd, sensitivity-sample) on the source; operators reading a mergeable sampler run at merge")
+                         hint: s.descriptor.mergeHint ?? "use a mergeable operator (\(registry.mergeableKinds.joined(separator: ", "))) on the source; operators reading a mergeable sampler run at merge")
         }
         if options.stateOut == "-" && options.emitEvery != nil {
             throw .usage("--state-out -", "stdout carries the state blob alone; --emit-every would mix JSON lines into it",
@@ -281,7 +281,7 @@ public final class Runner: @unchecked Sendable {
         if let c = resumeFrom {
             try graph.restore(c, context: options.out + "/checkpoints")
             if let sh = shuffler {
-                try sh.restore(c.shuffle, context: options.out + "/checkpoints")
+                try sh.restore(c.shuffle, location: options.out + "/checkpoints")
             } else if !c.shuffle.isEmpty {
                 throw .usage(options.out + "/checkpoints", "resume refused: the checkpoint holds a shuffle buffer, this manifest has no source.shuffle")
             }
@@ -349,7 +349,7 @@ public final class Runner: @unchecked Sendable {
             }
             throw .data(src.displayName, "no rows: the input is empty")
         }
-        let l = try RowLayout(rawColumns: c, config: spec.source, where: options.manifestPath)
+        let l = try RowLayout(rawColumns: c, config: spec.source, location: options.manifestPath)
         return StreamShape(columns: l.features, hasTarget: l.hasTarget, rowsKnown: 0, float32Values: f32)
     }
 

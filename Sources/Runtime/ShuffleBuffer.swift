@@ -135,17 +135,17 @@ final class ShuffleBuffer {
         return w.bytes
     }
 
-    func restore(_ bytes: [UInt8], context: String) throws(EngineError) {
-        var r = BinaryReader(bytes, context: context)
+    func restore(_ bytes: [UInt8], location: String) throws(EngineError) {
+        var r = BinaryReader(bytes, location: location)
         let cap = Int(try r.u64()), d = Int(try r.u64()), t = try r.bool(), w = try r.bool()
         guard cap == capacity, d == columns, t == hasTarget, w == hasWeight else {
-            throw .usage(context, "resume refused: the checkpoint's shuffle buffer holds \(cap) rows of \(d) columns, this run's \(capacity) of \(columns)")
+            throw .usage(location, "resume refused: the checkpoint's shuffle buffer holds \(cap) rows of \(d) columns, this run's \(capacity) of \(columns)")
         }
         let n = Int(try r.u64()), p = try r.u64()
         let f = try r.f64s(), tg = try r.f64s(), wt = try r.f64s(), ix = try r.i64s()
         guard n <= cap, UInt64(n) <= p, f.count == n * d, tg.count == (t ? n : 0), wt.count == (w ? n : 0), ix.count == n,
               r.remaining == 0 else {
-            throw .data(context, "the checkpoint's shuffle buffer is inconsistent")
+            throw .data(location, "the checkpoint's shuffle buffer is inconsistent")
         }
         count = n
         pushed = p

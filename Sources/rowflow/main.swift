@@ -2,6 +2,7 @@ import ArgumentParser
 import EngineCore
 import LinearAlgebra
 import Manifest
+import Operators
 import Report
 import Runtime
 #if canImport(Glibc)
@@ -63,7 +64,7 @@ struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Parse and check a manifest, print its graph; read no data.")
     @Argument var manifest: String
     func run() throws {
-        do { print(try ManifestParser.load(manifest).describe()) } catch { fail(error) }
+        do { print(try ManifestParser.load(manifest, registry: .standard).describe()) } catch { fail(error) }
     }
 }
 
@@ -100,7 +101,7 @@ struct ReportCommand: ParsableCommand {
     @Argument(help: "The --out directory of a `rowflow run` (or merge).") var runDir: String
     @Option(help: "The HTML file to write (default <run-dir>/report.html).") var out: String?
     func run() throws {
-        do { try ReportBuilder.write(runDirectory: runDir, out: out ?? runDir + "/report.html") } catch { fail(error) }
+        do { try ReportBuilder.write(runDirectory: runDir, out: out ?? runDir + "/report.html", registry: .standard) } catch { fail(error) }
     }
 }
 

@@ -56,7 +56,7 @@ import Testing
                                  shard: 2, seed: 9, payload: [1, 2, 3, 4, 5])
 
     @Test func roundTrip() throws {
-        #expect(try StateEnvelope.decode(envelope.encoded(), context: "x") == envelope)
+        #expect(try StateEnvelope.decode(envelope.encoded(), location: "x") == envelope)
     }
 
     @Test func everyFlippedByteIsCaught() {
@@ -64,7 +64,7 @@ import Testing
         for i in 0..<bytes.count {
             var b = bytes
             b[i] ^= 0x40
-            #expect(throws: EngineError.self) { try StateEnvelope.decode(b, context: "x") }
+            #expect(throws: EngineError.self) { try StateEnvelope.decode(b, location: "x") }
         }
     }
 
@@ -73,7 +73,7 @@ import Testing
         var wrongVersion = envelope.encoded(); wrongVersion[8] = 9
         let truncated = Array(envelope.encoded().prefix(20))
         func message(_ b: [UInt8]) -> String {
-            do { _ = try StateEnvelope.decode(b, context: "s.bin"); return "" } catch { return error.description }
+            do { _ = try StateEnvelope.decode(b, location: "s.bin"); return "" } catch { return error.description }
         }
         #expect(message(wrongMagic).contains("magic"))
         #expect(message(wrongVersion).contains("version 9"))
@@ -131,8 +131,8 @@ import Testing
     /// documented prefix holds.
     @Test func roundTrip() throws {
         let b = sample()
-        #expect(try StateBlob.decode(b.encoded(), context: "t") == b)
-        #expect(try StateBlob.decodeAll(b.encoded(), context: "t") == [b])
+        #expect(try StateBlob.decode(b.encoded(), location: "t") == b)
+        #expect(try StateBlob.decodeAll(b.encoded(), location: "t") == [b])
         let line = Base64.encode(b.encoded())
         #expect(line.hasPrefix(StateBlob.base64Prefix + "MDE"))
         var empty = b
@@ -140,8 +140,8 @@ import Testing
         empty.shards = [7]
         let text = Array((line + "\n\r\n  " + Base64.encode(empty.encoded()) + " \r\n").utf8)
         #expect(StateBlob.looksLikeBlob(text) && StateBlob.looksLikeBlob(b.encoded()))
-        #expect(try StateBlob.decodeAll(text, context: "t") == [b, empty])
-        #expect(try StateBlob.decodeAll(text, context: "t")[1].isEmpty)
+        #expect(try StateBlob.decodeAll(text, location: "t") == [b, empty])
+        #expect(try StateBlob.decodeAll(text, location: "t")[1].isEmpty)
     }
 
     /// Every single flipped byte is caught (magic, version or checksum: exit 65), and truncation too.
@@ -151,7 +151,7 @@ import Testing
             var c = bytes
             c[i] ^= 0x10
             do {
-                _ = try StateBlob.decode(c, context: "b")
+                _ = try StateBlob.decode(c, location: "b")
                 Issue.record("flip at byte \(i) not detected")
             } catch {
                 #expect(error.status == .dataError)
@@ -159,12 +159,12 @@ import Testing
         }
         var c = bytes
         c[100] ^= 1
-        do { _ = try StateBlob.decode(c, context: "b"); Issue.record("not detected") } catch {
+        do { _ = try StateBlob.decode(c, location: "b"); Issue.record("not detected") } catch {
             #expect(error.description.contains("checksum mismatch"))
         }
         for n in [0, 10, 50, bytes.count - 1] {
-            #expect(throws: EngineError.self) { _ = try StateBlob.decode(Array(bytes.prefix(n)), context: "b") }
+            #expect(throws: EngineError.self) { _ = try StateBlob.decode(Array(bytes.prefix(n)), location: "b") }
         }
-        #expect(throws: EngineError.self) { _ = try StateBlob.decodeAll(Array("UkZCTE9C!!!\n".utf8), context: "b") }
+        #expect(throws: EngineError.self) { _ = try StateBlob.decodeAll(Array("UkZCTE9C!!!\n".utf8), location: "b") }
     }
 }

@@ -24,19 +24,19 @@ public enum FuzzHarness {
             // The bytes behind a zstd magic, decoded as csv.
             return decode([0x28, 0xB5, 0x2F, 0xFD] + data, config: { var c = SourceConfig(); c.format = .csv; c.onBadRow = .skip; return c }())
         case "manifest":
-            var p = ManifestParser(path: "fuzz.yaml")
+            var p = ManifestParser(path: "fuzz.yaml", registry: .standard)
             return (try? p.parse(String(decoding: data, as: UTF8.self))) != nil
         case "checkpoint":
-            return (try? Checkpoint.decode(data, context: "fuzz")) != nil
+            return (try? Checkpoint.decode(data, location: "fuzz")) != nil
         case "state":
             // The same bytes as a state blob too (binary or base64 lines): decoding must fail cleanly, never trap.
-            _ = try? StateBlob.decodeAll(data, context: "fuzz")
-            guard let env = try? StateEnvelope.decode(data, context: "fuzz"), env.columns <= 4096 else { return false }
+            _ = try? StateBlob.decodeAll(data, location: "fuzz")
+            guard let env = try? StateEnvelope.decode(data, location: "fuzz"), env.columns <= 4096 else { return false }
             let ctx = OperatorContext(shape: StreamShape(columns: env.columns, hasTarget: env.hasTarget), seed: 0, shard: 0, purpose: 0)
             var finished = false
             for d in OperatorRegistry.standard.descriptors where d.kind == env.kind {
                 let params = ParamValues(d.parameters.map { p in (p.name, fuzzOverrides[d.kind]?[p.name] ?? fuzzValue(p)) })
-                if var op = try? d.restore(params, ctx, env.payload, "fuzz"), (try? op.finish()) != nil { finished = true }
+                if var op = try? d.restore(env.payload, params, ctx, location: "fuzz"), (try? op.finish()) != nil { finished = true }
             }
             return finished
         default: preconditionFailure("unknown fuzz target \(target)")

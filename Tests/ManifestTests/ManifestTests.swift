@@ -5,13 +5,13 @@ import TestSupport
 import Testing
 
 func parseError(_ yaml: String) -> EngineError? {
-    var p = ManifestParser(path: "m.yaml")
+    var p = ManifestParser(path: "m.yaml", registry: .standard)
     do { _ = try p.parse(yaml); return nil } catch { return error }
 }
 
 @Suite struct ManifestTests {
     @Test func validManifestResolvesDefaultsAndOrder() throws {
-        var p = ManifestParser(path: "m.yaml")
+        var p = ManifestParser(path: "m.yaml", registry: .standard)
         let spec = try p.parse("""
         version: 1
         source:
@@ -73,9 +73,7 @@ func parseError(_ yaml: String) -> EngineError? {
     @Test func cycleAmongSamplersIsNamed() {
         // Register a sampler kind so a cycle can be expressed at all.
         var reg = OperatorRegistry.standard
-        let g = reg["gram"]!
-        reg.add(OperatorDescriptor(kind: "sampler", summary: "", parameters: [], outputs: [], mergeable: false, emitsRows: true,
-                                   stateVersion: 1, make: g.make, restore: g.restore, merge: nil))
+        reg.add(SamplerKind.self)
         var p = ManifestParser(path: "m.yaml", registry: reg)
         do {
             _ = try p.parse("version: 1\noperators: [{ id: a, op: sampler, input: b }, { id: b, op: sampler, input: a }]")
@@ -83,5 +81,14 @@ func parseError(_ yaml: String) -> EngineError? {
         } catch {
             #expect(error.status == .usage && error.message.contains("cycle"))
         }
+    }
+}
+
+/// A row-emitting kind for graph checks (never run).
+enum SamplerKind: OperatorKind {
+    static let info = OperatorInfo(kind: "sampler", summary: "", parameters: [], outputs: [], stateVersion: 1, emitsRows: true)
+    static func make(_ p: ParamValues, _ c: OperatorContext) throws(EngineError) -> any StreamOperator { try GramOperator.make(p, c) }
+    static func restore(_ b: [UInt8], _ p: ParamValues, _ c: OperatorContext, location: String) throws(EngineError) -> any StreamOperator {
+        try GramOperator.restore(b, p, c, location: location)
     }
 }

@@ -652,7 +652,7 @@ func randomOrthogonal(_ n: Int, seed: UInt64) throws -> Matrix {
         let config = DPPSampleConfig(mode: mode, samples: mode == .repeated ? 0 : 20, repetitions: mode == .repeated ? 3 : 1)
         func fresh() -> DPPSampleOperator { DPPSampleOperator(config: config, columns: 6, hasTarget: true, context: ctx) }
         func restore(_ op: DPPSampleOperator) throws -> DPPSampleOperator {
-            let r = try DPPSampleOperator(config: config, columns: 6, hasTarget: true, context: ctx, state: op.encodeState(), where: "t")
+            let r = try DPPSampleOperator(config: config, columns: 6, hasTarget: true, context: ctx, state: op.encodeState(), location: "t")
             #expect(r.encodeState() == op.encodeState())
             return r
         }
@@ -695,21 +695,21 @@ func randomOrthogonal(_ n: Int, seed: UInt64) throws -> Matrix {
         let good = op.encodeState()
         for cut in 0..<good.count {
             #expect(throws: EngineError.self) {
-                try DPPSampleOperator(config: config, columns: 3, hasTarget: true, context: ctx, state: Array(good.prefix(cut)), where: "t")
+                try DPPSampleOperator(config: config, columns: 3, hasTarget: true, context: ctx, state: Array(good.prefix(cut)), location: "t")
             }
         }
         for i in 0..<good.count {
             var b = good
             b[i] ^= 0x41
-            if var r = try? DPPSampleOperator(config: config, columns: 3, hasTarget: true, context: ctx, state: b, where: "t") {
+            if var r = try? DPPSampleOperator(config: config, columns: 3, hasTarget: true, context: ctx, state: b, location: "t") {
                 _ = try? runSteps(&r, store)
             }
         }
         #expect(throws: EngineError.self) {
-            try DPPSampleOperator(config: DPPSampleConfig(mode: .repeated, repetitions: 3), columns: 3, hasTarget: true, context: ctx, state: good, where: "t")
+            try DPPSampleOperator(config: DPPSampleConfig(mode: .repeated, repetitions: 3), columns: 3, hasTarget: true, context: ctx, state: good, location: "t")
         }
-        #expect(throws: EngineError.self) { try DPPSampleOperator(config: config, columns: 4, hasTarget: true, context: ctx, state: good, where: "t") }
-        var other = try DPPSampleOperator(config: config, columns: 3, hasTarget: true, context: ctx, state: good, where: "t")
+        #expect(throws: EngineError.self) { try DPPSampleOperator(config: config, columns: 4, hasTarget: true, context: ctx, state: good, location: "t") }
+        var other = try DPPSampleOperator(config: config, columns: 3, hasTarget: true, context: ctx, state: good, location: "t")
         #expect(throws: EngineError.self) { _ = try runSteps(&other, MemoryRowStore(gaussianMatrix(rows: 61, cols: 3, seed: 1), targets: [Double](repeating: 0, count: 61))) }
     }
 
@@ -717,11 +717,11 @@ func randomOrthogonal(_ n: Int, seed: UInt64) throws -> Matrix {
     /// 40 rows of 3 features) decodes with the fuzz harness' parameters, so fuzzing reaches this decoder.
     @Test func fuzzSeedDecodes() throws {
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: packageRoot + "/Fixtures/fuzz/state/seed-dpp")))
-        let env = try StateEnvelope.decode(bytes, context: "seed-dpp")
+        let env = try StateEnvelope.decode(bytes, location: "seed-dpp")
         let d = OperatorRegistry.standard["dpp-sample"]!
         let ctx = OperatorContext(shape: StreamShape(columns: env.columns, hasTarget: env.hasTarget), seed: 0, shard: 0, purpose: 0)
-        var op = try d.restore(ParamValues([("mode", .string("repeated")), ("samples", .null), ("repetitions", .int(2)), ("rank_tolerance", .null)]),
-                               ctx, env.payload, "seed-dpp")
+        var op = try d.restore(env.payload, ParamValues([("mode", .string("repeated")), ("samples", .null), ("repetitions", .int(2)), ("rank_tolerance", .null)]),
+                               ctx, location: "seed-dpp")
         let out = try op.finish()
         #expect(int64s(out, "indices").count == 6)
     }
@@ -729,16 +729,16 @@ func randomOrthogonal(_ n: Int, seed: UInt64) throws -> Matrix {
     /// Which parameters each mode takes, checked before any data is read; volume-rescaled needs n ≥ m.
     @Test func parameterChecks() throws {
         func p(_ pairs: [(String, JSON)]) -> ParamValues { ParamValues(pairs) }
-        #expect(dppCheck(p([("mode", .string("iid"))]))?.contains("needs params.samples") == true)
-        #expect(dppCheck(p([("mode", .string("volume-rescaled"))]))?.contains("needs params.samples") == true)
-        #expect(dppCheck(p([("mode", .string("repeated"))]))?.contains("needs params.repetitions") == true)
-        #expect(dppCheck(p([("mode", .string("projection")), ("samples", .int(3))]))?.contains("exactly rank_used") == true)
-        #expect(dppCheck(p([("mode", .string("iid")), ("samples", .int(3)), ("repetitions", .int(2))])) != nil)
-        #expect(dppCheck(p([("mode", .string("iid")), ("samples", .int(3))])) == nil)
-        #expect(dppCheck(p([("mode", .string("repeated")), ("repetitions", .int(2))])) == nil)
+        #expect(DPPSampleConfig.problem(p([("mode", .string("iid"))]))?.contains("needs params.samples") == true)
+        #expect(DPPSampleConfig.problem(p([("mode", .string("volume-rescaled"))]))?.contains("needs params.samples") == true)
+        #expect(DPPSampleConfig.problem(p([("mode", .string("repeated"))]))?.contains("needs params.repetitions") == true)
+        #expect(DPPSampleConfig.problem(p([("mode", .string("projection")), ("samples", .int(3))]))?.contains("exactly rank_used") == true)
+        #expect(DPPSampleConfig.problem(p([("mode", .string("iid")), ("samples", .int(3)), ("repetitions", .int(2))])) != nil)
+        #expect(DPPSampleConfig.problem(p([("mode", .string("iid")), ("samples", .int(3))])) == nil)
+        #expect(DPPSampleConfig.problem(p([("mode", .string("repeated")), ("repetitions", .int(2))])) == nil)
         let ctx = OperatorContext(shape: StreamShape(columns: 10, hasTarget: true), seed: 0, shard: 0, purpose: 0)
-        #expect(throws: EngineError.self) { try dppConfig(p([("mode", .string("volume-rescaled")), ("samples", .int(9))]), ctx) }
-        #expect(try dppConfig(p([("mode", .string("volume-rescaled")), ("samples", .int(10))]), ctx).samples == 10)
+        #expect(throws: EngineError.self) { try DPPSampleConfig(params: p([("mode", .string("volume-rescaled")), ("samples", .int(9))]), context: ctx) }
+        #expect(try DPPSampleConfig(params: p([("mode", .string("volume-rescaled")), ("samples", .int(10))]), context: ctx).samples == 10)
         let d = OperatorRegistry.standard["dpp-sample"]!
         #expect(d.multiPass && d.emitsRows && !d.mergeable && d.parameters.first { $0.name == "mode" }!.required)
     }

@@ -382,7 +382,7 @@ func coordinateDescent(_ a: Matrix, _ y: [Double], prox: (Double, Double) -> Dou
         var steps = 0
         while try s.step(rows) == .more {
             s = try HalpernSolver(config: c, columns: data.cols, hasTarget: target != nil, seed: 7, shard: 0, purpose: 11,
-                                  state: s.encodeState(), context: "test")
+                                  state: s.encodeState(), location: "test")
             steps += 1
         }
         print("resume \(problem.rawValue), importance \(importance): \(steps) steps")

@@ -37,7 +37,7 @@ import Testing
             var w = BinaryWriter()
             a.encode(&w)
             var b = BoundedHistory(width: 1, capacity: 4)
-            var r = BinaryReader(w.bytes, context: "t")
+            var r = BinaryReader(w.bytes, location: "t")
             try b.decode(&r, what: "t")
             #expect(b == a && r.remaining == 0)
             for i in cut..<37 { b.record([Double(i)]) }
@@ -47,7 +47,7 @@ import Testing
         var w = BinaryWriter()
         w.u64(1); w.i64(100); w.i64(1); w.f64s([1, 2]); w.f64s([2])
         var bad = BoundedHistory(width: 1, capacity: 4)
-        var r = BinaryReader(w.bytes, context: "t")
+        var r = BinaryReader(w.bytes, location: "t")
         #expect(throws: EngineError.self) { try bad.decode(&r, what: "t") }
     }
 }

@@ -94,7 +94,7 @@ import Testing
                 let out = try merged.finish()
                 #expect(LawOutput(out).close(to: whole.output, relative: tol), "\(ex.name): \(k) shards merged differ from one run by more than \(tol)")
             } else {
-                let again = try law.descriptor.restore(law.params, law.context(rowsKnown: nil), merged.encodeState(), "law")
+                let again = try law.descriptor.restore(merged.encodeState(), law.params, law.context(rowsKnown: nil), location: "law")
                 let a = LawOutput(try merged.finish())
                 var b = again
                 #expect(a == LawOutput(try b.finish()), "\(ex.name): the merged state does not restore to itself")
@@ -111,10 +111,10 @@ import Testing
             var b = bytes
             b[i] ^= UInt8(1 << (i % 8))
             #expect(throws: EngineError.self, "\(ex.name): byte \(i) of \(bytes.count) flipped was accepted") {
-                _ = try StateEnvelope.decode(b, context: "law")
+                _ = try StateEnvelope.decode(b, location: "law")
             }
         }
-        #expect(try StateEnvelope.decode(bytes, context: "law").payload.count > 0)
+        #expect(try StateEnvelope.decode(bytes, location: "law").payload.count > 0)
     }
 
     /// Golden states: see the suite's documentation (law 5).
@@ -127,7 +127,7 @@ import Testing
                 let base = dir + "/\(ex.name).v\(law.descriptor.stateVersion)"
                 if FileManager.default.fileExists(atPath: base + ".state") { continue }
                 let env = try law.envelope(afterRows: law.rows)
-                var op = try law.descriptor.restore(law.params, law.context(rowsKnown: law.rowsKnown), env.payload, "golden")
+                var op = try law.descriptor.restore(env.payload, law.params, law.context(rowsKnown: law.rowsKnown), location: "golden")
                 try law.finishSteps(&op)
                 writeBytes(base + ".state", env.encoded())
                 writeFile(base + ".json", LawOutput(try op.finish()).json(example: ex.name).encoded(pretty: true) + "\n")
@@ -145,7 +145,7 @@ import Testing
                 Issue.record("Fixtures/states/\(f) matches no law example"); continue
             }
             let law = try OperatorLaw(ex, registry: Self.registry)
-            let env = try StateEnvelope.decode([UInt8](FileManager.default.contents(atPath: dir + "/" + f)!), context: f)
+            let env = try StateEnvelope.decode([UInt8](FileManager.default.contents(atPath: dir + "/" + f)!), location: f)
             #expect(env.kind == ex.kind && "v\(env.stateVersion)" == name[name.index(after: dot)...], "\(f): holds \(env.kind) v\(env.stateVersion)")
             #expect(env.paramsDigest == law.descriptor.stateDigest(law.params), "\(f): recorded with other parameters than the example's")
             let ctx = law.context(rowsKnown: law.rowsKnown)
@@ -156,7 +156,7 @@ import Testing
                     _ = try law.descriptor.restore(kind: env.kind, version: env.stateVersion, payload: env.payload, params: law.params,
                                                    context: ctx, location: f)
                 }
-                do {
+                do throws(EngineError) {
                     _ = try law.descriptor.restore(kind: env.kind, version: env.stateVersion, payload: env.payload, params: law.params,
                                                    context: ctx, location: f)
                 } catch {
@@ -302,7 +302,7 @@ struct OperatorLaw {
         var op = try descriptor.make(params, ctx)
         let cut = stopAfterRow ?? rows
         for b in batchesOf(batchRows, from: 0, to: cut) { try op.update(b) }
-        if stopAfterRow != nil { op = try descriptor.restore(params, ctx, op.encodeState(), "law") }
+        if stopAfterRow != nil { op = try descriptor.restore(op.encodeState(), params, ctx, location: "law") }
         for b in batchesOf(batchRows, from: cut, to: rows) { try op.update(b) }
         let state = op.encodeState()
         if var it = op as? any IterativeOperator {
@@ -311,7 +311,7 @@ struct OperatorLaw {
             while try it.step(s) == .more {
                 steps += 1
                 if steps == stopAfterStep {
-                    guard let restored = try descriptor.restore(params, ctx, it.encodeState(), "law") as? any IterativeOperator else {
+                    guard let restored = try descriptor.restore(it.encodeState(), params, ctx, location: "law") as? any IterativeOperator else {
                         throw EngineError.internal("law", "restored operator is not iterative")
                     }
                     it = restored
@@ -333,15 +333,14 @@ struct OperatorLaw {
 
     /// k contiguous shards, each run apart (its own shard number), sent through bytes and merged in order.
     func mergedShards(_ k: Int) throws -> any StreamOperator {
-        guard let merge = descriptor.merge else { throw EngineError.internal("law", "\(descriptor.kind) is not mergeable") }
         var merged: (any StreamOperator)?
         for s in 0..<k {
             let lo = rows * s / k, hi = rows * (s + 1) / k
             let ctx = context(rowsKnown: Int64(hi - lo), shard: Int64(s))
             var op = try descriptor.make(params, ctx)
             for b in batchesOf(64, from: lo, to: hi) { try op.update(b) }
-            let restored = try descriptor.restore(params, ctx, op.encodeState(), "shard \(s)")
-            if var m = merged { try merge(&m, restored); merged = m } else { merged = restored }
+            let restored = try descriptor.restore(op.encodeState(), params, ctx, location: "shard \(s)")
+            if var m = merged { try descriptor.merge(&m, restored); merged = m } else { merged = restored }
         }
         return merged!
     }

@@ -70,7 +70,7 @@ func offsetData(rows: Int, seed: UInt64) -> Matrix {
         let a = offsetData(rows: 9000, seed: 3)
         let whole = try fed(MomentsOperator(columns: a.cols), batches(a, batchRows: 500))
         let first = try fed(MomentsOperator(columns: a.cols), batches(a, batchRows: 500, count: 5123))
-        let restored = try MomentsOperator(columns: a.cols, state: first.encodeState(), context: "t")
+        let restored = try MomentsOperator(columns: a.cols, state: first.encodeState(), location: "t")
         #expect(restored.encodeState() == first.encodeState())
         let resumed = try fed(restored, batches(a, batchRows: 333, start: 5123))
         #expect(resumed.encodeState() == whole.encodeState())
@@ -97,8 +97,8 @@ func offsetData(rows: Int, seed: UInt64) -> Matrix {
 
     @Test func corruptStateRejected() throws {
         let op = try fed(MomentsOperator(columns: 3), batches(gaussianMatrix(rows: 10, cols: 3, seed: 1), batchRows: 10))
-        #expect(throws: EngineError.self) { try MomentsOperator(columns: 4, state: op.encodeState(), context: "t") }
-        #expect(throws: EngineError.self) { try MomentsOperator(columns: 3, state: Array(op.encodeState().dropLast(9)), context: "t") }
+        #expect(throws: EngineError.self) { try MomentsOperator(columns: 4, state: op.encodeState(), location: "t") }
+        #expect(throws: EngineError.self) { try MomentsOperator(columns: 3, state: Array(op.encodeState().dropLast(9)), location: "t") }
     }
 }
 
@@ -242,7 +242,7 @@ func offsetData(rows: Int, seed: UInt64) -> Matrix {
         let mk = { GramOperator(columns: 6, hasTarget: false, solve: .none, lambda: 0) }
         var whole = try fed(mk(), batches(a, batchRows: 1000))
         let first = try fed(mk(), batches(a, batchRows: 1000, count: 7001))
-        let restored = try GramOperator(columns: 6, hasTarget: false, solve: .none, lambda: 0, state: first.encodeState(), context: "t")
+        let restored = try GramOperator(columns: 6, hasTarget: false, solve: .none, lambda: 0, state: first.encodeState(), location: "t")
         #expect(restored.encodeState() == first.encodeState())
         #expect(try fed(restored, batches(a, batchRows: 999, start: 7001)).encodeState() == whole.encodeState())
         for shards in [2, 8] {

@@ -622,7 +622,7 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
             let whole = try fed(sampler(c, columns: 4, target: true), batches(a, targets: y, batchRows: 500))
             let first = try fed(sampler(c, columns: 4, target: true), batches(a, targets: y, batchRows: 500, count: 3217))
             let bytes = first.encodeState()
-            let restored = try SensitivitySampleOperator(config: c, context: context(columns: 4, target: true), state: bytes, where_: "t")
+            let restored = try SensitivitySampleOperator(config: c, context: context(columns: 4, target: true), state: bytes, location: "t")
             #expect(restored.encodeState() == bytes)
             var resumed = try fed(restored, batches(a, targets: y, batchRows: 333, start: 3217))
             #expect(resumed.encodeState() == whole.encodeState())
@@ -639,12 +639,12 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
             let op = try fed(sampler(c, columns: 3, target: true), batches(a, targets: y, batchRows: 512))
             let s = op.encodeState()
             let ctx = context(columns: 3, target: true)
-            #expect(throws: EngineError.self) { try SensitivitySampleOperator(config: c, context: ctx, state: Array(s.dropLast(5)), where_: "t") }
-            #expect(throws: EngineError.self) { try SensitivitySampleOperator(config: c, context: ctx, state: s + [0], where_: "t") }
-            #expect(throws: EngineError.self) { try SensitivitySampleOperator(config: c, context: context(columns: 4, target: true), state: s, where_: "t") }
+            #expect(throws: EngineError.self) { try SensitivitySampleOperator(config: c, context: ctx, state: Array(s.dropLast(5)), location: "t") }
+            #expect(throws: EngineError.self) { try SensitivitySampleOperator(config: c, context: ctx, state: s + [0], location: "t") }
+            #expect(throws: EngineError.self) { try SensitivitySampleOperator(config: c, context: context(columns: 4, target: true), state: s, location: "t") }
             var other = c
             other.method = c.method == .online ? .mergeReduce : .online
-            #expect(throws: EngineError.self) { try SensitivitySampleOperator(config: other, context: ctx, state: s, where_: "t") }
+            #expect(throws: EngineError.self) { try SensitivitySampleOperator(config: other, context: ctx, state: s, location: "t") }
         }
     }
 
@@ -676,7 +676,7 @@ func l1Regression(_ a: Matrix, _ y: [Double], _ w: [Double]? = nil) throws -> (x
             let part = Matrix(rows: hi - lo, cols: d, storage: Array(a.storage[lo * d..<hi * d]))
             let op = try fed(sampler(c, columns: d, target: true, seed: seed, shard: Int64(k), sharded: true),
                              batches(part, targets: Array(y[lo..<hi]), batchRows: batchRows))
-            let restored = try SensitivitySampleOperator(config: c, context: context(columns: d, target: true), state: op.encodeState(), where_: "t")
+            let restored = try SensitivitySampleOperator(config: c, context: context(columns: d, target: true), state: op.encodeState(), location: "t")
             if acc == nil { acc = restored } else { try acc!.merge(restored) }
         }
         return acc!

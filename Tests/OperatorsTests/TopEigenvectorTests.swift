@@ -247,9 +247,9 @@ import Testing
             var ofirst = oja(columns: d)
             for b in all[0..<k] { try first.update(b); try ofirst.update(b) }
             var restored = try RandomOrderTopEigenvector(columns: d, blocks: nil, rowsKnown: Int64(n), heavyMemoryMB: 256, seed: 0,
-                                                         shard: 0, purpose: 99, state: first.encodeState(), context: "t")
+                                                         shard: 0, purpose: 99, state: first.encodeState(), location: "t")
             var orestored = try OjaTopEigenvector(columns: d, rowsKnown: nil, seed: 0, shard: 0, purpose: 99,
-                                                  state: ofirst.encodeState(), context: "t")
+                                                  state: ofirst.encodeState(), location: "t")
             #expect(restored.encodeState() == first.encodeState())
             #expect(orestored.encodeState() == ofirst.encodeState())
             var rest = all[k...].makeIterator()
@@ -269,7 +269,7 @@ import Testing
         let s = op.encodeState()
         func restore(_ b: [UInt8], columns: Int = 6, known: Int64? = 300) throws {
             _ = try RandomOrderTopEigenvector(columns: columns, blocks: nil, rowsKnown: known, heavyMemoryMB: 256, seed: 0,
-                                              shard: 0, purpose: 99, state: b, context: "t")
+                                              shard: 0, purpose: 99, state: b, location: "t")
         }
         #expect(throws: EngineError.self) { try restore(s, columns: 7) }
         #expect(throws: EngineError.self) { try restore(s, known: nil) }
@@ -279,10 +279,10 @@ import Testing
         #expect(throws: EngineError.self) { try restore(tag) }
         let o = try runOp(oja(columns: 6), data.batches(batchRows: 100)).0
         #expect(throws: EngineError.self) {
-            _ = try OjaTopEigenvector(columns: 6, rowsKnown: nil, seed: 0, shard: 0, purpose: 99, state: s, context: "t")
+            _ = try OjaTopEigenvector(columns: 6, rowsKnown: nil, seed: 0, shard: 0, purpose: 99, state: s, location: "t")
         }
         #expect(throws: EngineError.self) {
-            _ = try OjaTopEigenvector(columns: 6, rowsKnown: nil, seed: 0, shard: 0, purpose: 99, state: Array(o.encodeState().dropLast(8)), context: "t")
+            _ = try OjaTopEigenvector(columns: 6, rowsKnown: nil, seed: 0, shard: 0, purpose: 99, state: Array(o.encodeState().dropLast(8)), location: "t")
         }
     }
 

@@ -198,7 +198,7 @@ import Testing
         #expect(try TruncatedSVDConfig.resolve(params(gram + [("precision", .string("float32"))]), columns: 8, float32Values: false).precision == .float32)
         #expect(try TruncatedSVDConfig.resolve(params([("method", .string("incremental")), ("precision", .string("float32"))]), columns: 8).precision == .float64)
         let f64 = TruncatedSVDOperator(config: TruncatedSVDConfig(rank: 2, method: .gram, blockRows: 16), columns: 4)
-        #expect(throws: EngineError.self) { try TruncatedSVDOperator(config: config(rank: 2, blockRows: 16), columns: 4, state: f64.encodeState(), context: "t") }
+        #expect(throws: EngineError.self) { try TruncatedSVDOperator(config: config(rank: 2, blockRows: 16), columns: 4, state: f64.encodeState(), location: "t") }
     }
 
     /// `checkStaged` raises the error `materialize` would, for the same row.

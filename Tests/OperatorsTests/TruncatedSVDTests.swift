@@ -421,7 +421,7 @@ func svdOperator(_ a: Matrix, rank: Int, oversample: Int = 5, method: TruncatedS
             let c = TruncatedSVDConfig(rank: 3, method: method, blockRows: 9, center: center, decay: 0.9999)
             let whole = try fed(TruncatedSVDOperator(config: c, columns: 10), batches(a, batchRows: 100))
             let first = try fed(TruncatedSVDOperator(config: c, columns: 10), batches(a, batchRows: 100, count: 1234))
-            let restored = try TruncatedSVDOperator(config: c, columns: 10, state: first.encodeState(), context: "t")
+            let restored = try TruncatedSVDOperator(config: c, columns: 10, state: first.encodeState(), location: "t")
             #expect(restored.encodeState() == first.encodeState())
             let resumed = try fed(restored, batches(a, batchRows: 77, start: 1234))
             #expect(resumed.encodeState() == whole.encodeState())
@@ -484,9 +484,9 @@ func svdOperator(_ a: Matrix, rank: Int, oversample: Int = 5, method: TruncatedS
             for (k, x) in extra { v = v.map { $0.0 == k ? (k, x) : $0 } }
             return ParamValues(v)
         }
-        #expect(desc.check(params([("rank", .int(3)), ("group", .int(2))]), false)!.contains("needs params.epsilon"))
-        #expect(desc.check(params([("rank", .int(3)), ("epsilon", .double(0.1))]), false) != nil)
-        #expect(desc.check(params([("rank", .int(3))]), false) == nil)
+        #expect(desc.check(params([("rank", .int(3)), ("group", .int(2))]), hasTarget: false)!.contains("needs params.epsilon"))
+        #expect(desc.check(params([("rank", .int(3)), ("epsilon", .double(0.1))]), hasTarget: false) != nil)
+        #expect(desc.check(params([("rank", .int(3))]), hasTarget: false) == nil)
         #expect(desc.mergeable)
         #expect(try TruncatedSVDConfig.resolve(params([("rank", .int(16))]), columns: 256).method == .gram)
         #expect(try TruncatedSVDConfig.resolve(params([("rank", .int(16))]), columns: 2000).method == .incremental)
@@ -503,11 +503,11 @@ func svdOperator(_ a: Matrix, rank: Int, oversample: Int = 5, method: TruncatedS
         let a = spectrumData(rows: 50, sigma: [1, 0.5, 0.2], seed: 39)
         let op = try svdOperator(a, rank: 2, blockRows: 8)
         let c = op.config
-        #expect(throws: EngineError.self) { try TruncatedSVDOperator(config: c, columns: 4, state: op.encodeState(), context: "t") }
-        #expect(throws: EngineError.self) { try TruncatedSVDOperator(config: c, columns: 3, state: Array(op.encodeState().dropLast(9)), context: "t") }
+        #expect(throws: EngineError.self) { try TruncatedSVDOperator(config: c, columns: 4, state: op.encodeState(), location: "t") }
+        #expect(throws: EngineError.self) { try TruncatedSVDOperator(config: c, columns: 3, state: Array(op.encodeState().dropLast(9)), location: "t") }
         var other = c
         other.rank = 1
-        #expect(throws: EngineError.self) { try TruncatedSVDOperator(config: other, columns: 3, state: op.encodeState(), context: "t") }
+        #expect(throws: EngineError.self) { try TruncatedSVDOperator(config: other, columns: 3, state: op.encodeState(), location: "t") }
     }
 }
 
@@ -599,7 +599,7 @@ func svdOperator(_ a: Matrix, rank: Int, oversample: Int = 5, method: TruncatedS
         for b in [1, 7] { #expect(try grouped(a, method: .incremental, batchRows: b).encodeState() == ref.encodeState()) }
         let c = ref.config
         let first = try grouped(a, method: .incremental, count: 1111)
-        let restored = try GroupedTruncatedSVDOperator(config: c, columns: a.cols, groupColumn: 5, epsilon: 0.05, state: first.encodeState(), context: "t")
+        let restored = try GroupedTruncatedSVDOperator(config: c, columns: a.cols, groupColumn: 5, epsilon: 0.05, state: first.encodeState(), location: "t")
         #expect(restored.encodeState() == first.encodeState())
         #expect(try fed(restored, batches(a, batchRows: 64, start: 1111)).encodeState() == ref.encodeState())
         var m = try grouped(a, method: .incremental, count: 900)
@@ -628,11 +628,11 @@ func svdOperator(_ a: Matrix, rank: Int, oversample: Int = 5, method: TruncatedS
             for (k, x) in extra { v = v.map { $0.0 == k ? (k, x) : $0 } }
             return ParamValues(v)
         }
-        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0))]), false)!.contains("epsilon"))
-        #expect(desc.check(params([("rank", .int(2)), ("epsilon", .double(0.1))]), false)!.contains("group"))
-        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0)), ("epsilon", .double(0.1)), ("center", .bool(true))]), false) != nil)
-        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0)), ("epsilon", .double(0.1)), ("decay", .double(0.9))]), false) != nil)
-        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0)), ("epsilon", .double(0.1))]), false) == nil)
+        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0))]), hasTarget: false)!.contains("epsilon"))
+        #expect(desc.check(params([("rank", .int(2)), ("epsilon", .double(0.1))]), hasTarget: false)!.contains("group"))
+        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0)), ("epsilon", .double(0.1)), ("center", .bool(true))]), hasTarget: false) != nil)
+        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0)), ("epsilon", .double(0.1)), ("decay", .double(0.9))]), hasTarget: false) != nil)
+        #expect(desc.check(params([("rank", .int(2)), ("group", .int(0)), ("epsilon", .double(0.1))]), hasTarget: false) == nil)
         let ctx = OperatorContext(shape: StreamShape(columns: 4, hasTarget: false), seed: 0, shard: 0, purpose: 0)
         #expect(throws: EngineError.self) { _ = try desc.make(params([("rank", .int(2)), ("group", .int(4)), ("epsilon", .double(0.1))]), ctx) }
         #expect(try desc.make(params([("rank", .int(2)), ("group", .int(3)), ("epsilon", .double(0.1))]), ctx) is GroupedTruncatedSVDOperator)
@@ -666,9 +666,9 @@ func svdOperator(_ a: Matrix, rank: Int, oversample: Int = 5, method: TruncatedS
             }
             do {
                 switch which {
-                case 0: var o = try TruncatedSVDOperator(config: inc.config, columns: 6, state: bytes, context: "m"); _ = try o.finish()
-                case 1: var o = try TruncatedSVDOperator(config: gr.config, columns: 6, state: bytes, context: "m"); _ = try o.finish()
-                default: var o = try GroupedTruncatedSVDOperator(config: grouped.config, columns: 6, groupColumn: 0, epsilon: 0.2, state: bytes, context: "m"); _ = try o.finish()
+                case 0: var o = try TruncatedSVDOperator(config: inc.config, columns: 6, state: bytes, location: "m"); _ = try o.finish()
+                case 1: var o = try TruncatedSVDOperator(config: gr.config, columns: 6, state: bytes, location: "m"); _ = try o.finish()
+                default: var o = try GroupedTruncatedSVDOperator(config: grouped.config, columns: 6, groupColumn: 0, epsilon: 0.2, state: bytes, location: "m"); _ = try o.finish()
                 }
             } catch {
                 refused += 1

@@ -37,7 +37,7 @@ struct EvenSampler: StreamOperator {
     }
     init(columns: Int, hasTarget: Bool, state: [UInt8]) throws(EngineError) {
         self.init(columns: columns, hasTarget: hasTarget)
-        var r = BinaryReader(state, context: "even-sampler")
+        var r = BinaryReader(state, location: "even-sampler")
         let n = Int(try r.u64())
         let f = try r.f64s(), t = try r.f64s(), w = try r.f64s(), i = try r.i64s()
         for k in 0..<n {
@@ -65,7 +65,7 @@ struct TwoPassVariance: IterativeOperator {
     }
     init(columns: Int, state: [UInt8]) throws(EngineError) {
         self.init(columns: columns)
-        var r = BinaryReader(state, context: "two-pass")
+        var r = BinaryReader(state, location: "two-pass")
         pass = Int(try r.u64()); mean = try r.f64s(); m2 = try r.f64s(); weight = try r.f64(); rowsSeen = try r.i64()
     }
     mutating func update(_ batch: RowBatch) throws(EngineError) { rowsSeen += Int64(batch.count) }
@@ -102,18 +102,38 @@ struct TwoPassVariance: IterativeOperator {
     }
 }
 
-/// The test operators; `crashAtPass` makes two-pass-variance fail between its steps (restored ones never do).
+/// The test operators, registered as kinds like the shipped ones. `crashAtPass: 1` registers a
+/// two-pass-variance that fails between its steps (restored ones never do).
 func testRegistry(crashAtPass: Int? = nil) -> OperatorRegistry {
+    precondition(crashAtPass == nil || crashAtPass == 1, "CrashingTwoPassVariance fails at pass 1")
     var r = OperatorRegistry.standard
-    r.add(OperatorDescriptor(kind: "even-sampler", summary: "test", parameters: [], outputs: [], mergeable: false, emitsRows: true,
-                             stateVersion: 1, make: { _, c in EvenSampler(columns: c.shape.columns, hasTarget: c.shape.hasTarget) },
-                             restore: { _, c, b, _ throws(EngineError) in try EvenSampler(columns: c.shape.columns, hasTarget: c.shape.hasTarget, state: b) },
-                             merge: nil))
-    r.add(OperatorDescriptor(kind: "two-pass-variance", summary: "test", parameters: [], outputs: [], mergeable: false, multiPass: true,
-                             stateVersion: 1, make: { _, c in TwoPassVariance(columns: c.shape.columns, crashAtPass: crashAtPass) },
-                             restore: { _, c, b, _ throws(EngineError) in try TwoPassVariance(columns: c.shape.columns, state: b) },
-                             merge: nil))
+    r.add(EvenSamplerKind.self)
+    r.add(crashAtPass == nil ? TwoPassVarianceKind.self : CrashingTwoPassVarianceKind.self)
     return r
+}
+
+enum EvenSamplerKind: OperatorKind {
+    static let info = OperatorInfo(kind: "even-sampler", summary: "test", parameters: [], outputs: [], stateVersion: 1, emitsRows: true)
+    static func make(_ p: ParamValues, _ c: OperatorContext) -> any StreamOperator { EvenSampler(columns: c.shape.columns, hasTarget: c.shape.hasTarget) }
+    static func restore(_ b: [UInt8], _ p: ParamValues, _ c: OperatorContext, location: String) throws(EngineError) -> any StreamOperator {
+        try EvenSampler(columns: c.shape.columns, hasTarget: c.shape.hasTarget, state: b)
+    }
+}
+
+enum TwoPassVarianceKind: OperatorKind {
+    static let info = OperatorInfo(kind: "two-pass-variance", summary: "test", parameters: [], outputs: [], stateVersion: 1, multiPass: true)
+    static func make(_ p: ParamValues, _ c: OperatorContext) -> any StreamOperator { TwoPassVariance(columns: c.shape.columns, crashAtPass: nil) }
+    static func restore(_ b: [UInt8], _ p: ParamValues, _ c: OperatorContext, location: String) throws(EngineError) -> any StreamOperator {
+        try TwoPassVariance(columns: c.shape.columns, state: b)
+    }
+}
+
+enum CrashingTwoPassVarianceKind: OperatorKind {
+    static let info = TwoPassVarianceKind.info
+    static func make(_ p: ParamValues, _ c: OperatorContext) -> any StreamOperator { TwoPassVariance(columns: c.shape.columns, crashAtPass: 1) }
+    static func restore(_ b: [UInt8], _ p: ParamValues, _ c: OperatorContext, location: String) throws(EngineError) -> any StreamOperator {
+        try TwoPassVariance(columns: c.shape.columns, state: b)
+    }
 }
 
 @Suite struct RunnerTests {

@@ -16,7 +16,7 @@ struct OrderRecorder: StreamOperator {
     init(crashAt: Int64? = nil) { self.crashAt = crashAt }
     init(state: [UInt8]) throws(EngineError) {
         crashAt = nil
-        var r = BinaryReader(state, context: "order-recorder")
+        var r = BinaryReader(state, location: "order-recorder")
         order = try r.i64s()
     }
     mutating func update(_ batch: RowBatch) throws(EngineError) {
@@ -33,12 +33,29 @@ struct OrderRecorder: StreamOperator {
     func encodeState() -> [UInt8] { var w = BinaryWriter(); w.i64s(order); return w.bytes }
 }
 
+/// The order recorder registered as a kind; `crashAt: 7500` registers one that fails at that row.
 func recorderRegistry(crashAt: Int64? = nil) -> OperatorRegistry {
+    precondition(crashAt == nil || crashAt == CrashingOrderRecorderKind.crashAt)
     var r = OperatorRegistry.standard
-    r.add(OperatorDescriptor(kind: "order-recorder", summary: "test", parameters: [], outputs: ["order"], mergeable: false,
-                             stateVersion: 1, make: { _, _ in OrderRecorder(crashAt: crashAt) },
-                             restore: { _, _, b, _ throws(EngineError) in try OrderRecorder(state: b) }, merge: nil))
+    r.add(crashAt == nil ? OrderRecorderKind.self : CrashingOrderRecorderKind.self)
     return r
+}
+
+enum OrderRecorderKind: OperatorKind {
+    static let info = OperatorInfo(kind: "order-recorder", summary: "test", parameters: [], outputs: ["order"], stateVersion: 1)
+    static func make(_ p: ParamValues, _ c: OperatorContext) -> any StreamOperator { OrderRecorder(crashAt: nil) }
+    static func restore(_ b: [UInt8], _ p: ParamValues, _ c: OperatorContext, location: String) throws(EngineError) -> any StreamOperator {
+        try OrderRecorder(state: b)
+    }
+}
+
+enum CrashingOrderRecorderKind: OperatorKind {
+    static let crashAt: Int64 = 7500
+    static let info = OrderRecorderKind.info
+    static func make(_ p: ParamValues, _ c: OperatorContext) -> any StreamOperator { OrderRecorder(crashAt: crashAt) }
+    static func restore(_ b: [UInt8], _ p: ParamValues, _ c: OperatorContext, location: String) throws(EngineError) -> any StreamOperator {
+        try OrderRecorder(state: b)
+    }
 }
 
 /// `source.shuffle`: the seeded bounded shuffle buffer (Sources/Runtime/ShuffleBuffer.swift).
@@ -113,7 +130,7 @@ func recorderRegistry(crashAt: Int64? = nil) -> OperatorRegistry {
         let whole = try run(m, input: input, out: dir + "/whole")
         #expect(throws: EngineError.self) { _ = try run(m, input: input, out: dir + "/crashed", registry: recorderRegistry(crashAt: 7500)) }
         let ck = try FileManager.default.contentsOfDirectory(atPath: dir + "/crashed/checkpoints").sorted().last!
-        let c = try Checkpoint.decode([UInt8](FileManager.default.contents(atPath: dir + "/crashed/checkpoints/" + ck)!), context: ck)
+        let c = try Checkpoint.decode([UInt8](FileManager.default.contents(atPath: dir + "/crashed/checkpoints/" + ck)!), location: ck)
         #expect(!c.shuffle.isEmpty && c.rowsFed == 9000)
         let resumed = try run(m, input: input, out: dir + "/crashed", resume: true)
         #expect(resumed == whole)
@@ -154,15 +171,15 @@ func recorderRegistry(crashAt: Int64? = nil) -> OperatorRegistry {
     /// no buffer.
     @Test func versionTwoRoundTripAndVersionOneStillReads() throws {
         let c = sample(shuffle: [9, 8, 7, 6])
-        #expect(try Checkpoint.decode(c.encoded(), context: "t") == c)
+        #expect(try Checkpoint.decode(c.encoded(), location: "t") == c)
         // A version-1 file: the same bytes without the shuffle blob, version 1, checksum redone.
         var v1 = Array(sample(shuffle: []).encoded().dropLast(4 + 8))
         v1[8] = 1; v1[9] = 0
         let crc = CRC32C.checksum(v1)
         for i in 0..<4 { v1.append(UInt8(truncatingIfNeeded: crc >> (8 * UInt32(i)))) }
-        #expect(try Checkpoint.decode(v1, context: "t") == sample(shuffle: []))
+        #expect(try Checkpoint.decode(v1, location: "t") == sample(shuffle: []))
         var v3 = c.encoded()
         v3[8] = 3
-        #expect(throws: EngineError.self) { _ = try Checkpoint.decode(v3, context: "t") }
+        #expect(throws: EngineError.self) { _ = try Checkpoint.decode(v3, location: "t") }
     }
 }

@@ -296,12 +296,12 @@ public struct GramOperator: MergeableOperator, Equatable {
     }
 
     public init(columns: Int, hasTarget: Bool, solve: Solve = .none, lambda: Double = 0, intercept: Bool = false,
-                state: [UInt8], context: String) throws(EngineError) {
+                state: [UInt8], location: String) throws(EngineError) {
         self.init(columns: columns, hasTarget: hasTarget, solve: solve, lambda: lambda, intercept: intercept)
-        var r = BinaryReader(state, context: context)
+        var r = BinaryReader(state, location: location)
         let c = Int(try r.u64()), t = try r.bool()
         guard c == columns, t == hasTarget else {
-            throw .data(context, "gram state has \(c) columns (target: \(t)), expected \(columns) (target: \(hasTarget))")
+            throw .data(location, "gram state has \(c) columns (target: \(t)), expected \(columns) (target: \(hasTarget))")
         }
         rows = try r.i64(); weightSum = try r.f64()
         gram = try r.f64s(); xty = try r.f64s(); yty = try r.f64()
@@ -309,15 +309,48 @@ public struct GramOperator: MergeableOperator, Equatable {
         let bx = try r.f64s(), by = try r.f64s()
         guard gram.count == c * c, xty.count == (t ? c : 0), blockCount < blockRows,
               bx.count == blockCount * c, by.count == (t ? blockCount : 0) else {
-            throw .data(context, "gram state is inconsistent (array lengths or block count)")
+            throw .data(location, "gram state is inconsistent (array lengths or block count)")
         }
         for i in 0..<bx.count { blockX[i] = bx[i] }
         for i in 0..<by.count { blockY[i] = by[i] }
         let ic = try r.bool()
         hasShift = try r.bool(); shift = try r.f64s(); shiftY = try r.f64(); sum = try r.f64s(); sumY = try r.f64()
         guard ic == intercept, shift.count == (ic ? c : 0), sum.count == shift.count, ic || !hasShift else {
-            throw .data(context, "gram state is inconsistent (intercept: \(ic), expected \(intercept))")
+            throw .data(location, "gram state is inconsistent (intercept: \(ic), expected \(intercept))")
         }
-        guard r.remaining == 0 else { throw .data(context, "gram state has \(r.remaining) trailing bytes") }
+        guard r.remaining == 0 else { throw .data(location, "gram state has \(r.remaining) trailing bytes") }
+    }
+}
+
+extension GramOperator: SelfDescribingOperator {
+    public static let info = OperatorInfo(
+        kind: "gram",
+        summary: "Exact Gram matrix AᵀA (and Aᵀy with a target) in float64; `solve: ridge` solves (AᵀA + λI)x = Aᵀy. Mergeable.",
+        parameters: [
+            ParameterSpec("solve", .choice(["none", "ridge", "least-squares"]), default: .string("none"),
+                          doc: "ridge: minimise ½‖Ax + b − y‖² + ½λ‖x‖² by Cholesky; least-squares: the minimum-norm least-squares solution (as numpy.linalg.lstsq), with rank and condition number (both need a target; ridge with lambda 0 is least-squares)"),
+            ParameterSpec("lambda", .double(min: 0, max: .greatestFiniteMagnitude, openMin: false), default: .double(0),
+                          doc: "ridge penalty λ ≥ 0"),
+            ParameterSpec("intercept", .bool, default: .bool(false),
+                          doc: "fit an unpenalised intercept b (exact weighted centring in the same pass); summary.json `intercept`"),
+        ],
+        outputs: ["gram", "xty (with a target)", "solution (solve: ridge or least-squares)"],
+        stateVersion: stateVersion, finishOnly: ["solve", "lambda"],
+        check: { p, hasTarget in
+            let solve = p.string("solve") ?? "none"
+            if solve != "none" && !hasTarget { return "solve: \(solve) needs a target (set source.target)" }
+            if p.bool("intercept") == true && solve == "none" { return "intercept: true needs solve: ridge or least-squares" }
+            return nil
+        })
+
+    public init(params p: ParamValues, context: OperatorContext) {
+        self.init(columns: context.shape.columns, hasTarget: context.shape.hasTarget,
+                  solve: Solve(rawValue: p.string("solve") ?? "none") ?? .none, lambda: p.double("lambda") ?? 0,
+                  intercept: p.bool("intercept") ?? false)
+    }
+    public init(restoring state: [UInt8], params p: ParamValues, context: OperatorContext, location: String) throws(EngineError) {
+        try self.init(columns: context.shape.columns, hasTarget: context.shape.hasTarget,
+                      solve: Solve(rawValue: p.string("solve") ?? "none") ?? .none, lambda: p.double("lambda") ?? 0,
+                      intercept: p.bool("intercept") ?? false, state: state, location: location)
     }
 }

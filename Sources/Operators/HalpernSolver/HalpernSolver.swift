@@ -1077,15 +1077,15 @@ public struct HalpernSolver: IterativeOperator {
     }
 
     public init(config: HalpernConfig, columns: Int, hasTarget: Bool, seed: UInt64, shard: Int64, purpose: UInt32,
-                state: [UInt8], context: String) throws(EngineError) {
+                state: [UInt8], location: String) throws(EngineError) {
         self.init(config: config, columns: columns, hasTarget: hasTarget, seed: seed, shard: shard, purpose: purpose)
-        var r = BinaryReader(state, context: context)
+        var r = BinaryReader(state, location: location)
         let c = Int(try r.u64()), ht = try r.bool()
         guard c == columns, ht == hasTarget else {
-            throw .data(context, "halpern-solver state has \(c) columns (target: \(ht)), expected \(columns) (target: \(hasTarget))")
+            throw .data(location, "halpern-solver state has \(c) columns (target: \(ht)), expected \(columns) (target: \(hasTarget))")
         }
         rowsSeen = try r.i64(); weightSum = try r.f64()
-        guard let ph = Phase(rawValue: try r.u8()) else { throw .data(context, "halpern-solver state has an unknown phase") }
+        guard let ph = Phase(rawValue: try r.u8()) else { throw .data(location, "halpern-solver state has an unknown phase") }
         phase = ph
         n = Int(try r.u64())
         maxComponent = try r.f64(); trace = try r.f64(); maxAbs = try r.f64()
@@ -1098,7 +1098,7 @@ public struct HalpernSolver: IterativeOperator {
         k = try r.i64(); t = try r.i64(); iterations = try r.i64(); oracleCalls = try r.i64(); restartCount = try r.i64()
         fresh = try r.bool(); residual = try r.f64(); initialResidual = try r.f64(); anchorResidual = try r.f64()
         gap = try r.f64(); value = try r.f64(); converged = try r.bool()
-        guard let st = HalpernStop(rawValue: try r.u8()) else { throw .data(context, "halpern-solver state has an unknown stop reason") }
+        guard let st = HalpernStop(rawValue: try r.u8()) else { throw .data(location, "halpern-solver state has an unknown stop reason") }
         stop = st
         best = try r.f64(); bestCalls = try r.i64()
         try history.decode(&r, what: "halpern-solver")
@@ -1110,7 +1110,7 @@ public struct HalpernSolver: IterativeOperator {
               center.isEmpty || center.count == columns,
               !iterating || (anchor.count == m && iterate.count == m && estimate.count == m && inner.count == m),
               snapshot.isEmpty || snapshot.count == m else {
-            throw .data(context, "halpern-solver state is inconsistent (array lengths or trailing bytes)")
+            throw .data(location, "halpern-solver state is inconsistent (array lengths or trailing bytes)")
         }
         if iterating {
             work = [Double](repeating: 0, count: m)

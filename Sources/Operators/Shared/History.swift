@@ -70,7 +70,7 @@ public struct BoundedHistory: Sendable, Equatable {
         guard wd == UInt64(width), ev >= 0, st >= 1, st <= 1 << 62, (st & (st - 1)) == 0,
               v.count % width == 0, v.count / width <= capacity,
               Int64(v.count / width) == (ev + st - 1) / st, l.count == (ev > 0 ? width : 0) else {
-            throw .data(r.context, "\(what) history is inconsistent (width, stride or length)")
+            throw .data(r.location, "\(what) history is inconsistent (width, stride or length)")
         }
         events = ev; stride = st; values = v; last = l
     }

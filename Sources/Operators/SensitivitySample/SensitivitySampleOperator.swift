@@ -208,7 +208,7 @@ struct SampleSet: Equatable, Sendable {
         s.index = try r.i64s(); s.shard = try r.i64s()
         guard n <= UInt64(s.weight.count), s.rows.count == Int(n) * width,
               [s.weight.count, s.score.count, s.uniform.count, s.index.count, s.shard.count].allSatisfy({ $0 == Int(n) }) else {
-            throw .data(r.context, "sensitivity-sample state is inconsistent (sample array lengths)")
+            throw .data(r.location, "sensitivity-sample state is inconsistent (sample array lengths)")
         }
         s.count = Int(n)
         return s
@@ -641,7 +641,7 @@ struct OnlineEngine: Equatable, Sendable {
         guard sumSquares.count == width, k.count == width * width, ridgeMax.count == width,
               rowsSeen >= 0, blockStart >= 0, blockStart <= rowsSeen, bc < UInt64(blockSize(startingAt: blockStart)),
               bx.count == Int(bc) * width, bw.count == Int(bc), bi.count == Int(bc), th < 1 << 40, !(c <= 0), !c.isNaN else {
-            throw .data(r.context, "sensitivity-sample online state is inconsistent (lengths, counts or c)")
+            throw .data(r.location, "sensitivity-sample online state is inconsistent (lengths, counts or c)")
         }
         blockCount = Int(bc)
         thinned = Int(th)
@@ -911,13 +911,13 @@ struct MergeReduceEngine: Equatable, Sendable {
         let lc = try r.u64()
         let lx = try r.f64s(), lw = try r.f64s(), li = try r.i64s()
         guard lc < UInt64(leafRows), lx.count == Int(lc) * width, lw.count == Int(lc), li.count == Int(lc), rowsSeen >= 0 else {
-            throw .data(r.context, "sensitivity-sample merge-reduce state is inconsistent (leaf)")
+            throw .data(r.location, "sensitivity-sample merge-reduce state is inconsistent (leaf)")
         }
         leafCount = Int(lc)
         for i in 0..<lx.count { leaf[i] = lx[i] }
         for i in 0..<lw.count { leafWeight[i] = lw[i]; leafIndex[i] = li[i] }
         let nb = try r.u64()
-        guard nb <= 128 else { throw .data(r.context, "sensitivity-sample state claims \(nb) levels") }
+        guard nb <= 128 else { throw .data(r.location, "sensitivity-sample state claims \(nb) levels") }
         buckets = []
         for _ in 0..<nb {
             if try r.bool() {
@@ -929,7 +929,7 @@ struct MergeReduceEngine: Equatable, Sendable {
         }
         reductions = try r.i64(); maxScoreTotal = try r.f64()
         let it = try r.u64(), fb = try r.u64()
-        guard it < 1 << 20, fb < 1 << 40 else { throw .data(r.context, "sensitivity-sample merge-reduce state is inconsistent (counters)") }
+        guard it < 1 << 20, fb < 1 << 40 else { throw .data(r.location, "sensitivity-sample merge-reduce state is inconsistent (counters)") }
         maxLewisIterations = Int(it); lewisFallbacks = Int(fb)
         try history.decode(&r, what: "sensitivity-sample")
     }
@@ -1139,16 +1139,49 @@ public struct SensitivitySampleOperator: MergeableOperator, Equatable {
         switch m { case .online: 0; case .mergeReduce: 1; case .rootLeverage: 2 }
     }
 
-    public init(config: SensitivityConfig, context ctx: OperatorContext, state: [UInt8], where_: String) throws(EngineError) {
-        var r = BinaryReader(state, context: where_)
+    public init(config: SensitivityConfig, context ctx: OperatorContext, state: [UInt8], location: String) throws(EngineError) {
+        var r = BinaryReader(state, location: location)
         let tag = try r.u8(), w = try r.u64()
         let expectedWidth = ctx.shape.columns + (ctx.shape.hasTarget ? 1 : 0)
         guard tag == Self.methodTag(config.method), w == UInt64(expectedWidth) else {
-            throw .data(where_, "sensitivity-sample state is for method tag \(tag) and width \(w); expected \(config.method.rawValue) and \(expectedWidth)")
+            throw .data(location, "sensitivity-sample state is for method tag \(tag) and width \(w); expected \(config.method.rawValue) and \(expectedWidth)")
         }
         let seed = try r.u64(), shard = try r.i64(), purpose = try r.u32(), sharded = try r.bool()
         self.init(config: config, context: OperatorContext(shape: ctx.shape, seed: seed, shard: shard, purpose: purpose), sharded: sharded)
         if online != nil { try online!.decode(&r) } else { try mergeReduce!.decode(&r) }
-        guard r.remaining == 0 else { throw .data(where_, "sensitivity-sample state has \(r.remaining) trailing bytes") }
+        guard r.remaining == 0 else { throw .data(location, "sensitivity-sample state has \(r.remaining) trailing bytes") }
+    }
+}
+
+extension SensitivitySampleOperator: SelfDescribingOperator {
+    public static let info = OperatorInfo(
+        kind: "sensitivity-sample",
+        summary: "One-pass weighted coreset of rows (with multiplicities) preserving ‖Ax‖_p^p for all x: online ridge-leverage sampling (p = 2) or merge-reduce ℓp sensitivity sampling (any p ≥ 1). Emits its rows to downstream operators. Mergeable.",
+        parameters: [
+            ParameterSpec("p", .double(min: 1, max: 64, openMin: false), default: .double(2),
+                          doc: "the ℓp norm preserved (rows of [A | y] when there is a target)"),
+            ParameterSpec("epsilon", .double(min: 0, max: 1, openMin: true),
+                          doc: "target distortion ε; the size follows from the stated bound (give epsilon or samples)"),
+            ParameterSpec("samples", .int(min: 1, max: 1 << 30),
+                          doc: "target sample size instead of epsilon (summary.json reports the ε it implies)"),
+            ParameterSpec("ridge", .double(min: 0, max: .greatestFiniteMagnitude, openMin: true),
+                          doc: "online: δ in M = δI + Σ kept a aᵀ/q; default: 1e-3 × the running mean of each column's square"),
+            ParameterSpec("method", .choice(["auto", "online", "merge-reduce", "root-leverage"]), default: .string("auto"),
+                          doc: "auto: online for p = 2, merge-reduce otherwise; root-leverage (q ∝ τ^{p/2}) for 1 ≤ p < 2"),
+            ParameterSpec("block_rows", .intOrAuto(min: 1, max: 1 << 24), default: .string("auto"),
+                          doc: "online: internal block (fixed row positions; auto 1024); merge-reduce: leaf size (auto: 4 × one reduction's output, ≥ 4096)"),
+        ],
+        outputs: ["rows", "targets (with a target)", "weights", "indices", "shard (with --shard)",
+                  "kept_history (rows seen, rows kept, expected size (online); ≤ 1025 rows)"],
+        stateVersion: stateVersion, emitsRows: true, report: .coreset,
+        check: { p, _ in SensitivityConfig.problem(p) })
+
+    public init(params p: ParamValues, context ctx: OperatorContext) throws(EngineError) {
+        let c = try SensitivityConfig.resolve(p, width: ctx.shape.columns + (ctx.shape.hasTarget ? 1 : 0))
+        self.init(config: c, context: ctx, sharded: ctx.sharded)
+    }
+    public init(restoring state: [UInt8], params p: ParamValues, context ctx: OperatorContext, location: String) throws(EngineError) {
+        let c = try SensitivityConfig.resolve(p, width: ctx.shape.columns + (ctx.shape.hasTarget ? 1 : 0))
+        try self.init(config: c, context: ctx, state: state, location: location)
     }
 }

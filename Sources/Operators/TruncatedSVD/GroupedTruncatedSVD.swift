@@ -212,32 +212,32 @@ public struct GroupedTruncatedSVDOperator: MergeableOperator, Equatable {
     }
 
     /// The group column a state was made with (its second field).
-    public static func groupColumn(inState state: [UInt8], context: String) throws(EngineError) -> Int {
-        var r = BinaryReader(state, context: context)
+    public static func groupColumn(inState state: [UInt8], location: String) throws(EngineError) -> Int {
+        var r = BinaryReader(state, location: location)
         _ = try r.u64()
-        guard let gc = Int(exactly: try r.u64()) else { throw .data(context, "grouped truncated-svd state has no valid group column") }
+        guard let gc = Int(exactly: try r.u64()) else { throw .data(location, "grouped truncated-svd state has no valid group column") }
         return gc
     }
 
-    public init(config: TruncatedSVDConfig, columns d: Int, groupColumn: Int, epsilon: Double, state: [UInt8], context: String) throws(EngineError) {
+    public init(config: TruncatedSVDConfig, columns d: Int, groupColumn: Int, epsilon: Double, state: [UInt8], location: String) throws(EngineError) {
         self.init(config: config, columns: d, groupColumn: groupColumn, epsilon: epsilon)
-        var r = BinaryReader(state, context: context)
+        var r = BinaryReader(state, location: location)
         let c = Int(exactly: try r.u64()) ?? -1, gc = Int(exactly: try r.u64()) ?? -1, eps = try r.f64()
         guard c == d, gc == groupColumn, eps == epsilon else {
-            throw .data(context, "grouped truncated-svd state has \(c) columns, group column \(gc), epsilon \(eps); expected \(d), \(groupColumn), \(epsilon)")
+            throw .data(location, "grouped truncated-svd state has \(c) columns, group column \(gc), epsilon \(eps); expected \(d), \(groupColumn), \(epsilon)")
         }
         rows = try r.i64(); weightSum = try r.f64()
         let n = try r.count(elementSize: 16)
         guard rows >= 0, weightSum.isFinite, weightSum >= 0, n <= GroupedTruncatedSVDOperator.maxGroups else {
-            throw .data(context, "grouped truncated-svd state is inconsistent")
+            throw .data(location, "grouped truncated-svd state is inconsistent")
         }
         var last: Int64?
         for _ in 0..<n {
             let g = try r.i64()
-            guard last == nil || g > last! else { throw .data(context, "grouped truncated-svd state: group ids out of order") }
+            guard last == nil || g > last! else { throw .data(location, "grouped truncated-svd state: group ids out of order") }
             last = g
-            groups[g] = try TruncatedSVDOperator(config: config, columns: d - 1, state: try r.blob(), context: "\(context): group \(g)")
+            groups[g] = try TruncatedSVDOperator(config: config, columns: d - 1, state: try r.blob(), location: "\(location): group \(g)")
         }
-        guard r.remaining == 0 else { throw .data(context, "grouped truncated-svd state has \(r.remaining) trailing bytes") }
+        guard r.remaining == 0 else { throw .data(location, "grouped truncated-svd state has \(r.remaining) trailing bytes") }
     }
 }

@@ -136,15 +136,27 @@ public struct MomentsOperator: MergeableOperator, Equatable {
         return w.bytes
     }
 
-    public init(columns: Int, state: [UInt8], context: String) throws(EngineError) {
-        var r = BinaryReader(state, context: context)
+    public init(columns: Int, state: [UInt8], location: String) throws(EngineError) {
+        var r = BinaryReader(state, location: location)
         let c = Int(try r.u64())
-        guard c == columns else { throw .data(context, "moments state has \(c) columns, expected \(columns)") }
+        guard c == columns else { throw .data(location, "moments state has \(c) columns, expected \(columns)") }
         self.init(columns: columns)
         rows = try r.i64(); weight = try r.f64(); mean = try r.f64s(); m2 = try r.f64s()
         blockCount = Int(try r.u64()); blockWeight = try r.f64(); shift = try r.f64s(); s1 = try r.f64s(); s2 = try r.f64s()
         guard [mean, m2, shift, s1, s2].allSatisfy({ $0.count == columns }), blockCount < MomentsOperator.blockRows else {
-            throw .data(context, "moments state is inconsistent (array lengths or block count)")
+            throw .data(location, "moments state is inconsistent (array lengths or block count)")
         }
+    }
+}
+
+extension MomentsOperator: SelfDescribingOperator {
+    public static let info = OperatorInfo(
+        kind: "moments",
+        summary: "Exact weighted column mean and population variance (float64, Chan et al. block merges). Mergeable.",
+        parameters: [], outputs: ["mean", "variance"], stateVersion: stateVersion)
+
+    public init(params: ParamValues, context: OperatorContext) { self.init(columns: context.shape.columns) }
+    public init(restoring state: [UInt8], params: ParamValues, context: OperatorContext, location: String) throws(EngineError) {
+        try self.init(columns: context.shape.columns, state: state, location: location)
     }
 }

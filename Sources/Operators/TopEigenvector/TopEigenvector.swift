@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Shared pieces of the two `top-eigenvector` variants.
-public enum TopEigenvector {
+public enum TopEigenvector: Sendable {
     public enum Variant: String, Sendable, CaseIterable { case randomOrder = "random-order", oja }
 
     public static let stateVersion: UInt16 = 3   // 2: eigenvalue history; 3: oja keeps heavy rows for its eigenvalue
@@ -613,19 +613,19 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     }
 
     public init(columns: Int, blocks: Int?, rowsKnown: Int64?, heavyMemoryMB: Int, seed: UInt64, shard: Int64,
-                purpose: UInt32, state: [UInt8], context: String) throws(EngineError) {
+                purpose: UInt32, state: [UInt8], location: String) throws(EngineError) {
         self.init(columns: columns, blocks: blocks, rowsKnown: rowsKnown, heavyMemoryMB: heavyMemoryMB, seed: seed,
                   shard: shard, purpose: purpose)
         let d = columns
-        var r = BinaryReader(state, context: context)
+        var r = BinaryReader(state, location: location)
         let tag = try r.u8()
         let c = Int(try r.u64()), t = Int(try r.u64()), n = try r.i64()
         guard tag == 0, c == d, t == self.blocks, n == (self.rowsKnown ?? 0) else {
-            throw .data(context, "top-eigenvector state is for variant \(tag), \(c) columns, \(t) blocks, \(n) known rows; expected random-order, \(d), \(self.blocks), \(self.rowsKnown ?? 0)")
+            throw .data(location, "top-eigenvector state is for variant \(tag), \(c) columns, \(t) blocks, \(n) known rows; expected random-order, \(d), \(self.blocks), \(self.rowsKnown ?? 0)")
         }
         rows = try r.i64(); weightSum = try r.f64(); winsorMass = try r.f64(); excessMass = try r.f64(); lightWeight = try r.f64()
         let k = Int(try r.u64())
-        guard k < 1 << 20 else { throw .data(context, "top-eigenvector state names block \(k)") }
+        guard k < 1 << 20 else { throw .data(location, "top-eigenvector state names block \(k)") }
         block = k
         (blockStart, blockEnd, blockNref) = blockRange(k)
         x = try r.f64s(); y = try r.f64s()
@@ -647,7 +647,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
               heavyGram.count == (heavyAsGram ? d * d : 0), !(heavyAsGram && !heavyRows.isEmpty),
               chunkCount < chunkRows, ch.count == chunkCount * d, co.count == chunkCount,
               rows >= blockStart, rows < blockEnd, r.remaining == 0 else {
-            throw .data(context, "top-eigenvector state is inconsistent (array lengths, block or chunk position)")
+            throw .data(location, "top-eigenvector state is inconsistent (array lengths, block or chunk position)")
         }
         for i in 0..<ch.count { chunk[i] = ch[i] }
         for i in 0..<co.count { coef[i] = co[i] }
@@ -937,13 +937,13 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
     }
 
     public init(columns: Int, rowsKnown: Int64?, seed: UInt64, shard: Int64, purpose: UInt32, state: [UInt8],
-                context: String) throws(EngineError) {
+                location: String) throws(EngineError) {
         self.init(columns: columns, rowsKnown: rowsKnown, seed: seed, shard: shard, purpose: purpose)
         let d = columns, k = OjaTopEigenvector.copies
-        var r = BinaryReader(state, context: context)
+        var r = BinaryReader(state, location: location)
         let tag = try r.u8(), c = Int(try r.u64()), n = try r.i64()
         guard tag == 1, c == d, n == (self.rowsKnown ?? 0) else {
-            throw .data(context, "top-eigenvector state is for variant \(tag), \(c) columns, \(n) known rows; expected oja, \(d), \(self.rowsKnown ?? 0)")
+            throw .data(location, "top-eigenvector state is for variant \(tag), \(c) columns, \(n) known rows; expected oja, \(d), \(self.rowsKnown ?? 0)")
         }
         rows = try r.i64(); processed = try r.i64(); weightSum = try r.f64(); massSum = try r.f64(); rhoMax = try r.f64()
         v = try r.f64s(); scorePrev = try r.f64s(); scoreCur = try r.f64s(); weightPrev = try r.f64(); weightCur = try r.f64()
@@ -958,7 +958,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
               keptW.count <= OjaTopEigenvector.keptMax, keptMass.count == keptW.count, kept.count == keptW.count * d,
               keptScore.count == keptW.count * k, keptEpoch.count == keptW.count, epoch >= 0,
               r.remaining == 0 else {
-            throw .data(context, "top-eigenvector state is inconsistent (array lengths or chunk position)")
+            throw .data(location, "top-eigenvector state is inconsistent (array lengths or chunk position)")
         }
         for i in 0..<ch.count { chunk[i] = ch[i] }
         for i in 0..<cw.count { chunkW[i] = cw[i] }

@@ -929,15 +929,15 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         return w.bytes
     }
 
-    public init(config: TruncatedSVDConfig, columns d: Int, state: [UInt8], context: String) throws(EngineError) {
+    public init(config: TruncatedSVDConfig, columns d: Int, state: [UInt8], location: String) throws(EngineError) {
         self.init(config: config, columns: d)
-        var r = BinaryReader(state, context: context)
+        var r = BinaryReader(state, location: location)
         let c = Int(exactly: try r.u64()) ?? -1, k = Int(exactly: try r.u64()) ?? -1, kp = Int(exactly: try r.u64()) ?? -1
         let m = try r.u8(), b = Int(exactly: try r.u64()) ?? -1, center = try r.bool(), decay = try r.f64()
         let f32 = try r.bool()
         guard c == d, k == config.rank, kp == sketchSize, m == (config.method == .gram ? 1 : 0), b == config.blockRows,
               center == config.center, decay == config.decay, f32 == (config.precision == .float32) else {
-            throw .data(context, "truncated-svd state was written for \(c) columns, rank \(k), sketch \(kp), method \(m == 1 ? "gram" : "incremental"), block_rows \(b), precision \(f32 ? "float32" : "float64"); expected \(d), \(config.rank), \(sketchSize), \(config.method.rawValue), \(config.blockRows), \(config.precision.rawValue)")
+            throw .data(location, "truncated-svd state was written for \(c) columns, rank \(k), sketch \(kp), method \(m == 1 ? "gram" : "incremental"), block_rows \(b), precision \(f32 ? "float32" : "float64"); expected \(d), \(config.rank), \(sketchSize), \(config.method.rawValue), \(config.blockRows), \(config.precision.rawValue)")
         }
         rows = try r.i64(); weightSum = try r.f64(); effectiveWeight = try r.f64()
         frob = try r.f64(); frobComp = try r.f64(); margin = try r.f64(); blocks = try r.i64()
@@ -947,30 +947,30 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         let scalarsOK = [weightSum, effectiveWeight, frob, margin, meanError].allSatisfy { $0.isFinite && $0 >= 0 } && frobComp.isFinite
         guard topMasses.count <= k, shift.count == cd, mean.count == cd, rows >= 0, blocks >= 0, scalarsOK,
               (topMasses + shift + mean).allSatisfy(\.isFinite) else {
-            throw .data(context, "truncated-svd state is inconsistent (negative or non-finite totals, or wrong lengths)")
+            throw .data(location, "truncated-svd state is inconsistent (negative or non-finite totals, or wrong lengths)")
         }
         if config.method == .incremental {
             let values = try r.f64s(), basis = try r.f64s()
             guard values.count <= kp, basis.count == values.count * d, values.allSatisfy({ $0 >= 0 && $0.isFinite }),
                   basis.allSatisfy(\.isFinite) else {
-                throw .data(context, "truncated-svd state is inconsistent (sketch of \(values.count) values, \(basis.count) basis entries)")
+                throw .data(location, "truncated-svd state is inconsistent (sketch of \(values.count) values, \(basis.count) basis entries)")
             }
             let maxBlock = max(config.blockRows, sketchSize) + 1
             sketch = SubspaceSketch(dimension: d, capacity: sketchSize, maxBlock: maxBlock, basis: basis, values: values)
         } else {
             gram = try r.f64s()
             guard gram.count == d * d, gram.allSatisfy(\.isFinite) else {
-                throw .data(context, "truncated-svd state is inconsistent (Gram of \(gram.count) entries)")
+                throw .data(location, "truncated-svd state is inconsistent (Gram of \(gram.count) entries)")
             }
         }
         blockCount = Int(exactly: try r.u64()) ?? -1
         let bx = try r.f64s(), bw = try r.f64s()
         guard blockCount >= 0, blockCount < config.blockRows, bx.count == blockCount * d, bw.count == blockCount else {
-            throw .data(context, "truncated-svd state is inconsistent (open block of \(blockCount) rows)")
+            throw .data(location, "truncated-svd state is inconsistent (open block of \(blockCount) rows)")
         }
         for i in 0..<bx.count { blockX[i] = bx[i] }
         for i in 0..<bw.count { blockW[i] = bw[i] }
-        guard r.remaining == 0 else { throw .data(context, "truncated-svd state has \(r.remaining) trailing bytes") }
+        guard r.remaining == 0 else { throw .data(location, "truncated-svd state has \(r.remaining) trailing bytes") }
     }
 }
 

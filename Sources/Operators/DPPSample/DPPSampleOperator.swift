@@ -776,9 +776,9 @@ public struct DPPSampleOperator: IterativeOperator {
     /// Restores a state written by `encodeState()` for the same parameters and shape; every length and count
     /// is checked, so a damaged state is an error, never a trap.
     public init(config: DPPSampleConfig, columns: Int, hasTarget: Bool, context: OperatorContext, state: [UInt8],
-                where location: String) throws(EngineError) {
+                location: String) throws(EngineError) {
         self.init(config: config, columns: columns, hasTarget: hasTarget, context: context)
-        var r = BinaryReader(state, context: location)
+        var r = BinaryReader(state, location: location)
         func bad(_ what: String) -> EngineError { .data(location, "dpp-sample state is inconsistent: \(what)") }
         let c = try r.u64(), t = try r.bool(), mode = try r.u8()
         let samples = try r.u64(), reps = try r.u64(), tol = try r.f64()
@@ -861,5 +861,71 @@ struct BlockScratch {
                 }
             }
         }
+    }
+}
+
+extension DPPSampleOperator: SelfDescribingOperator {
+    public static let info = OperatorInfo(
+        kind: "dpp-sample",
+        summary: "Leverage-based samples for optimal weighted least squares: i.i.d. from ρ = ℓ/r, the projection DPP (volume sampling), volume-rescaled and repeated DPP samples; coefficients and residual with a target. Multi-pass (row store).",
+        parameters: [
+            ParameterSpec("mode", .choice(DPPMode.allCases.map(\.rawValue)), required: true,
+                          doc: "iid: n rows i.i.d. from ρ_i = ℓ_i/r; projection: exactly r rows from the projection DPP; volume-rescaled: r DPP rows + n − r i.i.d.; repeated: s pooled projection samples"),
+            ParameterSpec("samples", .int(min: 1, max: 1 << 24), doc: "n: rows drawn (iid and volume-rescaled; volume-rescaled needs n ≥ the feature count)"),
+            ParameterSpec("repetitions", .int(min: 1, max: 1 << 20), doc: "s: independent projection samples pooled (repeated)"),
+            ParameterSpec("rank_tolerance", .double(min: 0, max: 1, openMin: true),
+                          doc: "singular values ≤ this × σ₁ of the weighted features count as zero; default max(N, m)·ε (numpy.linalg.matrix_rank)"),
+        ],
+        outputs: ["indices (int64)", "weights", "rows", "targets (with a target)", "coefficients (with a target)",
+                  "shard (int64; with --shard, or rows from a merged sharded sampler)"],
+        stateVersion: stateVersion, multiPass: true, emitsRows: true, report: .dppSample,
+        check: { p, _ in DPPSampleConfig.problem(p) })
+
+    public init(params p: ParamValues, context ctx: OperatorContext) throws(EngineError) {
+        self.init(config: try DPPSampleConfig(params: p, context: ctx), columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget, context: ctx)
+    }
+    public init(restoring state: [UInt8], params p: ParamValues, context ctx: OperatorContext, location: String) throws(EngineError) {
+        try self.init(config: try DPPSampleConfig(params: p, context: ctx), columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget,
+                      context: ctx, state: state, location: location)
+    }
+}
+
+extension DPPSampleConfig {
+    /// Which parameters each mode takes (the manifest validator reports these with the operator's location).
+    static func problem(_ p: ParamValues) -> String? {
+        guard let mode = p.string("mode").flatMap(DPPMode.init(rawValue:)) else { return nil }
+        let hasN = p.int("samples") != nil, hasS = p.int("repetitions") != nil
+        switch mode {
+        case .iid, .volumeRescaled:
+            if !hasN { return "dpp-sample: mode \(mode.rawValue) needs params.samples (n, the rows to draw)" }
+            if hasS { return "dpp-sample: params.repetitions only applies to mode: repeated" }
+        case .projection:
+            if hasN { return "dpp-sample: mode projection draws exactly rank_used rows; params.samples applies to iid and volume-rescaled" }
+            if hasS { return "dpp-sample: params.repetitions only applies to mode: repeated" }
+        case .repeated:
+            if !hasS { return "dpp-sample: mode repeated needs params.repetitions (s, the projection samples to pool)" }
+            if hasN { return "dpp-sample: mode repeated draws s·rank_used rows; params.samples applies to iid and volume-rescaled" }
+        }
+        return nil
+    }
+
+    /// The resolved configuration; shape-dependent checks that validation could not make.
+    init(params p: ParamValues, context ctx: OperatorContext) throws(EngineError) {
+        if let problem = Self.problem(p) { throw .usage("dpp-sample", problem) }
+        guard let mode = p.string("mode").flatMap(DPPMode.init(rawValue:)) else {
+            throw .usage("dpp-sample", "params.mode is required: iid | projection | volume-rescaled | repeated")
+        }
+        let m = ctx.shape.columns
+        let n = Int(p.int("samples") ?? 0), s = Int(p.int("repetitions") ?? 1)
+        if mode == .volumeRescaled && n < m {
+            throw .usage("dpp-sample", "mode volume-rescaled draws rank_used ≤ \(m) rows from the DPP and the rest i.i.d., so params.samples must be ≥ the feature count \(m); found \(n)",
+                         hint: "use mode: projection for exactly rank_used rows, or raise samples")
+        }
+        // The sample's rows are held in memory: refuse sizes whose output could not be allocated.
+        let rowsOut = Double(mode == .repeated ? s * m : (mode == .projection ? m : n))
+        if rowsOut * Double(m + 3) * 8 > Double(8 << 30) {
+            throw .usage("dpp-sample", "a sample of \(Int(rowsOut)) rows of \(m) features needs more than 8 GiB", hint: "lower samples or repetitions")
+        }
+        self.init(mode: mode, samples: n, repetitions: s, rankTolerance: p.double("rank_tolerance"))
     }
 }
