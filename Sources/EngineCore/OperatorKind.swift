@@ -77,6 +77,31 @@ public enum ReportPlot: String, Sendable {
     case solverResidual
 }
 
+/// A parameter set that exercises one of an operator's main paths, on rows of the shape it names. `rowflow
+/// operators` prints them; the shared law tests (batch-size invariance, round trip, merge, corrupt states,
+/// golden states) and the all-operator kill-and-resume test run every one — so a new operator is covered by
+/// declaring its examples.
+public struct OperatorExample: Sendable {
+    /// Unique across the registry; names golden state files (Fixtures/states/<name>.v<version>.state).
+    public var name: String
+    public var params: [(String, JSON)]
+    /// The rows carry a target.
+    public var target: Bool
+    /// The rows carry weights (multiplicities 0…3).
+    public var weighted: Bool
+    /// Feature column 0 holds an integer group id (0…4).
+    public var grouped: Bool
+    /// k shard states merged equal one run's outputs within this relative tolerance (the operator's stated
+    /// bound); nil where a merged result is not one run's (samplers, order-dependent sketches).
+    public var mergeTolerance: Double?
+
+    public init(_ name: String, _ params: [(String, JSON)] = [], target: Bool = true, weighted: Bool = false, grouped: Bool = false,
+                mergeTolerance: Double? = nil) {
+        self.name = name; self.params = params; self.target = target; self.weighted = weighted; self.grouped = grouped
+        self.mergeTolerance = mergeTolerance
+    }
+}
+
 /// What an operator kind says of itself: everything but how it is built.
 public struct OperatorInfo: Sendable {
     /// The manifest's `op:` value.
@@ -100,15 +125,18 @@ public struct OperatorInfo: Sendable {
     public var finishOnly: Set<String>
     /// The report page's plot for its outputs; nil: a table of its summary only.
     public var report: ReportPlot?
+    /// Parameter sets covering its main paths (at least one).
+    public var examples: [OperatorExample]
     /// Checks that need the stream's shape (e.g. a target); returns the problem, or nil.
     public var check: @Sendable (ParamValues, _ hasTarget: Bool) -> String?
 
     public init(kind: String, summary: String, parameters: [ParameterSpec], outputs: [String], stateVersion: UInt16,
                 multiPass: Bool = false, emitsRows: Bool = false, mergeHint: String? = nil, finishOnly: Set<String> = [],
-                report: ReportPlot? = nil, check: @escaping @Sendable (ParamValues, Bool) -> String? = { _, _ in nil }) {
+                report: ReportPlot? = nil, examples: [OperatorExample],
+                check: @escaping @Sendable (ParamValues, Bool) -> String? = { _, _ in nil }) {
         self.kind = kind; self.summary = summary; self.parameters = parameters; self.outputs = outputs
         self.stateVersion = stateVersion; self.multiPass = multiPass; self.emitsRows = emitsRows
-        self.mergeHint = mergeHint; self.finishOnly = finishOnly; self.report = report; self.check = check
+        self.mergeHint = mergeHint; self.finishOnly = finishOnly; self.report = report; self.examples = examples; self.check = check
     }
 }
 

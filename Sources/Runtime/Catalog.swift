@@ -16,6 +16,11 @@ public enum Catalog {
                              ("default", p.defaultValue ?? .null), ("required", .bool(p.required)), ("doc", .string(p.doc))])
                 })),
                 ("outputs", .array(d.outputs.map { .string($0) })),
+                ("examples", .array(d.info.examples.map { e in
+                    .object([("name", .string(e.name)), ("params", .object(e.params)), ("target", .bool(e.target)),
+                             ("weighted", .bool(e.weighted)), ("grouped", .bool(e.grouped)),
+                             ("merge_tolerance", e.mergeTolerance.map { .double($0) } ?? .null)])
+                })),
             ])
         })
     }
@@ -31,6 +36,9 @@ public enum Catalog {
                 lines.append("  \(p.name): \(p.kind.typeName), \(def) — \(p.doc)")
             }
             lines.append("  outputs: " + d.outputs.joined(separator: ", ") + ", summary.json" + (d.mergeable ? ", state.bin" : ""))
+            for e in d.info.examples {
+                lines.append("  example: { " + e.params.map { "\($0.0): \($0.1.encoded())" }.joined(separator: ", ") + " }")
+            }
             lines.append("")
         }
         return lines.joined(separator: "\n")

@@ -59,30 +59,39 @@ import Testing
 /// Checkpoints and resume through the binary (docs/checkpoints-and-merge.md).
 @Suite(.serialized) struct CheckpointTests {
     let dir = temporaryDirectory("ckpt")
-    let files = ["m/mean.npy", "m/variance.npy", "m/summary.json", "m/state.bin",
-                 "g/gram.npy", "g/xty.npy", "g/solution.npy", "g/summary.json", "g/state.bin", "quarantine.txt",
-                 "s/singular_values.npy", "s/right_vectors.npy", "s/mean.npy", "s/explained_variance.npy", "s/summary.json", "s/state.bin",
-                 "t/singular_values.npy", "t/right_vectors.npy", "t/summary.json", "t/state.bin",
-                 "e/vector.npy", "e/summary.json", "o/vector.npy", "o/summary.json",
-                 "e/eigenvalue_history.npy", "o/eigenvalue_history.npy", "cs/kept_history.npy", "h/residual_history.npy",
-                 "cs/rows.npy", "cs/targets.npy", "cs/weights.npy", "cs/indices.npy", "cs/summary.json", "cs/state.bin",
-                 "csg/solution.npy", "csg/gram.npy", "csg/summary.json",
-                 "cs1/rows.npy", "cs1/targets.npy", "cs1/weights.npy", "cs1/indices.npy", "cs1/summary.json", "cs1/state.bin",
-                 "h/solution.npy", "h/summary.json",
-                 "d/indices.npy", "d/weights.npy", "d/rows.npy", "d/targets.npy", "d/coefficients.npy", "d/summary.json"]
+    /// The operators under test: every example every registered operator declares (`rowflow operators --json`,
+    /// so a new operator is covered by declaring its examples), and a ridge `gram` reading each sampler's rows.
+    static func operatorLines() -> [String] {
+        let r = rowflow(["operators", "--json"])
+        precondition(r.status == 0, r.stderr)
+        guard let kinds = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]] else {
+            preconditionFailure("rowflow operators --json is not a JSON array")
+        }
+        var lines: [String] = []
+        for k in kinds {
+            let op = k["op"] as! String
+            for e in k["examples"] as! [[String: Any]] {
+                let name = e["name"] as! String
+                let params = try! JSONSerialization.data(withJSONObject: e["params"] as! [String: Any], options: [.sortedKeys])
+                lines.append("  - { id: \(name), op: \(op), params: \(String(decoding: params, as: UTF8.self)) }")
+                if k["emits_rows"] as? Bool == true {
+                    lines.append("  - { id: \(name)-ridge, op: gram, input: \(name), params: { solve: ridge, lambda: 0.5 } }")
+                }
+            }
+        }
+        return lines
+    }
 
-    /// A pipeline with every operator present in this build (sensitivity-sample online and merge-reduce —
-    /// root-leverage, whose leaves and buckets are the merge-reduce state; Lewis weights cost the debug
-    /// binary seconds and their resume is tested in-process — a gram reading the online coreset, and the
-    /// multi-pass dpp-sample and halpern-solver, which make the row store durable and add steps after the
-    /// stream), bad rows quarantined, checkpoints every 3000 rows (batches of 1000), on 150,000 rows of CSV.
+    /// A pipeline with every operator's examples (see `operatorLines`) — multi-pass ones make the row store
+    /// durable and add steps after the stream — bad rows quarantined, checkpoints every 3000 rows (batches of
+    /// 1000), on 150,000 rows of CSV whose column 0 holds group ids (for grouped examples).
     func setUp() -> (manifest: String, input: String, reference: String) {
         let input = dir + "/in.csv"
         if !FileManager.default.fileExists(atPath: input) {
             var text = ""
             let g = gaussianMatrix(rows: 150_000, cols: 9, seed: 41)
             for i in 0..<g.rows {
-                text += i % 9973 == 5 ? "oops\n" : (0..<9).map { "\(g[i, $0])" }.joined(separator: ",") + "\n"
+                text += i % 9973 == 5 ? "oops\n" : "\(i % 5)," + (1..<9).map { "\(g[i, $0])" }.joined(separator: ",") + "\n"
             }
             writeFile(input, text)
         }
@@ -91,17 +100,7 @@ import Testing
         version: 1
         source: { target: last, batch_rows: 1000, on_bad_row: quarantine }
         operators:
-          - { id: m, op: moments }
-          - { id: g, op: gram, params: { solve: ridge, lambda: 0.5 } }
-          - { id: s, op: truncated-svd, params: { rank: 2, oversample: 1, method: incremental, block_rows: 5, center: true } }
-          - { id: t, op: truncated-svd, params: { rank: 3, decay: 0.99999 } }
-          - { id: e, op: top-eigenvector }
-          - { id: o, op: top-eigenvector, params: { variant: oja } }
-          - { id: cs, op: sensitivity-sample, params: { epsilon: 0.5 } }
-          - { id: csg, op: gram, input: cs, params: { solve: ridge, lambda: 0.5 } }
-          - { id: cs1, op: sensitivity-sample, params: { p: 1.5, method: root-leverage, samples: 500 } }
-          - { id: h, op: halpern-solver, params: { problem: ridge, lambda: 10, tolerance: 1e-6, max_oracle_calls: 3000000 } }
-          - { id: d, op: dpp-sample, params: { mode: volume-rescaled, samples: 20 } }
+        \(Self.operatorLines().joined(separator: "\n"))
         checkpoint: { every_rows: 3000, keep: 2 }
         """)
         let reference = dir + "/reference"
@@ -112,8 +111,20 @@ import Testing
         return (manifest, input, reference)
     }
 
+    /// Every output file of the reference run (run.json, checkpoints, the row store and the lock aside) is in
+    /// `b` with the same bytes, and `b` has no others.
     func sameOutputs(_ a: String, _ b: String) -> Bool {
-        files.allSatisfy { FileManager.default.contents(atPath: a + "/" + $0) == FileManager.default.contents(atPath: b + "/" + $0) }
+        func files(_ root: String) -> Set<String> {
+            let all = (FileManager.default.enumerator(atPath: root)?.allObjects as? [String]) ?? []
+            return Set(all.filter { p in
+                var dir: ObjCBool = false
+                FileManager.default.fileExists(atPath: root + "/" + p, isDirectory: &dir)
+                return !dir.boolValue && p != "run.json" && p != ".rowflow.lock" && !p.hasPrefix("checkpoints") && !p.hasPrefix("rowstore")
+            })
+        }
+        let fa = files(a)
+        guard !fa.isEmpty, fa == files(b) else { return false }
+        return fa.allSatisfy { FileManager.default.contents(atPath: a + "/" + $0) == FileManager.default.contents(atPath: b + "/" + $0) }
     }
 
     /// SIGKILL at 24 seeded random moments, each resumed (twice over when the resume is killed too): every

@@ -86,7 +86,7 @@ func parseError(_ yaml: String) -> EngineError? {
 
 /// A row-emitting kind for graph checks (never run).
 enum SamplerKind: OperatorKind {
-    static let info = OperatorInfo(kind: "sampler", summary: "", parameters: [], outputs: [], stateVersion: 1, emitsRows: true)
+    static let info = OperatorInfo(kind: "sampler", summary: "", parameters: [], outputs: [], stateVersion: 1, emitsRows: true, examples: [])
     static func make(_ p: ParamValues, _ c: OperatorContext) throws(EngineError) -> any StreamOperator { try GramOperator.make(p, c) }
     static func restore(_ b: [UInt8], _ p: ParamValues, _ c: OperatorContext, location: String) throws(EngineError) -> any StreamOperator {
         try GramOperator.restore(b, p, c, location: location)

@@ -25,36 +25,16 @@ import Testing
 ///    new golden file (`ROWFLOW_RECORD_STATES=1 swift test --filter OperatorLawTests` writes missing ones,
 ///    never overwriting).
 ///
-/// Every registered kind must have an example here: a new operator gets the laws by adding its lines.
+/// The examples are the operators' own (`OperatorInfo.examples`): a new operator gets the laws by declaring them.
 @Suite struct OperatorLawTests {
     static let registry = OperatorRegistry.standard
-    static let examples: [LawExample] = [
-        LawExample("moments", [], mergeTolerance: 1e-12),
-        LawExample("moments-weighted", kind: "moments", [], weighted: true, mergeTolerance: 1e-12),
-        LawExample("gram-ridge", kind: "gram", [("solve", .string("ridge")), ("lambda", .double(0.5))], mergeTolerance: 1e-10),
-        LawExample("gram-lstsq-intercept", kind: "gram", [("solve", .string("least-squares")), ("intercept", .bool(true))],
-                   weighted: true, mergeTolerance: 1e-10),
-        // Merged Gram eigenpairs move with the Gram's rounding, amplified by the inverse gap (σ gaps ≳ 0.3 here).
-        LawExample("truncated-svd-gram", kind: "truncated-svd", [("rank", .int(2)), ("method", .string("gram"))], mergeTolerance: 1e-9),
-        LawExample("truncated-svd-incremental", kind: "truncated-svd",
-                   [("rank", .int(2)), ("method", .string("incremental")), ("block_rows", .int(16)), ("center", .bool(true))]),
-        LawExample("truncated-svd-grouped", kind: "truncated-svd", [("rank", .int(1)), ("group", .int(0)), ("epsilon", .double(0.9))],
-                   data: .grouped),
-        LawExample("top-eigenvector", [], target: false),
-        LawExample("top-eigenvector-oja", kind: "top-eigenvector", [("variant", .string("oja"))], target: false),
-        LawExample("sensitivity-sample-online", kind: "sensitivity-sample", [("samples", .int(60)), ("block_rows", .int(50))]),
-        LawExample("sensitivity-sample-l1", kind: "sensitivity-sample", [("p", .double(1)), ("samples", .int(60)), ("block_rows", .int(128))]),
-        LawExample("dpp-sample-projection", kind: "dpp-sample", [("mode", .string("projection"))]),
-        LawExample("dpp-sample-iid", kind: "dpp-sample", [("mode", .string("iid")), ("samples", .int(20))], weighted: true),
-        LawExample("halpern-ridge", kind: "halpern-solver", [("problem", .string("ridge")), ("lambda", .double(0.5)), ("tolerance", .double(1e-6))]),
-        LawExample("halpern-lasso", kind: "halpern-solver",
-                   [("problem", .string("lasso")), ("lambda", .double(5)), ("algorithm", .string("halpern")), ("tolerance", .double(1e-6))]),
-    ]
+    static let examples: [LawExample] = registry.descriptors.flatMap { d in d.info.examples.map { LawExample(kind: d.kind, $0) } }
 
     @Test func everyRegisteredOperatorHasAnExample() {
-        for kind in Self.registry.kinds {
-            #expect(Self.examples.contains { $0.kind == kind }, "operator '\(kind)' has no law example in OperatorLawTests.examples")
+        for d in Self.registry.descriptors {
+            #expect(!d.info.examples.isEmpty, "operator '\(d.kind)' declares no examples (OperatorInfo.examples)")
         }
+        #expect(Set(Self.examples.map(\.name)).count == Self.examples.count, "example names must be unique")
     }
 
     @Test(arguments: examples)
@@ -174,23 +154,16 @@ import Testing
     }
 }
 
-/// One parameter set of one operator, and the rows the laws feed it.
+/// One example of one operator kind (`OperatorInfo.examples`).
 struct LawExample: Sendable, CustomTestStringConvertible {
-    enum Data: Sendable { case gaussian, grouped }
-    let name: String
     let kind: String
-    let params: [(String, JSON)]
-    let target: Bool
-    let weighted: Bool
-    let data: Data
-    /// Relative tolerance of k merged shards against one run; nil where a merged result is not one run's.
-    let mergeTolerance: Double?
-
-    init(_ name: String, kind: String? = nil, _ params: [(String, JSON)], target: Bool = true, weighted: Bool = false,
-         data: Data = .gaussian, mergeTolerance: Double? = nil) {
-        self.name = name; self.kind = kind ?? name; self.params = params; self.target = target; self.weighted = weighted
-        self.data = data; self.mergeTolerance = mergeTolerance
-    }
+    let example: OperatorExample
+    init(kind: String, _ example: OperatorExample) { self.kind = kind; self.example = example }
+    var name: String { example.name }
+    var params: [(String, JSON)] { example.params }
+    var target: Bool { example.target }
+    var weighted: Bool { example.weighted }
+    var mergeTolerance: Double? { example.mergeTolerance }
     var testDescription: String { name }
 }
 
@@ -268,7 +241,7 @@ struct OperatorLaw {
         // Every declared parameter with its given or default value, as the manifest validator passes them.
         params = ParamValues(descriptor.parameters.map { p in (p.name, ex.params.first { $0.0 == p.name }?.1 ?? p.defaultValue ?? .null) })
         var a = gaussianMatrix(rows: rows, cols: 5, seed: 4242, scale: [3, 2, 1, 0.5, 0.2])
-        if ex.data == .grouped { for i in 0..<rows { a[i, 0] = Double(i % 5) } }
+        if ex.example.grouped { for i in 0..<rows { a[i, 0] = Double(i % 5) } }
         x = a
         y = ex.target ? (0..<rows).map { i in a[i, 1] - 2 * a[i, 2] + 0.5 * a[i, 3] + 0.1 * Double((i * 7919) % 13) / 13 } : nil
         w = ex.weighted ? (0..<rows).map { Double(($0 * 31) % 4) } : nil

@@ -113,7 +113,7 @@ func testRegistry(crashAtPass: Int? = nil) -> OperatorRegistry {
 }
 
 enum EvenSamplerKind: OperatorKind {
-    static let info = OperatorInfo(kind: "even-sampler", summary: "test", parameters: [], outputs: [], stateVersion: 1, emitsRows: true)
+    static let info = OperatorInfo(kind: "even-sampler", summary: "test", parameters: [], outputs: [], stateVersion: 1, emitsRows: true, examples: [])
     static func make(_ p: ParamValues, _ c: OperatorContext) -> any StreamOperator { EvenSampler(columns: c.shape.columns, hasTarget: c.shape.hasTarget) }
     static func restore(_ b: [UInt8], _ p: ParamValues, _ c: OperatorContext, location: String) throws(EngineError) -> any StreamOperator {
         try EvenSampler(columns: c.shape.columns, hasTarget: c.shape.hasTarget, state: b)
@@ -121,7 +121,7 @@ enum EvenSamplerKind: OperatorKind {
 }
 
 enum TwoPassVarianceKind: OperatorKind {
-    static let info = OperatorInfo(kind: "two-pass-variance", summary: "test", parameters: [], outputs: [], stateVersion: 1, multiPass: true)
+    static let info = OperatorInfo(kind: "two-pass-variance", summary: "test", parameters: [], outputs: [], stateVersion: 1, multiPass: true, examples: [])
     static func make(_ p: ParamValues, _ c: OperatorContext) -> any StreamOperator { TwoPassVariance(columns: c.shape.columns, crashAtPass: nil) }
     static func restore(_ b: [UInt8], _ p: ParamValues, _ c: OperatorContext, location: String) throws(EngineError) -> any StreamOperator {
         try TwoPassVariance(columns: c.shape.columns, state: b)

@@ -42,7 +42,7 @@ func recorderRegistry(crashAt: Int64? = nil) -> OperatorRegistry {
 }
 
 enum OrderRecorderKind: OperatorKind {
-    static let info = OperatorInfo(kind: "order-recorder", summary: "test", parameters: [], outputs: ["order"], stateVersion: 1)
+    static let info = OperatorInfo(kind: "order-recorder", summary: "test", parameters: [], outputs: ["order"], stateVersion: 1, examples: [])
     static func make(_ p: ParamValues, _ c: OperatorContext) -> any StreamOperator { OrderRecorder(crashAt: nil) }
     static func restore(_ b: [UInt8], _ p: ParamValues, _ c: OperatorContext, location: String) throws(EngineError) -> any StreamOperator {
         try OrderRecorder(state: b)

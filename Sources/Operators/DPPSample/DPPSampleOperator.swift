@@ -879,6 +879,8 @@ extension DPPSampleOperator: SelfDescribingOperator {
         outputs: ["indices (int64)", "weights", "rows", "targets (with a target)", "coefficients (with a target)",
                   "shard (int64; with --shard, or rows from a merged sharded sampler)"],
         stateVersion: stateVersion, multiPass: true, emitsRows: true, report: .dppSample,
+        examples: [OperatorExample("dpp-sample-projection", [("mode", .string("projection"))]),
+                   OperatorExample("dpp-sample-iid", [("mode", .string("iid")), ("samples", .int(20))], weighted: true)],
         check: { p, _ in DPPSampleConfig.problem(p) })
 
     public init(params p: ParamValues, context ctx: OperatorContext) throws(EngineError) {

@@ -336,6 +336,9 @@ extension GramOperator: SelfDescribingOperator {
         ],
         outputs: ["gram", "xty (with a target)", "solution (solve: ridge or least-squares)"],
         stateVersion: stateVersion, finishOnly: ["solve", "lambda"],
+        examples: [OperatorExample("gram-ridge", [("solve", .string("ridge")), ("lambda", .double(0.5))], mergeTolerance: 1e-10),
+                   OperatorExample("gram-lstsq-intercept", [("solve", .string("least-squares")), ("intercept", .bool(true))],
+                                   weighted: true, mergeTolerance: 1e-10)],
         check: { p, hasTarget in
             let solve = p.string("solve") ?? "none"
             if solve != "none" && !hasTarget { return "solve: \(solve) needs a target (set source.target)" }

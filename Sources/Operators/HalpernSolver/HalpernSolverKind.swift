@@ -34,6 +34,10 @@ extension HalpernSolver: SelfDescribingOperator {
         ],
         outputs: ["solution", "residual_history (oracle calls, residual, restarts; ≤ 1025 rows)"],
         stateVersion: stateVersion, multiPass: true, report: .solverResidual,
+        examples: [OperatorExample("halpern-ridge", [("problem", .string("ridge")), ("lambda", .double(0.5)), ("tolerance", .double(1e-6)),
+                                                     ("max_passes", .double(300))]),
+                   OperatorExample("halpern-lasso", [("problem", .string("lasso")), ("lambda", .double(5)), ("algorithm", .string("halpern")),
+                                                     ("tolerance", .double(1e-6)), ("max_passes", .double(300))])],
         check: { p, hasTarget in
             guard let problem = p.string("problem").flatMap(HalpernProblem.init(rawValue:)) else { return "halpern-solver: unknown problem" }
             if problem.needsTarget && !hasTarget { return "halpern-solver: problem \(problem.rawValue) needs a target (set source.target)" }

@@ -153,7 +153,9 @@ extension MomentsOperator: SelfDescribingOperator {
     public static let info = OperatorInfo(
         kind: "moments",
         summary: "Exact weighted column mean and population variance (float64, Chan et al. block merges). Mergeable.",
-        parameters: [], outputs: ["mean", "variance"], stateVersion: stateVersion)
+        parameters: [], outputs: ["mean", "variance"], stateVersion: stateVersion,
+        examples: [OperatorExample("moments", mergeTolerance: 1e-12),
+                   OperatorExample("moments-weighted", weighted: true, mergeTolerance: 1e-12)])
 
     public init(params: ParamValues, context: OperatorContext) { self.init(columns: context.shape.columns) }
     public init(restoring state: [UInt8], params: ParamValues, context: OperatorContext, location: String) throws(EngineError) {

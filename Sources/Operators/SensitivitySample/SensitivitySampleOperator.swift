@@ -1174,6 +1174,9 @@ extension SensitivitySampleOperator: SelfDescribingOperator {
         outputs: ["rows", "targets (with a target)", "weights", "indices", "shard (with --shard)",
                   "kept_history (rows seen, rows kept, expected size (online); ≤ 1025 rows)"],
         stateVersion: stateVersion, emitsRows: true, report: .coreset,
+        examples: [OperatorExample("sensitivity-sample-online", [("samples", .int(60)), ("block_rows", .int(50))]),
+                   OperatorExample("sensitivity-sample-root-leverage", [("p", .double(1.5)), ("method", .string("root-leverage")),
+                                                                        ("samples", .int(60)), ("block_rows", .int(128))])],
         check: { p, _ in SensitivityConfig.problem(p) })
 
     public init(params p: ParamValues, context ctx: OperatorContext) throws(EngineError) {

@@ -15,7 +15,9 @@ extension TopEigenvector: OperatorKind {
         outputs: ["vector", "eigenvalue_history (rows, eigenvalue, heavy rows; ≤ 1025 rows)"],
         stateVersion: stateVersion,
         mergeHint: "top-eigenvector has no mergeable form with a guarantee (Price & Xun); run gram (exact AᵀA) or truncated-svd on the shards, merge those, and take the top eigenvector of the merged result",
-        report: .eigenvalueTrace)
+        report: .eigenvalueTrace,
+        examples: [OperatorExample("top-eigenvector", target: false),
+                   OperatorExample("top-eigenvector-oja", [("variant", .string("oja"))], target: false)])
 
     public static func make(_ p: ParamValues, _ ctx: OperatorContext) throws(EngineError) -> any StreamOperator {
         if p.string("variant") == "oja" {

@@ -27,6 +27,14 @@ public enum TruncatedSVD: OperatorKind {
         outputs: ["singular_values", "right_vectors", "mean, explained_variance, explained_variance_ratio (center: true)",
                   "groups, labels, cluster_singular_values, cluster_right_vectors, cluster_relative_error_bound, cluster_tail_energy_bound, cluster_frobenius_norm_sq (group)"],
         stateVersion: TruncatedSVDOperator.stateVersion, report: .spectrum,
+        examples: [
+            // Merged Gram eigenpairs move with the Gram's rounding amplified by the inverse gap (σ gaps ≳ 0.3 there).
+            OperatorExample("truncated-svd-gram", [("rank", .int(2)), ("method", .string("gram"))], mergeTolerance: 1e-9),
+            OperatorExample("truncated-svd-incremental", [("rank", .int(2)), ("method", .string("incremental")), ("block_rows", .int(16)),
+                                                          ("center", .bool(true))]),
+            OperatorExample("truncated-svd-decay", [("rank", .int(3)), ("decay", .double(0.99999))]),
+            OperatorExample("truncated-svd-grouped", [("rank", .int(1)), ("group", .int(0)), ("epsilon", .double(0.9))], grouped: true),
+        ],
         check: { p, _ in
             let grouped = p["group"] != nil && p["group"] != .null
             let eps = p["epsilon"] != nil && p["epsilon"] != .null
