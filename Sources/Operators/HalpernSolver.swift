@@ -762,8 +762,32 @@ public struct HalpernSolver: IterativeOperator {
         for i in lo..<hi { v[i] = max(0, v[i] - theta) }
     }
 
-    /// ‖u − J_{sG}(u − sF)‖/s.
+    /// ‖u − J_{sG}(u − sF)‖/s. For the regression problems each coordinate is formed without the subtraction
+    /// u − (u − s·f): when s·f is below u's last bit that difference rounds to exactly 0 and a far-from-optimal
+    /// point would pass the exit test. Where the resolvent is the identity (and on the intercept) the entry is
+    /// s·f; lasso's soft threshold gives s·f ± t when it shrinks and u when it zeroes; the box gives s·f inside
+    /// and u − bound when it clamps (a difference of two given numbers, exact to rounding).
     mutating func forwardBackwardResidual(_ u: [Double], _ f: [Double], step s: Double, scaled: Bool) -> Double {
+        if !isGame {
+            var r = 0.0
+            let problem = config.problem
+            for i in u.indices {
+                let sf = s * f[i]
+                var e = sf
+                if i < columns && problem == .lasso {
+                    let t = s * config.lambda * (scaled ? scale[i] : 1)
+                    let w = u[i] - sf
+                    e = abs(w) <= t ? u[i] : sf + (w > 0 ? t : -t)
+                } else if i < columns && problem == .box {
+                    let sc = scaled ? scale[i] : 1
+                    let lo = config.lower / sc, hi = config.upper / sc
+                    let w = u[i] - sf
+                    e = w < lo ? u[i] - lo : (w > hi ? u[i] - hi : sf)
+                }
+                r += e * e
+            }
+            return r.squareRoot() / s
+        }
         var w = work
         work = []
         for i in u.indices { w[i] = u[i] - s * f[i] }
