@@ -115,8 +115,8 @@ public struct HalpernConfig: Sendable, Equatable {
 ///     restart argument, and the full passes (one per restart test) dominate; the loopless schedule spent
 ///     them at random intervals of mean √n with b = √n (2 passes per refresh, each gaining about one halving)
 ///     and lost to deterministic Halpern on well-conditioned input (1.09× its calls on least squares,
-///     n = 10⁵, d = 30, κ ≈ 1 after scaling). Longer epochs of smaller mini-batches gain ≈ 4 halvings per
-///     1.5 passes there (0.3× deterministic Halpern's calls); the estimator's accumulated variance, ∝ m/b
+///     n = 10⁵, d = 30, κ ≈ 1 after scaling). Longer epochs of smaller mini-batches gain ≈ 3.5 halvings per
+///     epoch of 1.5 passes there (0.32× deterministic Halpern's calls); the estimator's accumulated variance, ∝ m/b
 ///     times the paper's, is held by the anchoring and measured, not proved, to stay below what costs
 ///     iterations (Benchmarks/RESULTS.md, issue 17).
 ///   Uniform sampling uses the mean-square constant of the estimator, L_vr = √(n·Σ_i w_i²‖ã_i‖⁴) (+λ; /4 for
