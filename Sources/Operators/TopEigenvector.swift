@@ -497,14 +497,15 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     /// summary.json's `eigenvalue_bound` [lower, upper], which contains λ₁(AᵀWA) of the rows seen whatever the
     /// order (the random-order assumption is not used): the light rows of the last stepped block and the kept
     /// rows are distinct rows (a row is light or kept, and a demoted row leaves H), so AᵀWA ⪰ their Gram and
-    /// λ₁ ≥ ⟨x_prev, y⟩ + x_prevᵀHᵀHx_prev for the unit x_prev that block was scored with, and λ₁ ≥ w‖a‖² of any
-    /// kept row; λ₁ ≤ trace = Σ w‖a‖². Exact-arithmetic bounds (the sums' own rounding, ≤ rows·2⁻⁵³ relative,
+    /// λ₁ ≥ ⟨x_prev, y⟩ + x_prevᵀHᵀHx_prev for the unit x_prev that block was scored with, λ₁ ≥ xᵀHᵀHx for the
+    /// current unit x, and λ₁ ≥ w‖a‖² of any kept row; λ₁ ≤ trace = Σ w‖a‖². Exact-arithmetic bounds (the sums' own rounding, ≤ rows·2⁻⁵³ relative,
     /// is not added). The lower end holds the heavy rows and about 1/T of the light ones; the upper end is loose
     /// by up to the rank: a certificate for when the order is in doubt, not an estimate.
     func eigenvalueBound() -> (lower: Double, upper: Double) {
         var lower = steps > 0 ? max(0, lastLightDot) : 0
         lower += TopEigenvector.dot(xPrev, heavyTimes(xPrev))
-        lower = max(lower, heavyQ.max() ?? 0)
+        // The kept rows alone with the current vector: heavy rows that came late turn x but not x_prev.
+        lower = max(lower, TopEigenvector.dot(x, heavyTimes(x)), heavyQ.max() ?? 0)
         return (lower, winsorMass + excessMass)
     }
 

@@ -68,7 +68,8 @@ import Testing
             case ("random-order", "late"):
                 // Five heavy rows in the last 1,000 of 20,000 are not a random order: they meet only the last
                 // power step (measured sin²θ 0.11; the estimate, 11% of λ₁, is raised to the bound's lower end,
-                // 20% of λ₁). Only the bound is promised, and it is checked above.
+                // the kept rows scored with the final vector: 85% of λ₁). Only the bound is promised, and it is
+                // checked above.
                 break
             case ("random-order", _):
                 #expect(sin2 <= 1e-3)
