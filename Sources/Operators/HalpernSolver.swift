@@ -109,9 +109,9 @@ public struct HalpernConfig: Sendable, Equatable {
 ///     p_t = max(4/(t+4), 1/√n) and b = ⌈√n⌉. 4/(t+4) is the schedule of the stochastic-Halpern analysis
 ///     (Cai et al. 2022), whose expected full-pass cost is O(n log t); the 1/√n floor (the paper's finite-sum
 ///     choice) keeps the estimator's accumulated variance bounded at no more than the mini-batches' own cost.
-///   - `restarts: true` (the default): epochs — a full pass, then m = ⌈n/(4b)⌉ ≈ 2√n mini-batch steps of
-///     b = ⌈√n/8⌉ rows (half a pass of mini-batch work), then the next full pass, where the restart test is
-///     made. With restarts the iteration is linear-rate, O((n + √n·L_vr/μ)·log 1/ε) calls by the paper's
+///   - `restarts: true` (the default): epochs of m = ⌈n/(4b)⌉ ≈ 2√n iterations — m − 1 on mini-batches of
+///     b = ⌈√n/8⌉ rows (about half a pass of mini-batch work), the m-th evaluated by a full pass, where the
+///     restart test is made. With restarts the iteration is linear-rate, O((n + √n·L_vr/μ)·log 1/ε) calls by the paper's
 ///     restart argument, and the full passes (one per restart test) dominate; the loopless schedule spent
 ///     them at random intervals of mean √n with b = √n (2 passes per refresh, each gaining about one halving)
 ///     and lost to deterministic Halpern on well-conditioned input (1.09× its calls on least squares,
@@ -177,8 +177,8 @@ public struct HalpernSolver: IterativeOperator {
     /// inner step, so tiny batches only add steps.
     static let minGameBatch = 32
 
-    /// Restarted vr-halpern's mini-batch, ⌈√n/8⌉ rows, and epoch, ⌈n/(4b)⌉ ≈ 2√n mini-batch steps between
-    /// full passes (half a pass of mini-batch work per epoch): the middle of a plateau measured over
+    /// Restarted vr-halpern's mini-batch, ⌈√n/8⌉ rows, and epoch, ⌈n/(4b)⌉ ≈ 2√n iterations per full pass
+    /// (about half a pass of mini-batch work per epoch): the middle of a plateau measured over
     /// b ∈ √n/{4, 8, 16} × half, quarter and whole passes per epoch on seven problems (κ from 1 to 55, n from
     /// 10³ to 10⁵); every point of that grid beat the loopless schedule (Benchmarks/RESULTS.md, issue 17).
     static func epochBatch(_ n: Int) -> Int { max(1, Int((Double(n).squareRoot() / 8).rounded(.up))) }
