@@ -1,5 +1,5 @@
 """halpern-solver with its default parameters on the cases of issue 17 (which introduced preconditioning and
-the restart-aware refresh schedule), against the same solve with `precondition: none` and/or the other
+restarted vr-halpern's epochs), against the same solve with `precondition: none` and/or the other
 algorithm. Prints a markdown section; oracle calls are deterministic, wall times are not.
 
 usage: defaults.py ROWFLOW_BIN

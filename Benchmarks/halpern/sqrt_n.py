@@ -5,7 +5,10 @@ usage: sqrt_n.py ROWFLOW_BIN [--sizes 1000,10000,100000,1000000] [--tolerance 1e
 A fixed 1000-row base (4 columns scaled 1, 1, 0.3, 0.1; rows normalised to unit length, so κ(AᵀA) ≈ 100 and
 n·maxᵢ‖a_i‖²/‖A‖² is the same for every n) is tiled n/1000 times, as in HalpernSolverTests.oracleCallsGrowSlowerThanN:
 the deterministic iteration count is then independent of n, so its calls grow like n, and the paper's
-Õ(n + √n·L/ε) predicts vr-halpern's grow like √n once √n·L/ε dominates. Oracle calls are deterministic.
+Õ(n + √n·L/ε) predicts vr-halpern's grow like √n once √n·L/ε dominates (plain Halpern, --no-restarts: the
+paper's loopless schedule). With restarts (the default) both are linear-rate and vr-halpern runs in epochs of
+one full pass plus ≈ 2√n mini-batches of ⌈√n/8⌉ rows, so its calls are O(n·log 1/ε) with a smaller constant.
+Oracle calls are deterministic.
 """
 import argparse, json, math, os, subprocess, sys, tempfile, time
 

@@ -145,22 +145,26 @@ func regressionObjective(_ problem: HalpernProblem, lambda: Double, x: [Double],
 
     /// Restarted vr-halpern against restarted deterministic halpern on well-conditioned least squares
     /// (n = 20,000, d = 30, columns scaled 1…3, so κ(AᵀA) ≈ 9), tolerance 1e-9, seeded; oracle calls are
-    /// deterministic. `precondition: none` keeps κ at 9: the regime of the paper's bound, where vr-halpern
-    /// needs Õ(n + √n·L̄/μ) calls against halpern's O(n·L/μ). Measured: vr-halpern 0.43× the calls of
-    /// halpern (printed); the test asks for 0.6×. (With the default diagonal preconditioner κ ≈ 1 and the two
-    /// are within 10% of each other — see Benchmarks/RESULTS.md.)
-    @Test func varianceReductionSavesOracleCallsWithRestarts() throws {
+    /// deterministic, so the test cannot fail by chance. With the defaults (diagonal preconditioning, κ ≈ 1.2
+    /// after it) the goal of issue 17 is ≤ 0.5× deterministic halpern's calls: measured 0.37× (389,692 against
+    /// 1,060,000, printed), so the margin is 0.13 of halpern's calls — about 7 of its 53 passes. With
+    /// `precondition: none` κ stays
+    /// ≈ 9, the regime of the paper's bound (Õ(n + √n·L_vr/μ) against O(n·L/μ)): measured 0.096×, asked 0.2×.
+    /// Deterministic halpern runs as it does by default (10 power iterations for its step, restarts on halving).
+    @Test(arguments: [(HalpernPrecondition.auto, 0.5), (.none, 0.2)])
+    func varianceReductionSavesOracleCallsWithRestarts(precondition: HalpernPrecondition, limit: Double) throws {
         let n = 20_000, d = 30
         let a = gaussianMatrix(rows: n, cols: d, seed: 17, scale: (0..<d).map { 1 + 2 * Double($0) / Double(d - 1) })
         let beta = gaussianMatrix(rows: d, cols: 1, seed: 18).storage
         let noise = gaussianMatrix(rows: n, cols: 1, seed: 19).storage
         let y = (0..<n).map { i in (0..<d).reduce(noise[i]) { $0 + a[i, $1] * beta[$1] } }
-        let vr = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: true, tolerance: 1e-9, precondition: .none), a, y, batchRows: 4096)
-        let det = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: false, tolerance: 1e-9, precondition: .none), a, y, batchRows: 4096)
+        let vr = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: true, tolerance: 1e-9, precondition: precondition), a, y, batchRows: 4096)
+        let det = try solve(HalpernConfig(problem: .leastSquares, varianceReduced: false, tolerance: 1e-9, precondition: precondition), a, y, batchRows: 4096)
         #expect(vr.converged && det.converged)
+        #expect(vr.summary["restarts"] != .int(0) && det.summary["restarts"] != .int(0))
         let ratio = Double(vr.oracleCalls) / Double(det.oracleCalls)
-        print("restarted, n = \(n), d = \(d), κ ≈ 9: vr-halpern \(vr.oracleCalls) oracle calls, halpern \(det.oracleCalls), ratio \(ratio)")
-        #expect(ratio < 0.6)
+        print("restarted, n = \(n), d = \(d), precondition \(precondition.rawValue): vr-halpern \(vr.oracleCalls) oracle calls, halpern \(det.oracleCalls), ratio \(ratio) (asked < \(limit))")
+        #expect(ratio < limit)
     }
 }
 

@@ -50,7 +50,7 @@ import Testing
         let g = naiveGram(a)
         let ref = topEigen(g)
         let bs = batches(a, batchRows: 1000)
-        for variant in placement == "late" ? ["oja"] : ["oja", "random-order"] {
+        for variant in ["oja", "random-order"] {
             let out: OperatorOutput
             if variant == "oja" { out = try runOp(oja(columns: d, seed: 5), bs).1 } else { out = try runOp(randomOrder(columns: d, rowsKnown: Int64(n), seed: 5), bs).1 }
             let v = vectorOf(out), est = summaryDouble(out, "eigenvalue")
@@ -58,15 +58,19 @@ import Testing
             for p in 0..<d { for q in 0..<d { rq += v[p] * g[p, q] * v[q] } }
             let sin2 = eigError(v, ref.v1)
             print("top-eigenvector \(variant), heavy rows \(placement): eigenvalue \(est), λ₁ \(ref.l1) (rel \(est / ref.l1 - 1)), vᵀGv \(rq), sin²θ \(sin2), heavy_rows \(summaryDouble(out, "heavy_rows"))")
-            if variant == "oja" {
-                // The certified interval contains λ₁ whatever happened to the vector.
-                guard case let .array(b)? = summaryValue(out, "eigenvalue_bound"), case let .double(lo) = b[0], case let .double(hi) = b[1] else {
-                    Issue.record("no eigenvalue_bound"); continue
-                }
-                #expect(lo <= ref.l1 * (1 + 1e-12) && ref.l1 <= hi * (1 + 1e-12), "[\(lo), \(hi)] vs λ₁ \(ref.l1)")
-                print("  oja eigenvalue_bound [\(lo), \(hi)]")
+            // Both variants: the certified interval contains λ₁ whatever happened to the vector or the order.
+            if let (lo, hi) = expectBoundContains(out, ref.l1, rows: n) {
+                print("  \(variant) eigenvalue_bound [\(lo), \(hi)] (λ₁ at \((ref.l1 - lo) / (hi - lo)) of the width)")
+                // random-order's eigenvalue estimates λ₁, so it is kept inside the interval that holds λ₁.
+                if variant == "random-order" { #expect(lo <= est && est <= hi) }
             }
             switch (variant, placement) {
+            case ("random-order", "late"):
+                // Five heavy rows in the last 1,000 of 20,000 are not a random order: they meet only the last
+                // power step (measured sin²θ 0.11; the estimate, 11% of λ₁, is raised to the bound's lower end,
+                // the kept rows scored with the final vector: 85% of λ₁). Only the bound is promised, and it is
+                // checked above.
+                break
             case ("random-order", _):
                 #expect(sin2 <= 1e-3)
                 #expect(abs(est / ref.l1 - 1) <= 0.01)
@@ -85,9 +89,24 @@ import Testing
         }
     }
 
+    /// The whole stream kept (n below the heavy threshold's d·ℓ² scale): random-order's answer is LAPACK's on the
+    /// kept rows, and its bound is that number at both ends; compared with LAPACK on the exact Gram at the
+    /// eigensolver's own accuracy (backward stable: ≈ d·u·λ₁; 1e-12 relative asked).
+    @Test func exactAnswerIsItsOwnBound() throws {
+        let n = 8, d = 16   // threshold (n/(d·log₂²d))·mean = mean/32: every χ²₁₆ row is above it
+        let a = gaussianMatrix(rows: n, cols: d, seed: 81)
+        let ref = topEigen(naiveGram(a))
+        let out = try runOp(randomOrder(columns: d, rowsKnown: Int64(n), seed: 5), batches(a, batchRows: 5)).1
+        #expect(summaryBool(out, "exact"))
+        guard let (lo, hi) = expectBoundContains(out, ref.l1, rows: n) else { return }
+        #expect(lo == hi && lo == summaryDouble(out, "eigenvalue"))
+        #expect(abs(lo / ref.l1 - 1) <= 1e-12)
+    }
+
     /// A drifting stream (the first half's rows have covariance diag(9, 1, …), the second half's
-    /// diag(1, 1, 4, 1, …)): oja's eigenvalue is the last half's average and has no guarantee here, but its
-    /// eigenvalue_bound must contain λ₁; random-order must flag the order (summary and run warning).
+    /// diag(1, 1, 4, 1, …)): neither variant's eigenvalue has a guarantee here (oja's is the last half's
+    /// average, random-order's assumes a random order), but both eigenvalue_bounds must contain λ₁;
+    /// random-order must flag the order (summary and run warning).
     @Test func driftingStream() throws {
         let n = 20_000, d = 10
         var a = gaussianMatrix(rows: n, cols: d, seed: 71)
@@ -96,14 +115,28 @@ import Testing
         let ref = topEigen(g)
         let bs = batches(a, batchRows: 1000)
         let oo = try runOp(oja(columns: d, seed: 5), bs).1
-        guard case let .array(b)? = summaryValue(oo, "eigenvalue_bound"), case let .double(lo) = b[0], case let .double(hi) = b[1] else {
-            Issue.record("no eigenvalue_bound"); return
-        }
-        print("drifting: oja eigenvalue \(summaryDouble(oo, "eigenvalue")), bound [\(lo), \(hi)], λ₁ \(ref.l1)")
-        #expect(lo <= ref.l1 * (1 + 1e-12) && ref.l1 <= hi * (1 + 1e-12))
+        let ob = expectBoundContains(oo, ref.l1, rows: n)
+        print("drifting: oja eigenvalue \(summaryDouble(oo, "eigenvalue")), bound \(String(describing: ob)), λ₁ \(ref.l1)")
         let ro = try runOp(randomOrder(columns: d, rowsKnown: Int64(n), seed: 5), bs).1
-        print("drifting: random-order eigenvalue \(summaryDouble(ro, "eigenvalue")), order_z \(summaryDouble(ro, "order_z"))")
+        let rb = expectBoundContains(ro, ref.l1, rows: n)
+        print("drifting: random-order eigenvalue \(summaryDouble(ro, "eigenvalue")), bound \(String(describing: rb)), order_z \(summaryDouble(ro, "order_z"))")
         #expect(summaryBool(ro, "order_suspect"))
         #expect(ro.warnings.contains { $0.what.hasPrefix("order_suspect") })
     }
+}
+
+/// Checks summary.json's `eigenvalue_bound` [lower, upper] against λ₁ of the exact Gram (LAPACK), and that
+/// `eigenvalue_meaning` says what the number is. The bound is exact-arithmetic; the sums behind it and
+/// LAPACK's λ₁ carry rounding of at most ≈ rows·2⁻⁵³ relative (sums of `rows` non-negative terms), which is
+/// the slack allowed at each end. Returns the interval.
+@discardableResult
+func expectBoundContains(_ out: OperatorOutput, _ l1: Double, rows: Int) -> (Double, Double)? {
+    #expect(summaryValue(out, "eigenvalue_meaning") != nil)
+    guard case let .array(b)? = summaryValue(out, "eigenvalue_bound"), b.count == 2, case let .double(lo) = b[0], case let .double(hi) = b[1] else {
+        Issue.record("no eigenvalue_bound"); return nil
+    }
+    let slack = 2 * Double(rows) * 0x1p-53
+    #expect(lo <= l1 * (1 + slack) && l1 <= hi * (1 + slack), "[\(lo), \(hi)] vs λ₁ \(l1)")
+    #expect(lo > 0 && lo <= hi)
+    return (lo, hi)
 }

@@ -399,10 +399,11 @@ struct ReportRenderingTests {
         return Array(a.values.suffix(3))
     }
 
-    /// Equal up to Foundation's JSON number parsing, which is not always correctly rounded (1 ulp).
+    /// Equal up to Foundation's JSON number parsing, which is not always correctly rounded: a 17-digit number
+    /// goes through NSDecimalNumber, measured 4 ulps off (halpern-ridge vr's residual 2.0147759172238651e-07).
     func same(_ a: Double, _ b: Any?) -> Bool {
         guard let b = (b as? Double) ?? (b as? Int).map(Double.init) else { return false }
-        return abs(a - b) <= 2e-16 * abs(b)
+        return abs(a - b) <= 1e-15 * abs(b)
     }
 
     @Test func historiesEndAtTheSummary() throws {

@@ -103,14 +103,22 @@ public struct HalpernConfig: Sendable, Equatable {
 ///   by 10 power iterations over the row store (the Rayleigh quotient; it underestimates L, but any η < 2/L
 ///   keeps the forward step nonexpansive, so a factor-2 safety margin is built in).
 /// - `vr-halpern` (Algorithm 1, cocoercive problems): the same recursion with F(u_k) replaced by a recursive
-///   (PAGE/SARAH) estimator: with probability p_t = max(4/(t+4), 1/√n) a full pass, otherwise
-///   F̃_k = F̃_{k−1} + (n/b) Σ_{i∈S} (F_i(u_k) − F_i(u_{k−1})) over b = ⌈√n⌉ rows drawn uniformly with
-///   replacement. 4/(t+4) is the schedule of the stochastic-Halpern analysis (Cai et al. 2022), whose
-///   expected full-pass cost is O(n log t); the 1/√n floor (the paper's finite-sum choice) keeps the
-///   estimator's accumulated variance bounded at no more than the mini-batches' own cost. t counts
-///   iterations since the start, not since the last restart: a restart happens at a full pass, where the
-///   estimator is exact, and re-running 4/(k+5) from k = 0 after each one cost ≈ 4 ln(K/5) extra passes per
-///   restart cycle — on well-conditioned least squares more than deterministic Halpern's whole solve.
+///   (PAGE/SARAH) estimator F̃_k = F̃_{k−1} + (n/b) Σ_{i∈S} (F_i(u_k) − F_i(u_{k−1})) over b rows drawn with
+///   replacement, reset to F(u_k) by a full pass.
+///   - `restarts: false` (the paper's O(1/ε) regime): loopless, a full pass with probability
+///     p_t = max(4/(t+4), 1/√n) and b = ⌈√n⌉. 4/(t+4) is the schedule of the stochastic-Halpern analysis
+///     (Cai et al. 2022), whose expected full-pass cost is O(n log t); the 1/√n floor (the paper's finite-sum
+///     choice) keeps the estimator's accumulated variance bounded at no more than the mini-batches' own cost.
+///   - `restarts: true` (the default): epochs of m = ⌈n/(4b)⌉ ≈ 2√n iterations — m − 1 on mini-batches of
+///     b = ⌈√n/8⌉ rows (about half a pass of mini-batch work), the m-th evaluated by a full pass, where the
+///     restart test is made. With restarts the iteration is linear-rate, O((n + √n·L_vr/μ)·log 1/ε) calls by the paper's
+///     restart argument, and the full passes (one per restart test) dominate; the loopless schedule spent
+///     them at random intervals of mean √n with b = √n (2 passes per refresh, each gaining about one halving)
+///     and lost to deterministic Halpern on well-conditioned input (1.09× its calls on least squares,
+///     n = 10⁵, d = 30, κ ≈ 1 after scaling). Longer epochs of smaller mini-batches gain ≈ 3.5 halvings per
+///     epoch of 1.5 passes there (0.32× deterministic Halpern's calls); the estimator's accumulated variance, ∝ m/b
+///     times the paper's, is held by the anchoring and measured, not proved, to stay below what costs
+///     iterations (Benchmarks/RESULTS.md, issue 17).
 ///   Uniform sampling uses the mean-square constant of the estimator, L_vr = √(n·Σ_i w_i²‖ã_i‖⁴) (+λ; /4 for
 ///   logistic; E‖n·w_iΔF_i‖² ≤ L_vr²‖Δ‖², the paper's Lipschitz-in-expectation assumption), computed in the
 ///   norm pass, and η = 1/L_vr; it is at most n·maxᵢ w_i‖ã_i‖² and far smaller on uneven rows. With `sampling: importance` rows are drawn ∝ w_i‖a_i‖² (inverse
@@ -169,6 +177,16 @@ public struct HalpernSolver: IterativeOperator {
     /// inner step, so tiny batches only add steps.
     static let minGameBatch = 32
 
+    /// Restarted vr-halpern's mini-batch, ⌈√n/8⌉ rows, and epoch, ⌈n/(4b)⌉ ≈ 2√n iterations per full pass
+    /// (about half a pass of mini-batch work per epoch): the middle of a plateau measured over
+    /// b ∈ √n/{4, 8, 16} × half, quarter and whole passes per epoch on seven problems (κ from 1 to 55, n from
+    /// 10³ to 10⁵); every point of that grid beat the loopless schedule (Benchmarks/RESULTS.md, issue 17).
+    static func epochBatch(_ n: Int) -> Int { max(1, Int((Double(n).squareRoot() / 8).rounded(.up))) }
+    static func epochLength(_ n: Int) -> Int {
+        let b = epochBatch(n)
+        return max(1, (n + 4 * b - 1) / (4 * b))
+    }
+
     /// Stall: the best residual (games: gap) must fall by this factor within `stallWindow` oracle calls.
     static let stallFactor = 0.99
     /// max(stallPasses·n, stallMinimum) oracle calls.
@@ -218,6 +236,8 @@ public struct HalpernSolver: IterativeOperator {
     var inner: [Double] = []
     /// Algorithm 2 (VR games): the extragradient snapshot w; `estimate` holds F(w).
     var snapshot: [Double] = []
+    /// Games: inner steps of the current outer iteration; restarted vr-halpern: mini-batch steps since the last
+    /// full pass (states written before epochs hold 0: restored, they start a new epoch).
     var innerJ = 0
     var k: Int64 = 0
     var t: Int64 = 0
@@ -742,8 +762,32 @@ public struct HalpernSolver: IterativeOperator {
         for i in lo..<hi { v[i] = max(0, v[i] - theta) }
     }
 
-    /// ‖u − J_{sG}(u − sF)‖/s.
+    /// ‖u − J_{sG}(u − sF)‖/s. For the regression problems each coordinate is formed without the subtraction
+    /// u − (u − s·f): when s·f is below u's last bit that difference rounds to exactly 0 and a far-from-optimal
+    /// point would pass the exit test. Where the resolvent is the identity (and on the intercept) the entry is
+    /// s·f; lasso's soft threshold gives s·f ± t when it shrinks and u when it zeroes; the box gives s·f inside
+    /// and u − bound when it clamps (a difference of two given numbers, exact to rounding).
     mutating func forwardBackwardResidual(_ u: [Double], _ f: [Double], step s: Double, scaled: Bool) -> Double {
+        if !isGame {
+            var r = 0.0
+            let problem = config.problem
+            for i in u.indices {
+                let sf = s * f[i]
+                var e = sf
+                if i < columns && problem == .lasso {
+                    let t = s * config.lambda * (scaled ? scale[i] : 1)
+                    let w = u[i] - sf
+                    e = abs(w) <= t ? u[i] : sf + (w > 0 ? t : -t)
+                } else if i < columns && problem == .box {
+                    let sc = scaled ? scale[i] : 1
+                    let lo = config.lower / sc, hi = config.upper / sc
+                    let w = u[i] - sf
+                    e = w < lo ? u[i] - lo : (w > hi ? u[i] - hi : sf)
+                }
+                r += e * e
+            }
+            return r.squareRoot() / s
+        }
         var w = work
         work = []
         for i in u.indices { w[i] = u[i] - s * f[i] }
@@ -815,7 +859,8 @@ public struct HalpernSolver: IterativeOperator {
     /// Algorithm 1 iterations until about n oracle calls were spent (a step of bounded work).
     mutating func vrStep(_ rows: RowStoreReader) {
         let callsAtStart = oracleCalls
-        let b = Int(Double(n).squareRoot().rounded(.up))
+        let b = config.restarts ? Self.epochBatch(n) : Int(Double(n).squareRoot().rounded(.up))
+        let epoch = Self.epochLength(n)
         let refresh = CounterRandom(seed: seed, shard: shard, purpose: purpose ^ Self.purposeRefresh)
         let sampler = CounterRandom(seed: seed, shard: shard, purpose: purpose ^ Self.purposeSample)
         var next = [Double](repeating: 0, count: iterate.count)
@@ -836,13 +881,21 @@ public struct HalpernSolver: IterativeOperator {
                 return
             }
             halpernUpdate(into: &next)
-            // The refresh probability follows the global iteration count t, not the restart-local k: after a
-            // restart the estimator is exact (restarts happen at full passes), so re-running 4/(k+5) from
-            // k = 0 only buys full passes — Σ_k 4/(k+5) ≈ 4 ln(K/5) of them per restart cycle, which on
-            // a well-conditioned least-squares problem (n = 10⁵, d = 30, tolerance 1e-9) cost more than
-            // deterministic Halpern's whole solve (Benchmarks/RESULTS.md).
-            let p = max(4 / Double(t + 4), 1 / Double(n).squareRoot())
-            if refresh.uniform(index: UInt64(t)) < p {
+            let full: Bool
+            if config.restarts {
+                // Restarted: fixed epochs (see the type's comment). `innerJ` counts the mini-batch steps since
+                // the last full pass and is state, so a resumed solve refreshes where the uninterrupted one does.
+                innerJ += 1
+                full = innerJ >= epoch
+            } else {
+                // Plain Halpern (the paper's O(1/ε) regime): the loopless schedule. It follows the global
+                // iteration count t, not a restart-local count (re-running 4/(k+5) from k = 0 after each
+                // restart only buys full passes).
+                let p = max(4 / Double(t + 4), 1 / Double(n).squareRoot())
+                full = refresh.uniform(index: UInt64(t)) < p
+            }
+            if full {
+                innerJ = 0
                 swap(&iterate, &next)
                 evaluateFresh(rows)
             } else {

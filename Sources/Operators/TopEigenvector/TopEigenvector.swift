@@ -37,6 +37,16 @@ public enum TopEigenvector: Sendable {
         + "matrix); the guarantee, correlation 1 − O(1/√R) for the gap R = σ₁²/σ₂², holds only then. Sorted, "
         + "grouped or drifting input can give a wrong vector (see order_suspect); source.shuffle only mixes "
         + "rows within its buffer"
+    /// What summary.json's `eigenvalue` is, in the summary itself.
+    static let meaningRandomOrder =
+        "an estimate of λ₁(AᵀWA) = σ₁², the top eigenvalue of the weighted Gram matrix of the rows seen (a sum "
+        + "over rows, not a mean): kept heavy rows exactly, light rows from the last steps' Rayleigh quotients; "
+        + "measured within 1% when rows arrive in random order, not certified. eigenvalue_bound [lower, upper] "
+        + "contains λ₁ in any order"
+    static let meaningOja =
+        "an estimate of vᵀAᵀWAv for the returned unit v (≤ λ₁(AᵀWA) = σ₁², the top eigenvalue of the weighted "
+        + "Gram matrix of the rows seen, a sum over rows, not a mean): kept heavy rows exactly, the others from "
+        + "the last half of the stream; not certified. eigenvalue_bound [lower, upper] contains λ₁ in any order"
     static let assumptionOja =
         "none on the order (Oja's rule with a fixed learning rate, Price & Xun), but a gap R = σ₁²/σ₂² well "
         + "above log² d and no row with η‖a‖² large (see step_warning); the best of the learning-rate grid is "
@@ -104,9 +114,11 @@ public enum TopEigenvector: Sendable {
 /// ≈ 5·10⁻⁴·(10⁵/n)/R (the last block's sampling noise), i.e. it falls like 1/R. `eigenvalue`: the light
 /// Rayleigh quotients ⟨x_t, y_t⟩ of the last ⌈T/3⌉ steps per unit light weight, times the stream's light
 /// weight, plus x_prevᵀHᵀHx_prev exactly — an estimate of σ₁² (sampling error ~√(6/n) relative).
+/// `eigenvalue_bound` [lower, upper] contains σ₁² in any order (see `eigenvalueBound`), and an estimate
+/// outside it is moved to its nearer end, so the number is right under the assumption and bounded without it.
 /// Not promised: anything when the order is not random (adversarial orders can give an arbitrary vector;
 /// `order_suspect` flags groups of consecutive rows whose mean ‖a‖² a random order would not produce — a
-/// check, not a proof), nor a certified error bound (`last_step_change`, 1 − ⟨x_prev, x⟩², tracks convergence). Not mergeable (Price & Xun: a mergeable summary needs
+/// check, not a proof), nor a tight certified error bound (`last_step_change`, 1 − ⟨x_prev, x⟩², tracks convergence). Not mergeable (Price & Xun: a mergeable summary needs
 /// R = Ω̃(√d) at Õ(d) space).
 /// Cost per row: O(d) (a norm, and the row's share of two dgemv per fixed chunk); O(h·d) per block end.
 /// Memory: O(h·d + d) — kept rows as rows while they fit `heavy_memory_mb`, then as HᵀH (d×d) when that fits;
@@ -454,7 +466,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         flushChunk()
         step()
         recordStats(stepped: true)
-        history.record([Double(rows), eigenvalueEstimate(), Double(heavyCount)])
+        history.record([Double(rows), boundedEstimate(), Double(heavyCount)])
         advanceBlock()
     }
 
@@ -480,6 +492,21 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
         for s in stats.filter(\.stepped).suffix(eigenSteps) where s.lightWeight > 0 { dot += s.lightDot; lw += s.lightWeight }
         let light = lw > 0 ? dot / lw * lightWeight : 0
         return light + TopEigenvector.dot(xPrev, heavyTimes(xPrev))
+    }
+
+    /// summary.json's `eigenvalue_bound` [lower, upper], which contains λ₁(AᵀWA) of the rows seen whatever the
+    /// order (the random-order assumption is not used): the light rows of the last stepped block and the kept
+    /// rows are distinct rows (a row is light or kept, and a demoted row leaves H), so AᵀWA ⪰ their Gram and
+    /// λ₁ ≥ ⟨x_prev, y⟩ + x_prevᵀHᵀHx_prev for the unit x_prev that block was scored with, λ₁ ≥ xᵀHᵀHx for the
+    /// current unit x, and λ₁ ≥ w‖a‖² of any kept row; λ₁ ≤ trace = Σ w‖a‖². Exact-arithmetic bounds (the sums' own rounding, ≤ rows·2⁻⁵³ relative,
+    /// is not added). The lower end holds the heavy rows and about 1/T of the light ones; the upper end is loose
+    /// by up to the rank: a certificate for when the order is in doubt, not an estimate.
+    func eigenvalueBound() -> (lower: Double, upper: Double) {
+        var lower = steps > 0 ? max(0, lastLightDot) : 0
+        lower += TopEigenvector.dot(xPrev, heavyTimes(xPrev))
+        // The kept rows alone with the current vector: heavy rows that came late turn x but not x_prev.
+        lower = max(lower, TopEigenvector.dot(x, heavyTimes(x)), heavyQ.max() ?? 0)
+        return (lower, winsorMass + excessMass)
     }
 
     /// The order check: consecutive blocks pooled into ~8 groups of ≥ n/8 rows each; per group
@@ -508,11 +535,15 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
 
     func summaryPairs(eigenvalue: Double, exact: Bool, extra: BlockStat?) -> [(String, JSON)] {
         let z = orderStatistic(extra: extra)
+        // An exact answer (every row kept) is its own bound.
+        let bound = exact ? (lower: eigenvalue, upper: eigenvalue) : eigenvalueBound()
         let schedule: String
         if let n = rowsKnown { schedule = rows > n ? "fixed+doubling" : "fixed" } else { schedule = "doubling" }
         return [
             ("rows", .int(rows)), ("weight_sum", .double(weightSum)),
             ("eigenvalue", .double(eigenvalue)),
+            ("eigenvalue_bound", .array([.double(bound.lower), .double(bound.upper)])),
+            ("eigenvalue_meaning", .string(TopEigenvector.meaningRandomOrder)),
             ("variant", .string(TopEigenvector.Variant.randomOrder.rawValue)),
             ("rows_known", rowsKnown.map { .int($0) } ?? .null),
             ("blocks", .int(Int64(blocks))), ("schedule", .string(schedule)), ("steps", .int(Int64(steps))),
@@ -530,7 +561,14 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
     }
 
     public func currentSummary() -> [(String, JSON)] {
-        summaryPairs(eigenvalue: eigenvalueEstimate(), exact: false, extra: openStat())
+        summaryPairs(eigenvalue: boundedEstimate(), exact: false, extra: openStat())
+    }
+
+    /// The estimate moved into `eigenvalue_bound` when it falls outside: the bound holds in any order, so outside
+    /// it the estimate is certainly wrong (heavy rows the last steps barely saw) and the nearer end is closer.
+    func boundedEstimate() -> Double {
+        let b = eigenvalueBound()
+        return min(max(eigenvalueEstimate(), b.lower), b.upper)
     }
 
     public mutating func finish() throws(EngineError) -> OperatorOutput {
@@ -546,7 +584,7 @@ public struct RandomOrderTopEigenvector: StreamOperator, Equatable {
             }
         }
         var vector = x
-        var eigenvalue = eigenvalueEstimate()
+        var eigenvalue = boundedEstimate()
         var exact = false
         if lightWeight == 0 && heavyCount > 0 {
             // Every row was kept: the exact answer from the kept rows.
@@ -890,6 +928,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
             ("rows", .int(rows)), ("weight_sum", .double(weightSum)),
             ("eigenvalue", .double(eigenvalue())),
             ("eigenvalue_bound", .array([.double(eigenvalueBound().lower), .double(eigenvalueBound().upper)])),
+            ("eigenvalue_meaning", .string(TopEigenvector.meaningOja)),
             ("variant", .string(TopEigenvector.Variant.oja.rawValue)),
             ("rows_known", rowsKnown.map { .int($0) } ?? .null),
             ("heavy_rows", .int(Int64(keptW.count))),
