@@ -101,7 +101,7 @@ fuzz: deps
 record-fixtures: debug
 	@for p in Pipelines/*.yaml; do n=$$(basename $$p .yaml); in=$$(ls Fixtures/$$n/input.* | head -1); \
 	  rm -rf Fixtures/$$n/expected; .build/debug/rowflow run $$p --input $$in --out Fixtures/$$n/expected --progress never || exit 1; \
-	  rm -rf Fixtures/$$n/expected/run.json Fixtures/$$n/expected/*/state.bin Fixtures/$$n/expected/checkpoints Fixtures/$$n/expected/rowstore; done; git status --short Fixtures
+	  rm -rf Fixtures/$$n/expected/run.json Fixtures/$$n/expected/*/state.bin Fixtures/$$n/expected/checkpoints Fixtures/$$n/expected/rowstore Fixtures/$$n/expected/.rowflow.lock; done; git status --short Fixtures
 
 clean:
 	rm -rf .build
