@@ -1,50 +1,6 @@
 import EngineCore
 import LinearAlgebra
 
-/// How `dpp-sample` draws its rows.
-public enum DPPMode: String, Sendable, CaseIterable, Equatable {
-    /// n rows i.i.d. from ρ_i = ℓ_i / r, with replacement (optimal weighted least squares, Cohen–Migliorati).
-    case iid
-    /// Exactly r rows from the projection DPP with kernel K = QQᵀ (volume sampling of size r).
-    case projection
-    /// n ≥ r rows: r from the projection DPP plus n − r i.i.d. from ρ (volume-rescaled sampling).
-    case volumeRescaled = "volume-rescaled"
-    /// s independent projection-DPP samples, pooled (n = s·r).
-    case repeated
-
-    var code: UInt8 {
-        switch self { case .iid: return 0; case .projection: return 1; case .volumeRescaled: return 2; case .repeated: return 3 }
-    }
-    init?(code: UInt8) {
-        switch code { case 0: self = .iid; case 1: self = .projection; case 2: self = .volumeRescaled; case 3: self = .repeated; default: return nil }
-    }
-}
-
-/// The parameters of `dpp-sample` (docs/outputs.md).
-public struct DPPSampleConfig: Sendable, Equatable {
-    public var mode: DPPMode
-    /// n: rows drawn (iid, volume-rescaled); unused otherwise.
-    public var samples: Int
-    /// s: independent projection samples pooled (repeated); 1 otherwise.
-    public var repetitions: Int
-    /// Singular values of the weighted feature matrix at or below `rankTolerance`·σ₁ count as zero; nil is
-    /// numpy.linalg.matrix_rank's default, max(N, m)·ε.
-    public var rankTolerance: Double?
-
-    public init(mode: DPPMode, samples: Int = 0, repetitions: Int = 1, rankTolerance: Double? = nil) {
-        self.mode = mode; self.samples = samples; self.repetitions = repetitions; self.rankTolerance = rankTolerance
-    }
-
-    /// Sampling steps after the basis step: one per projection sample or i.i.d. batch.
-    var parts: Int {
-        switch mode {
-        case .iid, .projection: return 1
-        case .volumeRescaled: return 2
-        case .repeated: return repetitions
-        }
-    }
-}
-
 /// Weighted least-squares sampling of the stream's rows by leverage: i.i.d. optimal sampling, the projection
 /// DPP, volume-rescaled sampling and repeated projection samples — Nouy & Michel, "Weighted least-squares
 /// approximation with determinantal point processes and generalized volume sampling" (arXiv 2312.14057,
@@ -131,7 +87,7 @@ public struct DPPSampleOperator: IterativeOperator {
     let qrColumns: Int
     let qrBlockRows: Int
 
-    public private(set) var rows: Int64 = 0
+    public internal(set) var rows: Int64 = 0
     var weightSum = 0.0
     var qr: StreamingQR
     /// The open QR block: √ω-scaled rows (features, then the target), `blockCount` of them.
@@ -742,98 +698,9 @@ public struct DPPSampleOperator: IterativeOperator {
     }
 
     // MARK: state
-
-    /// Layout (little-endian, BinaryWriter): columns u64, hasTarget, mode u8, samples u64, repetitions u64,
-    /// rank tolerance f64 (NaN = default); rows i64, weight sum f64, sharded; R (f64s, n×n), open block (count u64,
-    /// f64s); steps done u64; basis flag, then candidates u64, σ f64s, tolerance f64, rank1 u64, T1 f64s,
-    /// rank u64, S f64s, block rows u64, optimal residual and Σωy² f64 (NaN = none), leverage sum f64; pick parts and
-    /// positions (i64s); result flag, then indices i64s, weights, rows, targets, coefficients f64s,
-    /// residual f64, distinct u64, shards i64s. The leverage cache is not stored: it is a function of the basis and the
-    /// row store, recomputed by the same BLAS calls.
-    public func encodeState() -> [UInt8] {
-        var w = BinaryWriter()
-        w.u64(UInt64(columns)); w.bool(hasTarget); w.u8(config.mode.code)
-        w.u64(UInt64(config.samples)); w.u64(UInt64(config.repetitions)); w.f64(config.rankTolerance ?? .nan)
-        w.i64(rows); w.f64(weightSum); w.bool(sharded)
-        w.f64s(qr.r)
-        w.u64(UInt64(blockCount)); w.f64s(Array(block[0..<blockCount * qrColumns]))
-        w.u64(UInt64(stepsDone))
-        w.bool(basis != nil)
-        if let b = basis {
-            w.u64(UInt64(b.candidates)); w.f64s(b.sigma); w.f64(b.tolerance)
-            w.u64(UInt64(b.rank1)); w.f64s(b.t1); w.u64(UInt64(b.rank)); w.f64s(b.s)
-            w.u64(UInt64(b.blockRows)); w.f64(b.optimalResidual ?? .nan); w.f64(b.targetNorm ?? .nan); w.f64(b.leverageSum)
-        }
-        w.i64s(pickParts); w.i64s(pickPositions)
-        w.bool(result != nil)
-        if let r = result {
-            w.i64s(r.indices); w.f64s(r.weights); w.f64s(r.rows); w.f64s(r.targets); w.f64s(r.coefficients)
-            w.f64(r.residual); w.u64(UInt64(r.distinct)); w.i64s(r.shards)
-        }
-        return w.bytes
-    }
-
-    /// Restores a state written by `encodeState()` for the same parameters and shape; every length and count
-    /// is checked, so a damaged state is an error, never a trap.
-    public init(config: DPPSampleConfig, columns: Int, hasTarget: Bool, context: OperatorContext, state: [UInt8],
-                location: String) throws(EngineError) {
-        self.init(config: config, columns: columns, hasTarget: hasTarget, context: context)
-        var r = BinaryReader(state, location: location)
-        func bad(_ what: String) -> EngineError { .data(location, "dpp-sample state is inconsistent: \(what)") }
-        let c = try r.u64(), t = try r.bool(), mode = try r.u8()
-        let samples = try r.u64(), reps = try r.u64(), tol = try r.f64()
-        guard c == UInt64(columns), t == hasTarget else {
-            throw .data(location, "dpp-sample state has \(c) columns (target: \(t)), expected \(columns) (target: \(hasTarget))")
-        }
-        guard DPPMode(code: mode) == config.mode, samples == UInt64(config.samples), reps == UInt64(config.repetitions),
-              (tol.isNaN && config.rankTolerance == nil) || tol == config.rankTolerance else {
-            throw .data(location, "dpp-sample state was written with other parameters (mode, samples, repetitions or rank_tolerance)")
-        }
-        rows = try r.i64(); weightSum = try r.f64()
-        // OR: a resume without --shard keeps the column the run started with (as sensitivity-sample does).
-        sharded = try r.bool() || sharded
-        let rr = try r.f64s()
-        guard rr.count == qrColumns * qrColumns, rows >= 0 else { throw bad("R factor length \(rr.count)") }
-        qr = StreamingQR(columns: qrColumns, r: rr)
-        let bc = try r.u64()
-        let bl = try r.f64s()
-        guard bc < UInt64(qrBlockRows), bl.count == Int(bc) * qrColumns else { throw bad("open block") }
-        blockCount = Int(bc)
-        for i in 0..<bl.count { block[i] = bl[i] }
-        let steps = try r.u64()
-        guard steps <= UInt64(config.parts + 2) else { throw bad("step \(steps)") }
-        stepsDone = Int(steps)
-        let hasBasis = try r.bool()
-        guard hasBasis == (stepsDone > 0) else { throw bad("basis flag") }
-        if hasBasis {
-            let cand = try r.u64(), sigma = try r.f64s(), tl = try r.f64()
-            let r1 = try r.u64(), t1 = try r.f64s(), rk = try r.u64(), s = try r.f64s()
-            let br = try r.u64(), opt = try r.f64(), yy = try r.f64(), ls = try r.f64()
-            guard cand == UInt64(rows), sigma.count == columns, r1 <= UInt64(columns), rk <= r1,
-                  t1.count == columns * Int(r1), s.count == Int(r1) * Int(rk), br >= 1, br <= max(1, cand),
-                  blockCount == 0 else { throw bad("basis dimensions") }
-            let rank1 = Int(r1), rank = Int(rk)
-            basis = Basis(candidates: Int(cand), sigma: sigma, tolerance: tl, rank1: rank1, t1: t1, rank: rank, s: s,
-                          t: DPPSampleOperator.product(t1, s, m: columns, k: rank1, n: rank), blockRows: Int(br),
-                          optimalResidual: opt.isNaN ? nil : opt, targetNorm: yy.isNaN ? nil : yy, leverageSum: ls)
-        }
-        pickParts = try r.i64s(); pickPositions = try r.i64s()
-        guard pickParts.count == pickPositions.count,
-              pickParts.allSatisfy({ $0 >= 0 && $0 < Int64(config.parts) && $0 < Int64(max(0, stepsDone - 1)) }),
-              pickPositions.allSatisfy({ $0 >= 0 && $0 < rows }) else { throw bad("picks") }
-        let hasResult = try r.bool()
-        guard hasResult == (stepsDone == config.parts + 2) else { throw bad("result flag") }
-        if hasResult {
-            let ind = try r.i64s(), wt = try r.f64s(), rw = try r.f64s(), tg = try r.f64s(), co = try r.f64s()
-            let resid = try r.f64(), dist = try r.u64(), sh = try r.i64s()
-            let n = ind.count
-            guard wt.count == n, sh.count == n, rw.count == n * columns, tg.count == (hasTarget ? n : 0),
-                  co.count == (hasTarget ? columns : 0), dist <= UInt64(n) else { throw bad("result lengths") }
-            result = SampleResult(indices: ind, weights: wt, rows: rw, targets: tg, coefficients: co, residual: resid, distinct: Int(dist), shards: sh)
-        }
-        guard r.remaining == 0 else { throw bad("\(r.remaining) trailing bytes") }
-    }
 }
+
+// MARK: state
 
 /// One block of candidate rows read back from the row store, and its rows of Q = √ω·Φ·T.
 struct BlockScratch {
@@ -889,45 +756,5 @@ extension DPPSampleOperator: SelfDescribingOperator {
     public init(restoring state: [UInt8], params p: ParamValues, context ctx: OperatorContext, location: String) throws(EngineError) {
         try self.init(config: try DPPSampleConfig(params: p, context: ctx), columns: ctx.shape.columns, hasTarget: ctx.shape.hasTarget,
                       context: ctx, state: state, location: location)
-    }
-}
-
-extension DPPSampleConfig {
-    /// Which parameters each mode takes (the manifest validator reports these with the operator's location).
-    static func problem(_ p: ParamValues) -> String? {
-        guard let mode = p.string("mode").flatMap(DPPMode.init(rawValue:)) else { return nil }
-        let hasN = p.int("samples") != nil, hasS = p.int("repetitions") != nil
-        switch mode {
-        case .iid, .volumeRescaled:
-            if !hasN { return "dpp-sample: mode \(mode.rawValue) needs params.samples (n, the rows to draw)" }
-            if hasS { return "dpp-sample: params.repetitions only applies to mode: repeated" }
-        case .projection:
-            if hasN { return "dpp-sample: mode projection draws exactly rank_used rows; params.samples applies to iid and volume-rescaled" }
-            if hasS { return "dpp-sample: params.repetitions only applies to mode: repeated" }
-        case .repeated:
-            if !hasS { return "dpp-sample: mode repeated needs params.repetitions (s, the projection samples to pool)" }
-            if hasN { return "dpp-sample: mode repeated draws s·rank_used rows; params.samples applies to iid and volume-rescaled" }
-        }
-        return nil
-    }
-
-    /// The resolved configuration; shape-dependent checks that validation could not make.
-    init(params p: ParamValues, context ctx: OperatorContext) throws(EngineError) {
-        if let problem = Self.problem(p) { throw .usage("dpp-sample", problem) }
-        guard let mode = p.string("mode").flatMap(DPPMode.init(rawValue:)) else {
-            throw .usage("dpp-sample", "params.mode is required: iid | projection | volume-rescaled | repeated")
-        }
-        let m = ctx.shape.columns
-        let n = Int(p.int("samples") ?? 0), s = Int(p.int("repetitions") ?? 1)
-        if mode == .volumeRescaled && n < m {
-            throw .usage("dpp-sample", "mode volume-rescaled draws rank_used ≤ \(m) rows from the DPP and the rest i.i.d., so params.samples must be ≥ the feature count \(m); found \(n)",
-                         hint: "use mode: projection for exactly rank_used rows, or raise samples")
-        }
-        // The sample's rows are held in memory: refuse sizes whose output could not be allocated.
-        let rowsOut = Double(mode == .repeated ? s * m : (mode == .projection ? m : n))
-        if rowsOut * Double(m + 3) * 8 > Double(8 << 30) {
-            throw .usage("dpp-sample", "a sample of \(Int(rowsOut)) rows of \(m) features needs more than 8 GiB", hint: "lower samples or repetitions")
-        }
-        self.init(mode: mode, samples: n, repetitions: s, rankTolerance: p.double("rank_tolerance"))
     }
 }

@@ -282,7 +282,29 @@ public struct GramOperator: MergeableOperator, Equatable {
         let condition = rank > 0 ? (top / eig.values[rank - 1]).squareRoot() : .infinity
         return (x, rank, condition, tolerance)
     }
+}
 
+// MARK: state
+
+/// State payload, version 2 (version 1 ended after the open block's targets):
+///
+/// ```
+/// offset  size       field
+///      0     8       columns d (u64)          8  1  has target (u8)
+///      9     8       rows (i64)              17  8  weight sum (f64)
+///     25   8+8d²     Gram matrix AᵀWA of completed blocks ([f64], row-major d×d)
+///      …   8+8d|8    AᵀWy ([f64], d with a target, else empty)
+///      …     8       yᵀWy (f64)
+///      …     8       rows in the open block b (u64)    …  8  its weight (f64)
+///      …   8+8bd     the open block's rows ([f64], b×d)
+///      …   8+8b|8    the open block's targets ([f64], b with a target, else empty)
+///      …     1       intercept (u8)            …  1  shift taken (u8)
+///      …   8+8d|8    the shift s ([f64], d with an intercept, else empty)   …  8  the target's shift (f64)
+///      …   8+8d|8    Σ w (a − s) ([f64], as the shift)                     …  8  Σ w (y − s_y) (f64)
+/// ```
+/// Integers and floats little-endian; `[f64]` is a u64 count then the values (`BinaryWriter.f64s`). Restoring
+/// checks every count and length against the parameters, so a damaged payload is an error, never a trap.
+extension GramOperator {
     public func encodeState() -> [UInt8] {
         var w = BinaryWriter()
         w.u64(UInt64(columns)); w.bool(hasTarget); w.i64(rows); w.f64(weightSum)

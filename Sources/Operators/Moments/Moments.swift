@@ -128,7 +128,28 @@ public struct MomentsOperator: MergeableOperator, Equatable {
                      NamedArray("variance", shape: [columns], float64: t.variance)],
             summary: [("rows", .int(rows)), ("weight_sum", .double(t.weight)), ("columns", .int(Int64(columns)))])
     }
+}
 
+// MARK: state
+
+/// State payload, version 1 (inside the state envelope):
+///
+/// ```
+/// offset  size     field
+///      0     8     columns d (u64)
+///      8     8     rows (i64)
+///     16     8     weight of completed blocks (f64)
+///     24   8+8d    mean of completed blocks ([f64], d)
+///      …   8+8d    Σ w (x − mean)² of completed blocks ([f64], d)
+///      …     8     rows in the open block (u64)
+///      …     8     the open block's weight (f64)
+///      …   8+8d    the open block's shift ([f64], d)
+///      …   8+8d    Σ w (x − shift) over the open block ([f64], d)
+///      …   8+8d    Σ w (x − shift)² over the open block ([f64], d)
+/// ```
+/// Integers and floats little-endian; `[f64]` is a u64 count then the values (`BinaryWriter.f64s`). Restoring
+/// checks every count and length against the parameters, so a damaged payload is an error, never a trap.
+extension MomentsOperator {
     public func encodeState() -> [UInt8] {
         var w = BinaryWriter()
         w.u64(UInt64(columns)); w.i64(rows); w.f64(weight); w.f64s(mean); w.f64s(m2)

@@ -200,7 +200,23 @@ public struct GroupedTruncatedSVDOperator: MergeableOperator, Equatable {
         ]
         return OperatorOutput(arrays: arrays, summary: summary)
     }
+}
 
+// MARK: state
+
+/// State payload (truncated-svd's version 2, with `group`):
+///
+/// ```
+/// offset  size   field
+///      0     8   columns d, group column included (u64)   8  8  group column (u64)   16  8  epsilon (f64)
+///     24     8   rows (i64)                              32  8  weight sum (f64)
+///     40     8   groups g (u64)
+///      …         g times, by increasing id: group id (i64), then that group's TruncatedSVDOperator payload
+///                (u64 length + bytes; d − 1 columns)
+/// ```
+/// Integers and floats little-endian; `[f64]` is a u64 count then the values (`BinaryWriter.f64s`). Restoring
+/// checks every count and length against the parameters, so a damaged payload is an error, never a trap.
+extension GroupedTruncatedSVDOperator {
     public func encodeState() -> [UInt8] {
         var w = BinaryWriter()
         w.u64(UInt64(columns)); w.u64(UInt64(groupColumn)); w.f64(epsilon)

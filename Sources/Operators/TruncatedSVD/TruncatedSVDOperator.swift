@@ -1,96 +1,8 @@
 import EngineCore
 import LinearAlgebra
-
-/// The resolved parameters of `truncated-svd` (what `auto` became is recorded here and in summary.json).
-public struct TruncatedSVDConfig: Sendable, Equatable {
-    public enum Method: String, Sendable { case incremental, gram }
-    /// What the Gram method accumulates each chunk of `float32ChunkRows` rows in (always float64 across chunks).
-    public enum Precision: String, Sendable { case float64, float32 }
-    /// k: singular values and vectors returned.
-    public var rank: Int
-    public var oversample: Int
-    public var method: Method
-    /// Rows per internal block (fixed row positions).
-    public var blockRows: Int
-    public var center: Bool
-    /// Forgetting factor per row, 0 < decay ≤ 1.
-    public var decay: Double
-    /// Gram method only (the incremental sketch is float64 throughout).
-    public var precision: Precision
-
-    public init(rank: Int, oversample: Int = 5, method: Method = .incremental, blockRows: Int, center: Bool = false, decay: Double = 1,
-                precision: Precision = .float64) {
-        self.rank = rank; self.oversample = oversample; self.method = method; self.blockRows = blockRows
-        self.center = center; self.decay = decay; self.precision = method == .gram ? precision : .float64
-    }
-
-    /// Rows whose Gram matrix ssyrk forms in float32 before it is added in float64: the float32 error bound
-    /// grows with it (γ₆₅ ≈ 3.9e-6 relative to Σ‖a‖²), the per-chunk float64 addition of the d×d result
-    /// shrinks with it. `make -C Benchmarks kernels` (d = 256, 10⁶ rows, one core): 32 rows 1.7 s, 64 1.2 s,
-    /// 128 1.0 s, 512 0.9 s, against 1.7 s for dsyrk.
-    public static let float32ChunkRows = 64
-
-    /// `precision: auto`: float32 chunks when the rows are float32 values to begin with (nothing is rounded
-    /// on the way in; centred rows are shifted in float32 with a certified rounding, see
-    /// `absorbCentredFloat32`), the method is gram and k ≤ 24 — so that float32's worst-case
-    /// margin √k·γ₆₅·F² stays ≤ 2e-5·F² (at d = 1000, k = 100 it would be 3.9e-5·F², loosening a relative bound
-    /// of 2.5e-5 to 6e-3 for a 1.2× speed-up); float64 otherwise.
-    public static func autoPrecision(method: Method, rank: Int, float32Values: Bool) -> Precision {
-        method == .gram && float32Values && rank <= 24 ? .float32 : .float64
-    }
-
-    /// Basis vectors the incremental sketch keeps: k′ = k + oversample, at most d.
-    public func sketchSize(columns d: Int) -> Int { min(rank + oversample, d) }
-
-    /// Default rows per block of the incremental method, a function of d only (so a manifest gives the same
-    /// blocks on every input of that width). Per row the step costs ≈ 8·k′·d (projections) + 4·d·b (QR) +
-    /// 2·k′·(k′+b)·d/b (rotation) + ~10·(k′+b)³/b (eigenproblem): small b pays the per-block eigenproblem and
-    /// rotation too often, large b grows the QR. Measured (release, one BLAS thread, 10⁵ rows): d = 256,
-    /// k = 16: b = 16 and 32 equal within noise, 8 is ≈ 20 % and 64 ≈ 30 % slower; d = 1000, k = 100: b = 64 is
-    /// ≈ 13 % faster than 32 — larger k favours larger blocks, but `auto` takes the Gram path there anyway.
-    /// Narrow inputs take fewer rows so a block stays a thin slice of the column space.
-    public static func incrementalBlockRows(columns d: Int) -> Int { max(4, min(32, d / 4)) }
-
-    /// Default rows per block of the Gram method (≈4 MiB of rows; only summation order and decay/centring
-    /// granularity depend on it).
-    public static func gramBlockRows(columns d: Int) -> Int { GramOperator.blockRows(columns: d) }
-
-    /// `method: auto`: the exact Gram path when it is also the faster one. Gram costs d² flops per row (dsyrk,
-    /// ≈ 45 GFLOP/s on one core) plus one d³-order eigenproblem at the end; the incremental step costs
-    /// ≈ 8·k′·d + 4·d·b + 2·k′·(k′+b)·d/b flops per row at a lower rate (small BLAS-3 calls and a small dense
-    /// eigenproblem per block, ≈ 15–20 GFLOP/s measured). Gram is chosen when d² ≤ 2.5 × that, i.e.
-    /// d ≤ 2.5·(8k′ + 4b + 2k′(k′+b)/b), and d ≤ 4096 (its matrix ≤ 128 MiB). Measured on the development
-    /// machine (2·10⁴ rows): d = 256, k = 16: gram 3.5× faster; d = 1000, k = 100: gram 3× faster; d = 2000,
-    /// k = 16: incremental 3× faster; d = 2000, k = 100: about equal.
-    public static func autoMethod(columns d: Int, sketch kp: Int, blockRows b: Int) -> Method {
-        let perColumn = 8.0 * Double(kp) + 4 * Double(b) + 2 * Double(kp) * Double(kp + b) / Double(b)
-        return d <= 4096 && Double(d) <= 2.5 * perColumn ? .gram : .incremental
-    }
-
-    /// From validated parameters (the descriptor's kinds already checked types and ranges).
-    public static func resolve(_ p: ParamValues, columns d: Int, float32Values: Bool = false) throws(EngineError) -> TruncatedSVDConfig {
-        guard let k = p.int("rank") else { throw .usage("truncated-svd", "parameter 'rank' is required") }
-        let over = Int(p.int("oversample") ?? 5)
-        let kp = min(Int(k) + over, d)
-        let given = p.int("block_rows").map(Int.init)
-        let method: Method
-        switch p.string("method") ?? "auto" {
-        case "gram": method = .gram
-        case "incremental": method = .incremental
-        default: method = autoMethod(columns: d, sketch: kp, blockRows: given ?? incrementalBlockRows(columns: d))
-        }
-        let b = given ?? (method == .gram ? gramBlockRows(columns: d) : incrementalBlockRows(columns: d))
-        let center = p.bool("center") ?? false
-        let precision: Precision
-        switch p.string("precision") ?? "auto" {
-        case "float32": precision = .float32
-        case "float64": precision = .float64
-        default: precision = autoPrecision(method: method, rank: Int(k), float32Values: float32Values)
-        }
-        return TruncatedSVDConfig(rank: Int(k), oversample: over, method: method, blockRows: b,
-                                  center: center, decay: p.double("decay") ?? 1, precision: precision)
-    }
-}
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Rank-k truncated SVD of the row stream A (n×d) — right singular vectors and values — with a certified
 /// bound on the rank-k tail energy. Shamrai, "Concatenated Matrix SVD: Compression Bounds, Incremental
@@ -170,7 +82,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     /// k′.
     let sketchSize: Int
 
-    public private(set) var rows: Int64 = 0
+    public internal(set) var rows: Int64 = 0
     var weightSum = 0.0
     /// Σ w with decay applied: the weight of the matrix the results describe.
     var effectiveWeight = 0.0
@@ -262,7 +174,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         case float32(UnsafePointer<Float>, stride: Int)
     }
 
-    private mutating func update(_ batch: RowBatch, rows x: Rows) throws(EngineError) {
+    mutating func update(_ batch: RowBatch, rows x: Rows) throws(EngineError) {
         let d = columns, b = config.blockRows
         var r = 0
         while r < batch.count {
@@ -311,7 +223,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     }
 
     /// An unweighted, uncentred block of `count` rows at x (fast path; also used by the copy path).
-    private mutating func absorbRaw(_ x: UnsafePointer<Double>, count n: Int) throws(EngineError) {
+    mutating func absorbRaw(_ x: UnsafePointer<Double>, count n: Int) throws(EngineError) {
         applyDecay(rows: n)
         effectiveWeight += Double(n)
         let masses = noteRowMasses(x, rows: n)
@@ -320,7 +232,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
 
     /// The same for float32 rows `stride` floats apart (precision float32); a block float32 cannot take is
     /// widened into `cbuf` first (exactly) and takes the float64 path, as it would from `features`.
-    private mutating func absorbRaw(_ x: UnsafePointer<Float>, stride: Int, count n: Int) throws(EngineError) {
+    mutating func absorbRaw(_ x: UnsafePointer<Float>, stride: Int, count n: Int) throws(EngineError) {
         applyDecay(rows: n)
         effectiveWeight += Double(n)
         let d = columns
@@ -530,7 +442,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     }
 
     /// m_A ← m_A + (W_B/W)(m_B − m_A), and the running bound on its rounding error.
-    private mutating func updateMean(wA: Double, wB: Double, mB: [Double], meanBErr: Double) {
+    mutating func updateMean(wA: Double, wB: Double, mB: [Double], meanBErr: Double) {
         guard wB > 0 else { return }
         let f = wB / (wA + wB)
         var na = 0.0, nb = 0.0
@@ -542,7 +454,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     }
 
     /// Scales everything accumulated by decay^rows (before a block of that many rows).
-    private mutating func applyDecay(rows n: Int) {
+    mutating func applyDecay(rows n: Int) {
         guard config.decay < 1 else { return }
         let g = pow(config.decay, Double(n)), u = TruncatedSVDOperator.u, k = Double(config.rank)
         // Old rounding errors shrink with the matrix they were made on.
@@ -564,13 +476,13 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     }
 
     /// Σ and max of the rows' squared norms; keeps the k largest for the Weyl bound.
-    private mutating func noteRowMasses(_ x: UnsafePointer<Double>, rows n: Int) -> (total: Double, max: Double) {
+    mutating func noteRowMasses(_ x: UnsafePointer<Double>, rows n: Int) -> (total: Double, max: Double) {
         let d = columns
         return noteRowMasses(rows: n) { i in BlockKernels.sumOfSquares(x + i * d, n: d) }
     }
 
     @inline(__always)
-    private mutating func noteRowMasses(rows n: Int, _ mass: (Int) -> Double) -> (total: Double, max: Double) {
+    mutating func noteRowMasses(rows n: Int, _ mass: (Int) -> Double) -> (total: Double, max: Double) {
         var total = 0.0, largest = 0.0
         for i in 0..<n {
             let s = mass(i)
@@ -583,7 +495,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
 
     /// Adds F² (compensated) and the rows to the method's state, and this block's rounding margin.
     /// `c` may be nil only with `float32` rows that are `float32Eligible`.
-    private mutating func absorbBlock(_ c: UnsafePointer<Double>?, rows n: Int, masses: (total: Double, max: Double),
+    mutating func absorbBlock(_ c: UnsafePointer<Double>?, rows n: Int, masses: (total: Double, max: Double),
                                       representationError e0: Double, float32: (UnsafePointer<Float>, Int)? = nil) throws(EngineError) {
         let u = TruncatedSVDOperator.u, d = columns, k = Double(config.rank), normSq = masses.total
         var e = e0
@@ -623,7 +535,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     /// ssyrk in float32, then the chunk's result added in float64. The rows come from `float32` when given
     /// (the batch's own float32 values) and are otherwise narrowed from `c` — the same values when the input
     /// was float32. Returns ‖C̃ − C‖_F for the narrowed rows C̃ (0 when nothing was rounded).
-    private mutating func gramFloat32(_ c: UnsafePointer<Double>?, rows n: Int, float32: (UnsafePointer<Float>, Int)?) -> Double {
+    mutating func gramFloat32(_ c: UnsafePointer<Double>?, rows n: Int, float32: (UnsafePointer<Float>, Int)?) -> Double {
         let d = columns, m = TruncatedSVDConfig.float32ChunkRows
         var rounded = 0.0
         var r = 0
@@ -665,7 +577,7 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
         margin += u * (16 * d * kp * rep.previousTrace + 16 * k * kp * rep.previousTop) + 3 * rep.clamped
     }
 
-    private mutating func addFrob(_ x: Double) {
+    mutating func addFrob(_ x: Double) {
         // Neumaier: the sum of block masses keeps its low-order bits, so F²'s error does not grow with T.
         let t = frob + x
         if abs(frob) >= abs(x) { frobComp += (frob - t) + x } else { frobComp += (x - t) + frob }
@@ -673,93 +585,6 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     }
 
     var frobeniusSq: Double { frob + frobComp }
-
-    // MARK: merge
-
-    public mutating func merge(_ other: TruncatedSVDOperator) throws(EngineError) {
-        guard other.columns == columns, other.config == config else {
-            throw .usage("merge", "truncated-svd states differ in shape or parameters (\(columns) vs \(other.columns) columns)")
-        }
-        var o = other
-        try o.closeBlock()
-        let d = columns, u = TruncatedSVDOperator.u
-        // The other's sketch as rows √λ_j q_j (or its Gram matrix), plus the mean-correction row.
-        var extra: [Double] = []
-        var corrSq = 0.0
-        var repErr = 0.0
-        if config.center && o.effectiveWeight > 0 {
-            if !hasShift { shift = o.shift; hasShift = true; mean = [Double](repeating: 0, count: d) }
-            var mB = [Double](repeating: 0, count: d)
-            for j in 0..<d { mB[j] = (o.shift[j] - shift[j]) + o.mean[j] }
-            let wA = effectiveWeight, wB = o.effectiveWeight
-            if wA > 0 {
-                let c = (wA * wB / (wA + wB)).squareRoot()
-                extra = (0..<d).map { c * (mB[$0] - mean[$0]) }
-                corrSq = extra.reduce(0) { $0 + $1 * $1 }
-                var sn = 0.0
-                for j in 0..<d { sn += o.shift[j] * o.shift[j] + shift[j] * shift[j] }
-                repErr = c * (meanError + o.meanError + 4 * u * sn.squareRoot()) + 2 * u * corrSq.squareRoot()
-            }
-            updateMean(wA: wA, wB: wB, mB: mB, meanBErr: o.meanError + 4 * u * (o.shift.reduce(0) { $0 + $1 * $1 }).squareRoot())
-            effectiveWeight = wA + wB
-        } else {
-            effectiveWeight += o.effectiveWeight
-        }
-        rows += o.rows
-        weightSum += o.weightSum
-        addFrob(o.frobeniusSq)
-        margin += o.margin
-        for m in o.topMasses { insertMass(m) }
-        if corrSq > 0 { insertMass(corrSq) }
-        switch config.method {
-        case .gram:
-            for i in 0..<gram.count { gram[i] += o.gram[i] }
-            margin += Double(config.rank) * u * 2 * (frob + o.frob)
-            if !extra.isEmpty {
-                extra.withUnsafeBufferPointer { x in
-                    gram.withUnsafeMutableBufferPointer { g in BlockKernels.syrkUpper(x.baseAddress!, rows: 1, n: d, into: g.baseAddress!) }
-                }
-                addFrob(corrSq)
-                margin += 2 * repErr * corrSq.squareRoot() + repErr * repErr
-            }
-        case .incremental:
-            let sk = o.sketch!
-            let kb = sk.count
-            let basis = sk.basis
-            for i in 0..<kb {
-                let s = sk.values[i].squareRoot()
-                for j in 0..<d { cbuf[i * d + j] = s * basis[i * d + j] }
-            }
-            var n = kb
-            if !extra.isEmpty {
-                for j in 0..<d { cbuf[kb * d + j] = extra[j] }
-                n += 1
-            }
-            guard n > 0 else { return }
-            var normSq = 0.0
-            for i in 0..<n * d { normSq += cbuf[i] * cbuf[i] }
-            addFrob(corrSq)
-            margin += u * Double(n * d + 4) * normSq
-            // Forming √λ·q rounds each entry by u relative; the correction row carries repErr.
-            let e = 2 * u * normSq.squareRoot() + repErr
-            margin += 2 * e * normSq.squareRoot() + e * e
-            let rep: SketchStepReport
-            let block = cbuf
-            do { rep = try block.withUnsafeBufferPointer { (c) throws(LinearAlgebraError) in try sketch!.absorb(c.baseAddress!, rows: n) } }
-            catch { throw .internal("truncated-svd", error.description) }
-            margin += stepMargin(rep, blockRows: n, normSq: normSq)
-            try reorthonormalize()
-        }
-    }
-
-    private mutating func insertMass(_ s: Double) {
-        let k = config.rank
-        guard topMasses.count < k || s > topMasses[topMasses.count - 1] else { return }
-        var pos = topMasses.count
-        while pos > 0 && topMasses[pos - 1] < s { pos -= 1 }
-        topMasses.insert(s, at: pos)
-        if topMasses.count > k { topMasses.removeLast() }
-    }
 
     // MARK: results
 
@@ -914,66 +739,6 @@ public struct TruncatedSVDOperator: MergeableOperator, Equatable {
     }
 
     // MARK: state
-
-    public func encodeState() -> [UInt8] {
-        var w = BinaryWriter()
-        w.u64(UInt64(columns)); w.u64(UInt64(config.rank)); w.u64(UInt64(sketchSize))
-        w.u8(config.method == .gram ? 1 : 0); w.u64(UInt64(config.blockRows)); w.bool(config.center); w.f64(config.decay)
-        w.bool(config.precision == .float32)
-        w.i64(rows); w.f64(weightSum); w.f64(effectiveWeight); w.f64(frob); w.f64(frobComp); w.f64(margin); w.i64(blocks)
-        w.f64s(topMasses)
-        w.bool(hasShift); w.f64s(shift); w.f64s(mean); w.f64(meanError)
-        if let sk = sketch { w.f64s(sk.values); w.f64s(sk.basis) } else { w.f64s(gram) }
-        w.u64(UInt64(blockCount))
-        w.f64s(Array(blockX[0..<blockCount * columns])); w.f64s(Array(blockW[0..<blockCount]))
-        return w.bytes
-    }
-
-    public init(config: TruncatedSVDConfig, columns d: Int, state: [UInt8], location: String) throws(EngineError) {
-        self.init(config: config, columns: d)
-        var r = BinaryReader(state, location: location)
-        let c = Int(exactly: try r.u64()) ?? -1, k = Int(exactly: try r.u64()) ?? -1, kp = Int(exactly: try r.u64()) ?? -1
-        let m = try r.u8(), b = Int(exactly: try r.u64()) ?? -1, center = try r.bool(), decay = try r.f64()
-        let f32 = try r.bool()
-        guard c == d, k == config.rank, kp == sketchSize, m == (config.method == .gram ? 1 : 0), b == config.blockRows,
-              center == config.center, decay == config.decay, f32 == (config.precision == .float32) else {
-            throw .data(location, "truncated-svd state was written for \(c) columns, rank \(k), sketch \(kp), method \(m == 1 ? "gram" : "incremental"), block_rows \(b), precision \(f32 ? "float32" : "float64"); expected \(d), \(config.rank), \(sketchSize), \(config.method.rawValue), \(config.blockRows), \(config.precision.rawValue)")
-        }
-        rows = try r.i64(); weightSum = try r.f64(); effectiveWeight = try r.f64()
-        frob = try r.f64(); frobComp = try r.f64(); margin = try r.f64(); blocks = try r.i64()
-        topMasses = try r.f64s()
-        hasShift = try r.bool(); shift = try r.f64s(); mean = try r.f64s(); meanError = try r.f64()
-        let cd = config.center ? d : 0
-        let scalarsOK = [weightSum, effectiveWeight, frob, margin, meanError].allSatisfy { $0.isFinite && $0 >= 0 } && frobComp.isFinite
-        guard topMasses.count <= k, shift.count == cd, mean.count == cd, rows >= 0, blocks >= 0, scalarsOK,
-              (topMasses + shift + mean).allSatisfy(\.isFinite) else {
-            throw .data(location, "truncated-svd state is inconsistent (negative or non-finite totals, or wrong lengths)")
-        }
-        if config.method == .incremental {
-            let values = try r.f64s(), basis = try r.f64s()
-            guard values.count <= kp, basis.count == values.count * d, values.allSatisfy({ $0 >= 0 && $0.isFinite }),
-                  basis.allSatisfy(\.isFinite) else {
-                throw .data(location, "truncated-svd state is inconsistent (sketch of \(values.count) values, \(basis.count) basis entries)")
-            }
-            let maxBlock = max(config.blockRows, sketchSize) + 1
-            sketch = SubspaceSketch(dimension: d, capacity: sketchSize, maxBlock: maxBlock, basis: basis, values: values)
-        } else {
-            gram = try r.f64s()
-            guard gram.count == d * d, gram.allSatisfy(\.isFinite) else {
-                throw .data(location, "truncated-svd state is inconsistent (Gram of \(gram.count) entries)")
-            }
-        }
-        blockCount = Int(exactly: try r.u64()) ?? -1
-        let bx = try r.f64s(), bw = try r.f64s()
-        guard blockCount >= 0, blockCount < config.blockRows, bx.count == blockCount * d, bw.count == blockCount else {
-            throw .data(location, "truncated-svd state is inconsistent (open block of \(blockCount) rows)")
-        }
-        for i in 0..<bx.count { blockX[i] = bx[i] }
-        for i in 0..<bw.count { blockW[i] = bw[i] }
-        guard r.remaining == 0 else { throw .data(location, "truncated-svd state has \(r.remaining) trailing bytes") }
-    }
 }
 
-#if canImport(Glibc)
-import Glibc
-#endif
+// MARK: state
