@@ -9,9 +9,9 @@ extension OperatorRegistry {
         MomentsOperator.self,
         GramOperator.self,
         TruncatedSVD.self,
-        TopEigenvector.self,
         SensitivitySampleOperator.self,
         DPPSampleOperator.self,
         HalpernSolver.self,
+        TopEigenvector.self,
     ])
 }

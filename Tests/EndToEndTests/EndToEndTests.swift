@@ -324,6 +324,30 @@ func canonical(_ v: Any) -> String {
         #expect(total >= 20, "the documents hold only \(total) runnable examples")
     }
 
+    /// docs/operators.md documents every registered operator (`rowflow operators --json`): a section whose
+    /// heading names it, mentioning each of its parameters in backticks — so the docs cannot fall behind the
+    /// registry silently.
+    @Test func everyOperatorAndParameterIsDocumented() throws {
+        let text = try String(contentsOfFile: packageRoot + "/docs/operators.md", encoding: .utf8)
+        var sections: [(heading: String, body: String)] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("## ") { sections.append((String(line), "")) } else if !sections.isEmpty { sections[sections.count - 1].body += line + "\n" }
+        }
+        let r = rowflow(["operators", "--json"])
+        let kinds = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])
+        for k in kinds {
+            let op = k["op"] as! String
+            let mine = sections.filter { $0.heading.contains(op) }
+            #expect(!mine.isEmpty, "docs/operators.md has no section whose heading names '\(op)'")
+            let body = mine.map(\.body).joined()
+            for p in k["parameters"] as! [[String: Any]] {
+                let name = p["name"] as! String
+                let mentioned = ["`\(name)`", "`\(name):", "`\(name) "].contains { body.contains($0) }
+                #expect(mentioned, "docs/operators.md: the \(op) section does not mention parameter `\(name)`")
+            }
+        }
+    }
+
     /// Every relative link in README.md and docs/ points at a file of the repository (a document that moved
     /// or was never added would leave a reader stranded).
     @Test func relativeLinksResolve() throws {
