@@ -1,5 +1,8 @@
 /// The `source:` section of a manifest, validated (docs/manifest.md, docs/input.md).
 public struct SourceConfig: Sendable, Equatable {
+    /// Every value is a float32 as the input holds it (`format: f32`): operators may then accumulate in float32.
+    /// Decided from the manifest alone, so a run, its resume and a merge of its shards agree.
+    public var float32Values: Bool { format == .f32 }
     public enum Format: String, Sendable, CaseIterable { case auto, csv, tsv, f32, f64, npy, libsvm }
     public enum Target: Sendable, Equatable { case none, last, first, column(Int), named(ColumnName) }
     public enum Header: String, Sendable, CaseIterable { case auto, yes, no }

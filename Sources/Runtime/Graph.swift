@@ -77,7 +77,7 @@ final class Graph: @unchecked Sendable {
     }
 
     /// Restores operator states and row stores from a checkpoint.
-    func restore(_ c: Checkpoint, context where_: String) throws(EngineError) {
+    func restore(_ c: Checkpoint, location where_: String) throws(EngineError) {
         for s in spec.operators {
             guard let o = c.operators.first(where: { $0.id == s.id }), o.kind == s.kind else {
                 throw .usage(where_, "the checkpoint has no state for operator '\(s.id)' (\(s.kind))")

@@ -82,7 +82,7 @@ public struct Merger: Sendable {
                                      rowsQuarantined: UInt64(parts.reduce(0) { $0 + $1.quarantined }),
                                      bytesIn: UInt64(parts.reduce(0) { $0 + $1.bytesIn }),
                                      shards: parts.flatMap { $0.shards ?? [] }.sorted(), operators: []).encoded()
-                if stateOut == "-" { stdout(Base64.encode(blob) + "\n") } else { try FileBytes.writeAtomically(blob, to: stateOut, sync: true) }
+                try RunRecord.writeBlob(blob, to: stateOut, stdout: stdout)
                 return
             }
             throw .data("merge", "no rows: every input is an empty shard")
@@ -110,7 +110,7 @@ public struct Merger: Sendable {
                     throw .usage(file, "state was written with different parameters for '\(s.id)' than this manifest's",
                                  hint: "merge with the manifest the shards ran with")
                 }
-                let sh = StreamShape(columns: env.columns, hasTarget: env.hasTarget, float32Values: spec.source.format == .f32)
+                let sh = StreamShape(columns: env.columns, hasTarget: env.hasTarget, float32Values: spec.source.float32Values)
                 if let prev = shape, prev != sh {
                     throw .usage(file, "shard shapes differ: \(prev.columns) columns (target: \(prev.hasTarget)) vs \(sh.columns) (target: \(sh.hasTarget))")
                 }
@@ -146,7 +146,7 @@ public struct Merger: Sendable {
                                  rowsQuarantined: UInt64(parts.reduce(0) { $0 + $1.quarantined }),
                                  bytesIn: UInt64(parts.reduce(0) { $0 + $1.bytesIn }),
                                  shards: shards ?? parts.flatMap { $0.shards ?? [] }.sorted(), operators: entries).encoded()
-            if stateOut == "-" { stdout(Base64.encode(blob) + "\n") } else { try FileBytes.writeAtomically(blob, to: stateOut, sync: true) }
+            try RunRecord.writeBlob(blob, to: stateOut, stdout: stdout)
         }
         guard let out else { return }
         let writer = OutputWriter(dir: out)
@@ -154,29 +154,27 @@ public struct Merger: Sendable {
         defer { OutputLock.release(out) }
         let graph = try Graph(spec: spec, shape: shape!, seed: first.seed, shard: 0, rowStoreDir: out + "/rowstore")
         for (id, op) in merged { graph.ops[id] = op }
-        var warnings: [JSON] = []
+        var record = RunRecord(manifest: manifestPath)
         try graph.finishAll(finished: { (id, o) throws(EngineError) in
             try writer.writeOperator(spec.op(id)!, output: o, state: graph.stateBytes(id))
             for w in o.warnings {
                 stderr(w.line(id: id))
-                warnings.append(w.json(id: id))
+                record.warnings.append((id, w))
             }
         })
-        let seconds = monotonicSeconds() - started
-        var json: [(String, JSON)] = [
-            ("status", .string("complete")), ("rows_read", .int(rows)),
-            ("rows_skipped", .int(parts.reduce(0) { $0 + $1.skipped })),
-            ("rows_quarantined", .int(parts.reduce(0) { $0 + $1.quarantined })),
-            ("bytes_in", .int(parts.reduce(0) { $0 + $1.bytesIn })), ("seconds", .double((seconds * 1000).rounded() / 1000)),
-            ("rows_per_s", .double(0)), ("manifest_sha256", .string(spec.sha256)), ("seed", .int(Int64(bitPattern: first.seed))),
-            ("shard", .int(0)), ("version", .string(RowflowVersion.string)),
-            ("blas_core", .string(BLASKernel.coreName)), ("cpu", .string(BLASKernel.machine.model)), ("resumed_from_row", .int(0)),
-            ("merged_from", .array(inputs.map { .string($0) })), ("manifest", .string(manifestPath)),
-        ]
-        if let shards { json.append(("shards", .array(shards.map { .int($0) }))) }
-        json.append(("operators", .array(spec.operators.map { .string($0.id) })))
-        json.append(("warnings", .array(warnings)))
-        try writer.writeRunJSON(.object(json))
+        // A merge reads no rows itself: rows_per_s stays 0 (newRows 0).
+        record.status = "complete"
+        record.rowsRead = rows
+        record.rowsSkipped = parts.reduce(0) { $0 + $1.skipped }
+        record.rowsQuarantined = parts.reduce(0) { $0 + $1.quarantined }
+        record.bytesIn = parts.reduce(0) { $0 + $1.bytesIn }
+        record.seconds = monotonicSeconds() - started
+        record.manifestSHA256 = spec.sha256
+        record.seed = first.seed
+        record.mergedFrom = inputs
+        record.shards = shards
+        record.operators = spec.operators.map(\.id)
+        try writer.writeRunJSON(record.json)
     }
 
     /// The shard parts in one input: a run directory (one part), a blob file or stdin (one part per blob).
