@@ -9,7 +9,7 @@ import Testing
 /// rows (SpectrumData): iid rows, so the order is uniformly random unless a test reorders them.
 ///
 /// Statistical tests run on fixed seeds, so each is deterministic; their thresholds were calibrated on
-/// seeds 1–10 (the TOPEIG_CALIBRATE run in TopEigenvectorCalibration.swift) and carry a stated margin over
+/// seeds 1–10 (TopEigenvectorCalibration.swift: the TOPEIG_CALIBRATE run, and a test re-checking two seeds) and carry a stated margin over
 /// the worst seed seen — the false-failure rate quoted is the chance that another seed exceeds that margin.
 @Suite struct TopEigenvectorAccuracyTests {
     /// Per-(d, variant) constant C of err(R) ≤ C/√R, at n = 2·10⁴ (d = 50) and n = 10⁵ (d = 500).

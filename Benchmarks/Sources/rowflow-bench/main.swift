@@ -28,7 +28,7 @@ let usageText = """
       --solver-rows N   rows × 64 (+ target) of the solver input (default 100000)
       --dpp-rows N[,N]  candidate counts of the dpp case (default 1e4,1e5,1e6)
       --runs K          runs per contender; the median is reported (default 3)
-      --append-results  also append the printed section to RESULTS.md
+      --append-results  also append the printed section to HISTORY.md and record its goals (goals.py)
     """
 
 func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
@@ -349,6 +349,23 @@ func table(_ results: [Result], ratioHeader: String, ratio: (Result) -> Double) 
 
 func verdict(_ met: Bool) -> String { met ? "**met**" : "**not met**" }
 
+/// The goals a section's text checked: lines `Goal <goal>: <verdict> (<figure>)…` (as `verdict` writes them).
+func goalLines(_ text: String) -> [(goal: String, figure: String, met: String)] {
+    text.split(separator: "\n").compactMap { line -> (String, String, String)? in
+        guard line.hasPrefix("Goal "), let colon = line.range(of: ": ") else { return nil }
+        let goal = String(line[line.index(line.startIndex, offsetBy: 5)..<colon.lowerBound])
+        let rest = line[colon.upperBound...]
+        let met = rest.hasPrefix("**met**") ? "yes" : rest.hasPrefix("**not met**") ? "no" : "—"
+        var figure = ""
+        if let open = rest.firstIndex(of: "("), let close = rest.lastIndex(of: ")"), open < close {
+            figure = String(rest[rest.index(after: open)..<close])
+        } else {
+            figure = String(rest.prefix(60))
+        }
+        return (goal, figure, met)
+    }
+}
+
 struct Section {
     let name: String
     let text: String
@@ -516,13 +533,23 @@ for s in sections { report += "\n### \(s.name)\n\n\(s.text)\n" }
 print(report)
 
 if options.appendResults {
-    let path = env.dir + "/RESULTS.md"
+    // The section goes to the log (HISTORY.md); each goal it checked goes to the ledger (goals.jsonl), from
+    // which goals.py regenerates the current table at the top of RESULTS.md.
+    let path = env.dir + "/HISTORY.md"
     if !FileManager.default.fileExists(atPath: path) {
-        _ = FileManager.default.createFile(atPath: path, contents: Data("# rowflow benchmark results\n".utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data("# rowflow benchmark history\n".utf8))
     }
     guard let h = FileHandle(forWritingAtPath: path) else { fail("cannot open \(path)") }
     h.seekToEndOfFile()
     h.write(Data(("\n" + report).utf8))
     h.closeFile()
     log("appended to \(path)")
+    for s in sections {
+        for g in goalLines(s.text) {
+            _ = capture(["python3", env.dir + "/goals.py", "record", "--id", s.name + ": " + g.goal, "--goal", s.name + ": " + g.goal,
+                         "--figure", g.figure, "--met", g.met, "--rowflow", env.bin])
+        }
+    }
+    _ = capture(["python3", env.dir + "/goals.py", "table"])
+    log("goals recorded; RESULTS.md's table regenerated")
 }
