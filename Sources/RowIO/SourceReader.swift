@@ -30,6 +30,23 @@ public final class SourceReader: @unchecked Sendable {
 
     private var memoryFile: RawFile?
 
+    /// Threads that parse csv/tsv text (1: the decoding thread parses alone). Outputs do not depend on it.
+    public var parseThreads = 1 {
+        didSet {
+            if parseThreads > 1 && pool?.threads != parseThreads {
+                pool?.shutdown()
+                pool = ParsePool(threads: parseThreads)
+            } else if parseThreads <= 1 {
+                pool?.shutdown()
+                pool = nil
+            }
+            (decoder as? TextDecoder)?.pool = pool
+        }
+    }
+    private var pool: ParsePool?
+
+    deinit { pool?.shutdown() }
+
     /// Reads one in-memory input through the same decoders (fuzzing, tests).
     public init(memory file: RawFile, config: SourceConfig, bad: BadRowHandler) throws(EngineError) {
         self.config = config
@@ -109,6 +126,7 @@ public final class SourceReader: @unchecked Sendable {
         let inp = try ByteInput(file)
         let buf = ChunkBuffer(inp)
         let dec = try makeDecoder(buf, firstRow: rowsFinished)
+        (dec as? TextDecoder)?.pool = pool
         try dec.prime()
         if let l = dec.layout {
             if let prev = layout, prev.rawColumns != l.rawColumns {

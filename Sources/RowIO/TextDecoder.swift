@@ -26,6 +26,8 @@ final class TextDecoder: RowDecoder {
     private var headerDone = false
     private var firstLine = true
     var rowsKnown: Int64? { nil }
+    private var converter = RecordConverter(roles: [], rawColumns: 0, allowNonfinite: false)
+    private var rowScratch: [Double] = []
     /// Field boundaries of the current line (reused: no per-row allocation).
     private var fieldStarts: [Int] = []
     private var fieldEnds: [Int] = []
@@ -61,6 +63,10 @@ final class TextDecoder: RowDecoder {
                                 }) {
         case .end: return nil
         case let .line(s, e):
+            // Every record is held to the limit, whatever the reads' sizes were (the parse threads apply the
+            // same rule, so where a long record is rejected does not depend on the thread count).
+            let limit = maxLineBytes(fieldsSeen: layout == nil ? countDelimiters(s, e) : 0)
+            if e - s > limit { throw tooLong(line: line + 1, max: limit) }
             line += 1
             recordLine = line
             // A record with quoted newlines: count them, so later lines keep their numbers.
@@ -73,8 +79,7 @@ final class TextDecoder: RowDecoder {
             }
             return (s, e)
         case let .tooLong(max):
-            throw .data("\(name):\(line + 1):1", "line is longer than \(max) bytes without a newline",
-                        hint: "not \(delimiter == 0x09 ? "tsv" : "csv") text, or a quote (\") that opens a field and never closes? Set source.format")
+            throw tooLong(line: line + 1, max: max)
         }
     }
 
@@ -157,8 +162,10 @@ final class TextDecoder: RowDecoder {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    private func isBlank(_ s: Int, _ e: Int) -> Bool {
-        for i in s..<e where buf.base[i] != 0x20 && buf.base[i] != 0x09 { return false }
+    private func isBlank(_ s: Int, _ e: Int) -> Bool { TextDecoder.isBlank(buf.base, s, e) }
+
+    static func isBlank(_ p: UnsafePointer<UInt8>, _ s: Int, _ e: Int) -> Bool {
+        for i in s..<e where p[i] != 0x20 && p[i] != 0x09 { return false }
         return true
     }
 
@@ -217,12 +224,152 @@ final class TextDecoder: RowDecoder {
             splitFields(s, e)
             try parseRow(s, e, into: &batch, bad: bad)
         }
+        guard let pool, layout != nil else {
+            while !batch.isFull {
+                guard let (s, e) = try nextDataLine() else { return false }
+                if layout == nil { try establishLayout(fields: fieldStarts.count) }
+                try parseRow(s, e, into: &batch, bad: bad)
+            }
+            return true
+        }
         while !batch.isFull {
+            if ready != nil { try drain(&batch, bad: bad); continue }
+            if let blk = parsing {
+                pool.wait()
+                parsing = nil
+                for pc in blk.pieces { pc.lineBase = line; line += pc.lines }
+                ready = blk
+                pieceIndex = 0; record = 0; goodIndex = 0; faultIndex = 0
+                _ = try launch(pool)   // the next block parses while this one is handed out
+                continue
+            }
+            // Nothing in flight: a block, or (end of input, or a record longer than a block) one record here.
+            if try launch(pool) { continue }
             guard let (s, e) = try nextDataLine() else { return false }
-            if layout == nil { try establishLayout(fields: fieldStarts.count) }
             try parseRow(s, e, into: &batch, bad: bad)
         }
         return true
+    }
+
+    // MARK: parallel parsing
+
+    /// Parse threads (set by SourceReader); nil: this thread parses. Either way the rows, their positions, every
+    /// error and quarantine line are the same: blocks are cut at record boundaries, parsed into per-piece
+    /// buffers, and handed out here in input order, with faults rendered once their line number is known.
+    var pool: ParsePool?
+    /// Bytes of text per parse thread in one block (tests make it tiny to put block edges everywhere).
+    nonisolated(unsafe) static var blockBytesPerThread = 1 << 20
+    private var ready: TextBlock?, parsing: TextBlock?
+    private var spare: TextBlock?
+    private var pieceIndex = 0, record = 0, goodIndex = 0, faultIndex = 0
+
+    /// Copies the next whole records (about `blockBytesPerThread` per thread) into a block and starts parsing
+    /// it; false when there is none to take: the end of the input, or no record end in sight (a record longer
+    /// than a block), which the one-thread path then reads or rejects.
+    private func launch(_ pool: ParsePool) throws(EngineError) -> Bool {
+        let threads = pool.threads
+        let want = TextDecoder.blockBytesPerThread * threads
+        if buf.capacity < 2 * want { buf.grow(to: 2 * want) }
+        while buf.available < want, try buf.refill() {}
+        let n = buf.available
+        guard n > 0 else { return false }
+        let p = UnsafePointer(buf.base + buf.start)
+        let quoted = memchr(p, 0x22, n) != nil
+        var splits: [Int] = []
+        splits.reserveCapacity(threads + 1)
+        splits.append(0)
+        var cut = 0
+        if !quoted {
+            if buf.eof { cut = n } else {
+                var k = n
+                while k > 0 && p[k - 1] != 0x0A { k -= 1 }   // the last newline (no memrchr in the Glibc module)
+                guard k > 0 else { return false }
+                cut = k
+            }
+            for k in 1..<threads {
+                let target = max(splits.last!, k * cut / threads)
+                if target >= cut { splits.append(cut); continue }
+                if target > 0 && p[target - 1] == 0x0A { splits.append(target); continue }
+                if let nl = memchr(p + target, 0x0A, cut - target) {
+                    splits.append(UnsafePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - p + 1)
+                } else { splits.append(cut) }
+            }
+        } else {
+            // Record ends need the quote rules: walk the records (memchr from quote to quote and newline to
+            // newline) and split at the first record end past each share.
+            var i = 0, search = 0, k = 1
+            while search < n, let hit = memchr(p + search, 0x0A, n - search) {
+                let e = UnsafePointer<UInt8>(hit.assumingMemoryBound(to: UInt8.self)) - p
+                if memchr(p + i, 0x22, e - i) != nil && !TextDecoder.scanQuoted(p, i, e, delimiter: delimiter, delimiterAt: { _ in }) {
+                    search = e + 1
+                    continue
+                }
+                i = e + 1
+                search = i
+                cut = i
+                while k < threads && i >= k * n / threads { splits.append(i); k += 1 }
+            }
+            if buf.eof { cut = n }
+            guard cut > 0 else { return false }
+            while splits.count < threads { splits.append(cut) }
+            for j in 0..<splits.count where splits[j] > cut { splits[j] = cut }
+        }
+        splits.append(cut)
+        let blk: TextBlock
+        if let s = spare, s.pieces.count == threads { blk = s; spare = nil } else {
+            blk = TextBlock(pieces: threads, columns: layout!.features, rawColumns: layout!.rawColumns)
+        }
+        blk.load(p, count: cut)
+        blk.quoted = quoted
+        for k in 0..<threads { blk.pieces[k].start = splits[k]; blk.pieces[k].end = splits[k + 1] }
+        buf.start += cut
+        parsing = blk
+        let delimiter = delimiter, converter = converter, limit = maxLineBytes(fieldsSeen: 0)
+        pool.run(threads) { k in
+            blk.pieces[k].parse(UnsafePointer(blk.bytes), delimiter: delimiter, quoted: quoted, converter: converter, lineLimit: limit)
+        }
+        return true
+    }
+
+    /// Hands out the ready block's rows in order: good rows copied into the batch, bad ones reported.
+    private func drain(_ batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) {
+        let blk = ready!
+        let d = batch.columns
+        let hasTarget = batch.targets != nil, hasWeight = batch.weights != nil
+        while !batch.isFull {
+            if pieceIndex == blk.pieces.count { ready = nil; spare = blk; return }
+            let pc = blk.pieces[pieceIndex]
+            if record == pc.records { pieceIndex += 1; record = 0; goodIndex = 0; faultIndex = 0; continue }
+            let nextFault = faultIndex < pc.faults.count ? pc.faults[faultIndex].record : pc.records
+            if record == nextFault {
+                let f = pc.faults[faultIndex]
+                faultIndex += 1
+                record += 1
+                let line = pc.lineBase + f.line
+                if case let .tooLong(max) = f.fault.kind { throw tooLong(line: line, max: max) }
+                let row = nextRow
+                nextRow += 1
+                try bad.report(error(f.fault, blk.bytes, recordStart: f.start, line: line), row: row, column: f.fault.column,
+                               raw: { TextDecoder.text(blk.bytes, f.start, f.end) })
+                continue
+            }
+            let n = min(nextFault - record, batch.capacity - batch.count)
+            let first = batch.count
+            for r in 0..<n { _ = batch.appendSlot(index: nextRow + Int64(r)) }
+            batch.features.withUnsafeMutableBufferPointer { f in
+                (f.baseAddress! + first * d).update(from: pc.features + goodIndex * d, count: n * d)
+            }
+            if hasTarget { batch.targets!.withUnsafeMutableBufferPointer { t in (t.baseAddress! + first).update(from: pc.targets + goodIndex, count: n) } }
+            if hasWeight { batch.weights!.withUnsafeMutableBufferPointer { w in (w.baseAddress! + first).update(from: pc.weights + goodIndex, count: n) } }
+            nextRow += Int64(n)
+            goodIndex += n
+            record += n
+        }
+    }
+
+    func tooLong(line: Int64, max: Int) -> EngineError {
+        .data("\(name):\(line):1", "line is longer than \(max) bytes without a newline",
+              hint: "not \(delimiter == 0x09 ? "tsv" : "csv") text, or a quote (\") that opens a field and never closes? Set source.format")
     }
 
     func establishLayout(fields: Int) throws(EngineError) {
@@ -241,79 +388,66 @@ final class TextDecoder: RowDecoder {
             throw .data("\(name):1:1", "the manifest names columns, but the first line looks like data, not a header",
                         hint: "set source.header: yes if the first line is the header, or give source.names")
         }
-        layout = try RowLayout(rawColumns: fields, config: config, names: names, where: "\(name):\(recordLine):1")
+        let l = try RowLayout(rawColumns: fields, config: config, names: names, where: "\(name):\(recordLine):1")
+        layout = l
+        converter = RecordConverter(roles: l.roles, rawColumns: l.rawColumns, allowNonfinite: config.allowNonfinite)
     }
 
     private func parseRow(_ s: Int, _ e: Int, into batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) {
         let layout = layout!
         let row = nextRow
         nextRow += 1
-        let line = recordLine
-        if fieldStarts.count != layout.rawColumns {
-            let err = EngineError.data("\(name):\(line):1",
-                                       "ragged row: expected \(layout.rawColumns) fields, found \(fieldStarts.count)")
-            try bad.report(err, row: row, raw: { rawText(s, e) })
-            return
-        }
-        let slot = batch.appendSlot(index: row)
         let d = batch.columns
-        let p = UnsafePointer(buf.base)
-        var failure: EngineError?, failedColumn = 0
-        batch.features.withUnsafeMutableBufferPointer { f in
-            let out = f.baseAddress! + slot * d
-            for k in 0..<layout.rawColumns {
-                let role = layout.roles[k]
-                // Columns nothing uses are only delimited: they may hold text, dates, anything.
-                if case .drop = role { continue }
-                let v: Double
-                switch NumberParser.parse(p, fieldStarts[k], fieldEnds[k]) {
-                case let .value(x): v = x
-                case let .nonfinite(x, what):
-                    if config.allowNonfinite { v = x } else {
-                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad value: \(what) in field \(k + 1)\(layout.label(k))",
-                                        hint: "a missing or non-finite cell: on_bad_row: skip drops such rows (run.json counts them per column); allow_nonfinite: true keeps them")
-                        failedColumn = k
-                        return
-                    }
-                case .overflow:
-                    if config.allowNonfinite { v = p[fieldStarts[k]] == 0x2D ? -.infinity : .infinity } else {
-                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)",
-                                        "bad value: '\(rawText(fieldStarts[k], fieldEnds[k]))' overflows float64 in field \(k + 1)\(layout.label(k))")
-                        failedColumn = k
-                        return
-                    }
-                case .invalid:
-                    failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)",
-                                    "bad value: expected a number in field \(k + 1)\(layout.label(k)), found '\(rawText(fieldStarts[k], fieldEnds[k], limit: 40))'",
-                                    hint: layout.isIdentity && config.select == nil ? "a text column? list the numeric columns in source.select; the others are then not parsed" : nil)
-                    failedColumn = k
-                    return
-                }
-                switch role {
-                case let .feature(j): out[j] = v
-                case .target: batch.targets![slot] = v
-                case .weight:
-                    if !(v >= 0) {
-                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad weight \(v): weights are multiplicities and must be ≥ 0")
-                        failedColumn = k
-                        return
-                    }
-                    batch.weights![slot] = v
-                case .drop: break
+        if rowScratch.count < d { rowScratch = [Double](repeating: 0, count: d) }
+        var t = 0.0, w = 0.0
+        let fault = fieldStarts.withUnsafeBufferPointer { st in
+            fieldEnds.withUnsafeBufferPointer { en in
+                rowScratch.withUnsafeMutableBufferPointer { out in
+                    converter.convert(buf.base, st.baseAddress!, en.baseAddress!, fields: st.count, out: out.baseAddress!, target: &t, weight: &w)
                 }
             }
         }
-        if let failure {
-            batch.dropLast()
-            try bad.report(failure, row: row, column: failedColumn, raw: { rawText(s, e) })
+        if let fault {
+            try bad.report(error(fault, buf.base, recordStart: s, line: recordLine), row: row, column: fault.column,
+                           raw: { TextDecoder.text(buf.base, s, e) })
+            return
+        }
+        let slot = batch.appendSlot(index: row)
+        for j in 0..<d { batch.features[slot * d + j] = rowScratch[j] }
+        if layout.hasTarget { batch.targets![slot] = t }
+        if layout.hasWeight { batch.weights![slot] = w }
+    }
+
+    /// The message for a bad record, the same whichever thread parsed it.
+    func error(_ f: RowFault, _ p: UnsafePointer<UInt8>, recordStart s: Int, line: Int64) -> EngineError {
+        let layout = layout!
+        let k = f.column ?? 0
+        let at = "\(name):\(line):\(f.fieldStart - s + 1)"
+        switch f.kind {
+        case let .ragged(found):
+            return .data("\(name):\(line):1", "ragged row: expected \(layout.rawColumns) fields, found \(found)")
+        case let .nonfinite(what):
+            return .data(at, "bad value: \(what) in field \(k + 1)\(layout.label(k))",
+                         hint: "a missing or non-finite cell: on_bad_row: skip drops such rows (run.json counts them per column); allow_nonfinite: true keeps them")
+        case .overflow:
+            return .data(at, "bad value: '\(TextDecoder.text(p, f.fieldStart, f.fieldEnd))' overflows float64 in field \(k + 1)\(layout.label(k))")
+        case .invalid:
+            return .data(at, "bad value: expected a number in field \(k + 1)\(layout.label(k)), found '\(TextDecoder.text(p, f.fieldStart, f.fieldEnd, limit: 40))'",
+                         hint: layout.isIdentity && config.select == nil ? "a text column? list the numeric columns in source.select; the others are then not parsed" : nil)
+        case let .badWeight(v):
+            return .data(at, "bad weight \(v): weights are multiplicities and must be ≥ 0")
+        case let .tooLong(max):
+            return tooLong(line: line, max: max)
         }
     }
 
-    func rawText(_ a: Int, _ b: Int, limit: Int = 1 << 20) -> String {
+    static func text(_ p: UnsafePointer<UInt8>, _ a: Int, _ b: Int, limit: Int = 1 << 20) -> String {
         let n = min(b - a, limit)
-        let t = String(decoding: UnsafeBufferPointer(start: buf.base + a, count: n), as: UTF8.self)
+        let t = String(decoding: UnsafeBufferPointer(start: p + a, count: n), as: UTF8.self)
         return n < b - a ? t + "…" : t
     }
+
+    func rawText(_ a: Int, _ b: Int, limit: Int = 1 << 20) -> String { TextDecoder.text(buf.base, a, b, limit: limit) }
 
     /// Reads up to the first data row to learn the layout; that row stays pending for the first fill().
     func prime() throws(EngineError) {
