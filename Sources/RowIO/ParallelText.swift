@@ -24,6 +24,11 @@ public final class ParsePool: @unchecked Sendable {
         return max(1, min(8, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 
+    public static func defaultBlockBytes() -> Int {
+        if let s = getenv("ROWFLOW_PARSE_BLOCK_BYTES"), let n = Int(String(cString: s)), n >= 1 { return n }
+        return 1 << 20
+    }
+
     public init(threads: Int) {
         self.threads = threads
         pthread_mutex_init(mutex, nil)

@@ -43,6 +43,11 @@ public final class SourceReader: @unchecked Sendable {
             (decoder as? TextDecoder)?.pool = pool
         }
     }
+    /// Text bytes per parse thread in one block (`ROWFLOW_PARSE_BLOCK_BYTES`, a test hook, overrides it):
+    /// memory is about 4 blocks' worth; outputs do not depend on it.
+    public var parseBlockBytes = ParsePool.defaultBlockBytes() {
+        didSet { (decoder as? TextDecoder)?.blockBytesPerThread = parseBlockBytes }
+    }
     private var pool: ParsePool?
 
     deinit { pool?.shutdown() }
@@ -127,6 +132,7 @@ public final class SourceReader: @unchecked Sendable {
         let buf = ChunkBuffer(inp)
         let dec = try makeDecoder(buf, firstRow: rowsFinished)
         (dec as? TextDecoder)?.pool = pool
+        (dec as? TextDecoder)?.blockBytesPerThread = parseBlockBytes
         try dec.prime()
         if let l = dec.layout {
             if let prev = layout, prev.rawColumns != l.rawColumns {

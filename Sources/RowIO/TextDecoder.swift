@@ -258,7 +258,7 @@ final class TextDecoder: RowDecoder {
     /// buffers, and handed out here in input order, with faults rendered once their line number is known.
     var pool: ParsePool?
     /// Bytes of text per parse thread in one block (tests make it tiny to put block edges everywhere).
-    nonisolated(unsafe) static var blockBytesPerThread = 1 << 20
+    var blockBytesPerThread = 1 << 20
     private var ready: TextBlock?, parsing: TextBlock?
     private var spare: TextBlock?
     private var pieceIndex = 0, record = 0, goodIndex = 0, faultIndex = 0
@@ -268,7 +268,7 @@ final class TextDecoder: RowDecoder {
     /// than a block), which the one-thread path then reads or rejects.
     private func launch(_ pool: ParsePool) throws(EngineError) -> Bool {
         let threads = pool.threads
-        let want = TextDecoder.blockBytesPerThread * threads
+        let want = blockBytesPerThread * threads
         if buf.capacity < 2 * want { buf.grow(to: 2 * want) }
         while buf.available < want, try buf.refill() {}
         let n = buf.available
