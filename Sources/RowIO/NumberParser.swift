@@ -45,25 +45,34 @@ public enum NumberParser {
         let start = i
         var negative = false
         if p[i] == 0x2D { negative = true; i += 1 } else if p[i] == 0x2B { i += 1 }
+        // Digits, eight at a time after the point (where full-precision values keep most of theirs). The
+        // accumulator wraps past 19 digits; such inputs are re-read below by the careful loop.
+        let digitsStart = i
         var mantissa: UInt64 = 0
-        var digits = 0, exp10 = 0
-        var sawDigit = false, truncated = false
-        while i < j, p[i] &- 0x30 < 10 {
-            sawDigit = true
-            let d = p[i] &- 0x30
-            if digits < 19 { mantissa = mantissa &* 10 &+ UInt64(d); if mantissa != 0 { digits += 1 } }
-            else { exp10 += 1; truncated = truncated || d != 0 }
-            i += 1
-        }
+        while i < j, p[i] &- 0x30 < 10 { mantissa = mantissa &* 10 &+ UInt64(p[i] &- 0x30); i += 1 }
+        var count = i - digitsStart
+        var exp10 = 0
         if i < j && p[i] == 0x2E {
             i += 1
-            while i < j, p[i] &- 0x30 < 10 {
-                sawDigit = true
-                let d = p[i] &- 0x30
-                if digits < 19 { mantissa = mantissa &* 10 &+ UInt64(d); exp10 -= 1; if mantissa != 0 { digits += 1 } }
-                else { truncated = truncated || d != 0 }
-                i += 1
+            let fracStart = i
+            while j - i >= 8 {
+                let v = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
+                guard isEightDigits(v) else { break }
+                mantissa = mantissa &* 100_000_000 &+ eightDigits(v)
+                i += 8
             }
+            while i < j, p[i] &- 0x30 < 10 { mantissa = mantissa &* 10 &+ UInt64(p[i] &- 0x30); i += 1 }
+            exp10 = fracStart - i
+            count += i - fracStart
+        }
+        let sawDigit = count > 0
+        var truncated = false
+        if count > 19 {
+            var k = digitsStart
+            while k < i && (p[k] == 0x30 || p[k] == 0x2E) { k += 1 }
+            var significant = 0
+            for x in k..<i where p[x] != 0x2E { significant += 1 }
+            if significant > 19 { (mantissa, exp10, truncated) = leadingDigits(p, digitsStart, i) }
         }
         if !sawDigit { return word(p, start, j) }
         if i < j && (p[i] == 0x65 || p[i] == 0x45) {
@@ -91,6 +100,43 @@ public enum NumberParser {
             }
         }
         return slow(p, start, j)
+    }
+
+    /// The first 19 significant digits of `[a, b)` (digits with at most one point) as an integer, the decimal
+    /// exponent that scales it to the whole, and whether a nonzero digit was cut.
+    static func leadingDigits(_ p: UnsafePointer<UInt8>, _ a: Int, _ b: Int) -> (UInt64, Int, Bool) {
+        var mantissa: UInt64 = 0, digits = 0, exp10 = 0, truncated = false, afterPoint = false
+        for i in a..<b {
+            if p[i] == 0x2E { afterPoint = true; continue }
+            let d = p[i] &- 0x30
+            if digits < 19 {
+                mantissa = mantissa &* 10 &+ UInt64(d)
+                if mantissa != 0 { digits += 1 }
+                if afterPoint { exp10 -= 1 }
+            } else {
+                if !afterPoint { exp10 += 1 }
+                truncated = truncated || d != 0
+            }
+        }
+        return (mantissa, exp10, truncated)
+    }
+
+    /// Whether the 8 bytes (little-endian) are all ASCII digits: no byte has high bits other than 0x3 and none
+    /// exceeds '9' (adding 6 would carry into the high nibble).
+    @inline(__always)
+    static func isEightDigits(_ v: UInt64) -> Bool {
+        ((v & 0xF0F0_F0F0_F0F0_F0F0) | (((v &+ 0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) >> 4)) == 0x3333_3333_3333_3333
+    }
+
+    /// The value of 8 ASCII digits, first digit at the lowest address: pairs, then quadruples, by multiplies
+    /// that work on all lanes at once.
+    @inline(__always)
+    static func eightDigits(_ v: UInt64) -> UInt64 {
+        var x = v &- 0x3030_3030_3030_3030
+        x = (x &* 10) &+ (x >> 8)   // each even byte: 2-digit value of a pair
+        let pairs02 = (x & 0x0000_00FF_0000_00FF) &* (100 &+ (1_000_000 << 32))
+        let pairs13 = ((x >> 16) & 0x0000_00FF_0000_00FF) &* (1 &+ (10_000 << 32))
+        return (pairs02 &+ pairs13) >> 32
     }
 
     /// The Eisel–Lemire step for w · 10^q (w ≠ 0, q within the table): the correctly rounded float64, or nil

@@ -5,7 +5,8 @@ import Glibc
 
 /// A fixed set of threads that run the pieces of one job at a time (`run` then `wait`).
 ///
-/// Guarantee: every piece index of a job runs exactly once, on some pool thread; `wait` returns after all have.
+/// Guarantee: every piece index of a job runs exactly once, on some pool thread (with `threads == 1`, on the
+/// caller, inside `run`); `wait` returns after all have.
 /// Cost: one wake-up and one mutex round per piece. Limits: one job in flight (the text decoder's pipeline
 /// holds one block being parsed while it hands out the previous one).
 public final class ParsePool: @unchecked Sendable {
@@ -34,7 +35,8 @@ public final class ParsePool: @unchecked Sendable {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(wake, nil)
         pthread_cond_init(done, nil)
-        for _ in 0..<threads {
+        // One thread: the caller parses (`run` is synchronous), through the same blocks as with more.
+        for _ in 0..<(threads > 1 ? threads : 0) {
             var t = pthread_t()
             let box = Unmanaged.passRetained(self)
             let rc = pthread_create(&t, nil, { arg in
@@ -66,6 +68,10 @@ public final class ParsePool: @unchecked Sendable {
 
     /// Starts `body(0..<count)` on the pool and returns at once.
     func run(_ count: Int, _ body: @escaping (Int) -> Void) {
+        if handles.isEmpty {
+            for k in 0..<count { body(k) }
+            return
+        }
         pthread_mutex_lock(mutex)
         precondition(remaining == 0, "one job at a time")
         job = body

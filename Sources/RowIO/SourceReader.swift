@@ -30,13 +30,14 @@ public final class SourceReader: @unchecked Sendable {
 
     private var memoryFile: RawFile?
 
-    /// Threads that parse csv/tsv text (1: the decoding thread parses alone). Outputs do not depend on it.
-    public var parseThreads = 1 {
+    /// Threads that parse csv/tsv text in blocks (1: the decoding thread parses the blocks itself; 0, the
+    /// default: line by line, the reference the block path is tested against). Outputs do not depend on it.
+    public var parseThreads = 0 {
         didSet {
-            if parseThreads > 1 && pool?.threads != parseThreads {
+            if parseThreads >= 1 && pool?.threads != parseThreads {
                 pool?.shutdown()
                 pool = ParsePool(threads: parseThreads)
-            } else if parseThreads <= 1 {
+            } else if parseThreads < 1 {
                 pool?.shutdown()
                 pool = nil
             }

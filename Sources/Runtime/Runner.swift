@@ -259,7 +259,7 @@ public final class Runner: @unchecked Sendable {
         let src = try SourceReader(path: options.input, config: spec.source, bad: bad)
         // Text parses on every core beside the compute thread: the parse threads wait whenever the batch
         // queue is full, so a heavy operator keeps its core; a light one leaves both to parsing.
-        if options.threads > 1 { src.parseThreads = ParsePool.defaultThreads() }
+        src.parseThreads = options.threads > 1 ? ParsePool.defaultThreads() : 1
         source = src
         if src.layout == nil && spec.source.columns == nil && options.shard != nil {
             // An empty shard whose shape nothing states: valid; its blob holds no states and its run directory

@@ -95,7 +95,7 @@ func trace(_ path: String, _ cfg: SourceConfig, threads: Int, blockBytes: Int, b
         return c
     }
 
-    /// 1 thread vs 2 and 3, with blocks from a few bytes (edges inside every kind of record) to larger than
+    /// Line by line vs blocks on 1, 2 and 3 threads, with blocks from a few bytes (edges inside every kind of record) to larger than
     /// the file: rows, positions, batch cuts, quarantine lines, per-column counts and errors must be identical.
     /// The reference is the one-thread decoder, whose behaviour the other RowIO tests pin down.
     @Test(arguments: [false, true])
@@ -104,11 +104,11 @@ func trace(_ path: String, _ cfg: SourceConfig, threads: Int, blockBytes: Int, b
         writeFile(path, hostileCSV(rows: 400, seed: quotes ? 5 : 6, quotes: quotes))
         for policy in [SourceConfig.BadRowPolicy.quarantine, .skip, .fail] {
             let cfg = config(policy)
-            let one = trace(path, cfg, threads: 1, blockBytes: 1 << 20)
+            let one = trace(path, cfg, threads: 0, blockBytes: 1 << 20)   // line by line
             #expect(one.indices.count > 300 || policy == .fail, "the reference decoded \(one.indices.count) rows: \(one.error ?? "") \(one.quarantine.prefix(3))")
             if policy == .quarantine { #expect(one.quarantine.count > 20 && !one.byColumn.isEmpty) }
             if policy == .fail { #expect(one.error != nil) }
-            for threads in [2, 3] {
+            for threads in [1, 2, 3] {
                 for block in [1, 7, 64, 333, 4096, 1 << 20] {
                     let many = trace(path, cfg, threads: threads, blockBytes: block)
                     #expect(many == one, "threads \(threads), block \(block), \(policy): \(many.error ?? "") vs \(one.error ?? "")")
@@ -122,7 +122,7 @@ func trace(_ path: String, _ cfg: SourceConfig, threads: Int, blockBytes: Int, b
         let path = dir + "/long.csv"
         writeFile(path, "1,2\n3,4\n" + String(repeating: "5", count: (1 << 20) + 300) + ",6\n7,8\n")
         var cfg = SourceConfig(); cfg.header = .no
-        let one = trace(path, cfg, threads: 1, blockBytes: 1 << 20)
+        let one = trace(path, cfg, threads: 0, blockBytes: 1 << 20)
         #expect(one.error?.contains("long.csv:3:1") == true && one.error?.contains("longer than") == true)
         for block in [16, 1 << 19, 1 << 21] {
             #expect(trace(path, cfg, threads: 2, blockBytes: block) == one)
