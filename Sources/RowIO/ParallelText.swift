@@ -310,3 +310,144 @@ final class TextBlock: @unchecked Sendable {
         count = n
     }
 }
+
+/// Hands out the rows of text parsed in blocks: whole records are copied out of the input buffer (about
+/// `blockBytesPerThread` per thread), split at record boundaries (newlines; outside quotes when `quoteAware`)
+/// into one piece per thread, parsed on the pool while the previous block is handed out, and handed out in
+/// input order. Faults are rendered here, in order, once their line is known — so rows, positions, errors and
+/// quarantine lines are those of one thread reading line by line. Memory: two blocks and their parsed rows.
+final class BlockPipeline {
+    typealias FaultHandler = (ParsedPiece.Fault, UnsafePointer<UInt8>, _ line: Int64, _ nextRow: inout Int64) throws(EngineError) -> Void
+    let buf: ChunkBuffer
+    let pool: ParsePool
+    let blockBytesPerThread: Int
+    let quoteAware: Bool
+    let delimiter: UInt8
+    let columns: Int, rawColumns: Int
+    let parse: @Sendable (ParsedPiece, UnsafePointer<UInt8>, _ quoted: Bool, _ lineLimit: Int) -> Void
+    private var ready: TextBlock?, parsing: TextBlock?
+    private var spare: TextBlock?
+    private var pieceIndex = 0, record = 0, goodIndex = 0, faultIndex = 0
+
+    init(buf: ChunkBuffer, pool: ParsePool, blockBytesPerThread: Int, quoteAware: Bool, delimiter: UInt8, columns: Int, rawColumns: Int,
+         parse: @escaping @Sendable (ParsedPiece, UnsafePointer<UInt8>, Bool, Int) -> Void) {
+        self.buf = buf; self.pool = pool; self.blockBytesPerThread = blockBytesPerThread; self.quoteAware = quoteAware
+        self.delimiter = delimiter; self.columns = columns; self.rawColumns = rawColumns; self.parse = parse
+    }
+
+    /// One step towards filling `batch`: rows handed out, a parsed block made ready (and the next launched),
+    /// or a block launched. False when nothing is in flight and no block could be taken: the caller reads one
+    /// record itself (the end of the input, or a record longer than a block, which its line-by-line path
+    /// reads or rejects).
+    func step(_ batch: inout RowBatch, nextRow: inout Int64, line: inout Int64, lineLimit: Int, onFault: FaultHandler) throws(EngineError) -> Bool {
+        if ready != nil { try drain(&batch, nextRow: &nextRow, onFault: onFault); return true }
+        if let blk = parsing {
+            pool.wait()
+            parsing = nil
+            for pc in blk.pieces { pc.lineBase = line; line += pc.lines }
+            ready = blk
+            pieceIndex = 0; record = 0; goodIndex = 0; faultIndex = 0
+            _ = try launch(lineLimit: lineLimit)   // the next block parses while this one is handed out
+            return true
+        }
+        return try launch(lineLimit: lineLimit)
+    }
+
+    /// Copies the next whole records (about `blockBytesPerThread` per thread) into a block and starts parsing
+    /// it; false when there is none to take: the end of the input, or no record end in sight (a record longer
+    /// than a block), which the one-thread path then reads or rejects.
+    func launch(lineLimit: Int) throws(EngineError) -> Bool {
+        let threads = pool.threads
+        let want = blockBytesPerThread * threads
+        if buf.capacity < 2 * want { buf.grow(to: 2 * want) }
+        while buf.available < want, try buf.refill() {}
+        let n = buf.available
+        guard n > 0 else { return false }
+        let p = UnsafePointer(buf.base + buf.start)
+        let quoted = quoteAware && memchr(p, 0x22, n) != nil
+        var splits: [Int] = []
+        splits.reserveCapacity(threads + 1)
+        splits.append(0)
+        var cut = 0
+        if !quoted {
+            if buf.eof { cut = n } else {
+                var k = n
+                while k > 0 && p[k - 1] != 0x0A { k -= 1 }   // the last newline (no memrchr in the Glibc module)
+                guard k > 0 else { return false }
+                cut = k
+            }
+            for k in 1..<threads {
+                let target = max(splits.last!, k * cut / threads)
+                if target >= cut { splits.append(cut); continue }
+                if target > 0 && p[target - 1] == 0x0A { splits.append(target); continue }
+                if let nl = memchr(p + target, 0x0A, cut - target) {
+                    splits.append(UnsafePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - p + 1)
+                } else { splits.append(cut) }
+            }
+        } else {
+            // Record ends need the quote rules: walk the records (memchr from quote to quote and newline to
+            // newline) and split at the first record end past each share.
+            var i = 0, search = 0, k = 1
+            while search < n, let hit = memchr(p + search, 0x0A, n - search) {
+                let e = UnsafePointer<UInt8>(hit.assumingMemoryBound(to: UInt8.self)) - p
+                if memchr(p + i, 0x22, e - i) != nil && !TextDecoder.scanQuoted(p, i, e, delimiter: delimiter, delimiterAt: { _ in }) {
+                    search = e + 1
+                    continue
+                }
+                i = e + 1
+                search = i
+                cut = i
+                while k < threads && i >= k * n / threads { splits.append(i); k += 1 }
+            }
+            if buf.eof { cut = n }
+            guard cut > 0 else { return false }
+            while splits.count < threads { splits.append(cut) }
+            for j in 0..<splits.count where splits[j] > cut { splits[j] = cut }
+        }
+        splits.append(cut)
+        let blk: TextBlock
+        if let s = spare, s.pieces.count == threads { blk = s; spare = nil } else {
+            blk = TextBlock(pieces: threads, columns: columns, rawColumns: rawColumns)
+        }
+        blk.load(p, count: cut)
+        blk.quoted = quoted
+        for k in 0..<threads { blk.pieces[k].start = splits[k]; blk.pieces[k].end = splits[k + 1] }
+        buf.start += cut
+        parsing = blk
+        let parse = parse
+        pool.run(threads) { k in parse(blk.pieces[k], UnsafePointer(blk.bytes), quoted, lineLimit) }
+        return true
+    }
+
+    /// Hands out the ready block's rows in order: good rows copied into the batch, bad ones reported.
+    private func drain(_ batch: inout RowBatch, nextRow: inout Int64, onFault: FaultHandler) throws(EngineError) {
+        let blk = ready!
+        let d = batch.columns
+        let hasTarget = batch.targets != nil, hasWeight = batch.weights != nil
+        while !batch.isFull {
+            if pieceIndex == blk.pieces.count { ready = nil; spare = blk; return }
+            let pc = blk.pieces[pieceIndex]
+            if record == pc.records { pieceIndex += 1; record = 0; goodIndex = 0; faultIndex = 0; continue }
+            let nextFault = faultIndex < pc.faults.count ? pc.faults[faultIndex].record : pc.records
+            if record == nextFault {
+                let f = pc.faults[faultIndex]
+                faultIndex += 1
+                record += 1
+                try onFault(f, blk.bytes, pc.lineBase + f.line, &nextRow)
+                continue
+            }
+            let n = min(nextFault - record, batch.capacity - batch.count)
+            let first = batch.count
+            for r in 0..<n { _ = batch.appendSlot(index: nextRow + Int64(r)) }
+            batch.features.withUnsafeMutableBufferPointer { f in
+                (f.baseAddress! + first * d).update(from: pc.features + goodIndex * d, count: n * d)
+            }
+            if hasTarget { batch.targets!.withUnsafeMutableBufferPointer { t in (t.baseAddress! + first).update(from: pc.targets + goodIndex, count: n) } }
+            if hasWeight { batch.weights!.withUnsafeMutableBufferPointer { w in (w.baseAddress! + first).update(from: pc.weights + goodIndex, count: n) } }
+            nextRow += Int64(n)
+            goodIndex += n
+            record += n
+        }
+    }
+
+}

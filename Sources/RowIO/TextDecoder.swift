@@ -232,19 +232,16 @@ final class TextDecoder: RowDecoder {
             }
             return true
         }
+        let pipe = pipeline ?? makePipeline(pool)
         while !batch.isFull {
-            if ready != nil { try drain(&batch, bad: bad); continue }
-            if let blk = parsing {
-                pool.wait()
-                parsing = nil
-                for pc in blk.pieces { pc.lineBase = line; line += pc.lines }
-                ready = blk
-                pieceIndex = 0; record = 0; goodIndex = 0; faultIndex = 0
-                _ = try launch(pool)   // the next block parses while this one is handed out
-                continue
-            }
-            // Nothing in flight: a block, or (end of input, or a record longer than a block) one record here.
-            if try launch(pool) { continue }
+            if try pipe.step(&batch, nextRow: &nextRow, line: &line, lineLimit: maxLineBytes(fieldsSeen: 0), onFault: { f, bytes, line, row throws(EngineError) in
+                if case let .tooLong(max) = f.fault.kind { throw self.tooLong(line: line, max: max) }
+                let r = row
+                row += 1
+                try bad.report(self.error(f.fault, bytes, recordStart: f.start, line: line), row: r, column: f.fault.column,
+                               raw: { TextDecoder.text(bytes, f.start, f.end) })
+            }) { continue }
+            // Nothing in flight and no block to take: the end of the input, or a record longer than a block.
             guard let (s, e) = try nextDataLine() else { return false }
             try parseRow(s, e, into: &batch, bad: bad)
         }
@@ -253,118 +250,21 @@ final class TextDecoder: RowDecoder {
 
     // MARK: parallel parsing
 
-    /// Parse threads (set by SourceReader); nil: this thread parses. Either way the rows, their positions, every
-    /// error and quarantine line are the same: blocks are cut at record boundaries, parsed into per-piece
-    /// buffers, and handed out here in input order, with faults rendered once their line number is known.
+    /// Parse threads (set by SourceReader); nil: line by line on this thread. Either way the rows, their
+    /// positions, every error and quarantine line are the same (see `BlockPipeline`).
     var pool: ParsePool?
     /// Bytes of text per parse thread in one block (tests make it tiny to put block edges everywhere).
     var blockBytesPerThread = 1 << 20
-    private var ready: TextBlock?, parsing: TextBlock?
-    private var spare: TextBlock?
-    private var pieceIndex = 0, record = 0, goodIndex = 0, faultIndex = 0
+    private var pipeline: BlockPipeline?
 
-    /// Copies the next whole records (about `blockBytesPerThread` per thread) into a block and starts parsing
-    /// it; false when there is none to take: the end of the input, or no record end in sight (a record longer
-    /// than a block), which the one-thread path then reads or rejects.
-    private func launch(_ pool: ParsePool) throws(EngineError) -> Bool {
-        let threads = pool.threads
-        let want = blockBytesPerThread * threads
-        if buf.capacity < 2 * want { buf.grow(to: 2 * want) }
-        while buf.available < want, try buf.refill() {}
-        let n = buf.available
-        guard n > 0 else { return false }
-        let p = UnsafePointer(buf.base + buf.start)
-        let quoted = memchr(p, 0x22, n) != nil
-        var splits: [Int] = []
-        splits.reserveCapacity(threads + 1)
-        splits.append(0)
-        var cut = 0
-        if !quoted {
-            if buf.eof { cut = n } else {
-                var k = n
-                while k > 0 && p[k - 1] != 0x0A { k -= 1 }   // the last newline (no memrchr in the Glibc module)
-                guard k > 0 else { return false }
-                cut = k
-            }
-            for k in 1..<threads {
-                let target = max(splits.last!, k * cut / threads)
-                if target >= cut { splits.append(cut); continue }
-                if target > 0 && p[target - 1] == 0x0A { splits.append(target); continue }
-                if let nl = memchr(p + target, 0x0A, cut - target) {
-                    splits.append(UnsafePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - p + 1)
-                } else { splits.append(cut) }
-            }
-        } else {
-            // Record ends need the quote rules: walk the records (memchr from quote to quote and newline to
-            // newline) and split at the first record end past each share.
-            var i = 0, search = 0, k = 1
-            while search < n, let hit = memchr(p + search, 0x0A, n - search) {
-                let e = UnsafePointer<UInt8>(hit.assumingMemoryBound(to: UInt8.self)) - p
-                if memchr(p + i, 0x22, e - i) != nil && !TextDecoder.scanQuoted(p, i, e, delimiter: delimiter, delimiterAt: { _ in }) {
-                    search = e + 1
-                    continue
-                }
-                i = e + 1
-                search = i
-                cut = i
-                while k < threads && i >= k * n / threads { splits.append(i); k += 1 }
-            }
-            if buf.eof { cut = n }
-            guard cut > 0 else { return false }
-            while splits.count < threads { splits.append(cut) }
-            for j in 0..<splits.count where splits[j] > cut { splits[j] = cut }
+    private func makePipeline(_ pool: ParsePool) -> BlockPipeline {
+        let delimiter = delimiter, converter = converter
+        let p = BlockPipeline(buf: buf, pool: pool, blockBytesPerThread: blockBytesPerThread, quoteAware: true, delimiter: delimiter,
+                              columns: layout!.features, rawColumns: layout!.rawColumns) { piece, bytes, quoted, limit in
+            piece.parse(bytes, delimiter: delimiter, quoted: quoted, converter: converter, lineLimit: limit)
         }
-        splits.append(cut)
-        let blk: TextBlock
-        if let s = spare, s.pieces.count == threads { blk = s; spare = nil } else {
-            blk = TextBlock(pieces: threads, columns: layout!.features, rawColumns: layout!.rawColumns)
-        }
-        blk.load(p, count: cut)
-        blk.quoted = quoted
-        for k in 0..<threads { blk.pieces[k].start = splits[k]; blk.pieces[k].end = splits[k + 1] }
-        buf.start += cut
-        parsing = blk
-        let delimiter = delimiter, converter = converter, limit = maxLineBytes(fieldsSeen: 0)
-        pool.run(threads) { k in
-            blk.pieces[k].parse(UnsafePointer(blk.bytes), delimiter: delimiter, quoted: quoted, converter: converter, lineLimit: limit)
-        }
-        return true
-    }
-
-    /// Hands out the ready block's rows in order: good rows copied into the batch, bad ones reported.
-    private func drain(_ batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) {
-        let blk = ready!
-        let d = batch.columns
-        let hasTarget = batch.targets != nil, hasWeight = batch.weights != nil
-        while !batch.isFull {
-            if pieceIndex == blk.pieces.count { ready = nil; spare = blk; return }
-            let pc = blk.pieces[pieceIndex]
-            if record == pc.records { pieceIndex += 1; record = 0; goodIndex = 0; faultIndex = 0; continue }
-            let nextFault = faultIndex < pc.faults.count ? pc.faults[faultIndex].record : pc.records
-            if record == nextFault {
-                let f = pc.faults[faultIndex]
-                faultIndex += 1
-                record += 1
-                let line = pc.lineBase + f.line
-                if case let .tooLong(max) = f.fault.kind { throw tooLong(line: line, max: max) }
-                let row = nextRow
-                nextRow += 1
-                try bad.report(error(f.fault, blk.bytes, recordStart: f.start, line: line), row: row, column: f.fault.column,
-                               raw: { TextDecoder.text(blk.bytes, f.start, f.end) })
-                continue
-            }
-            let n = min(nextFault - record, batch.capacity - batch.count)
-            let first = batch.count
-            for r in 0..<n { _ = batch.appendSlot(index: nextRow + Int64(r)) }
-            batch.features.withUnsafeMutableBufferPointer { f in
-                (f.baseAddress! + first * d).update(from: pc.features + goodIndex * d, count: n * d)
-            }
-            if hasTarget { batch.targets!.withUnsafeMutableBufferPointer { t in (t.baseAddress! + first).update(from: pc.targets + goodIndex, count: n) } }
-            if hasWeight { batch.weights!.withUnsafeMutableBufferPointer { w in (w.baseAddress! + first).update(from: pc.weights + goodIndex, count: n) } }
-            nextRow += Int64(n)
-            goodIndex += n
-            record += n
-        }
+        pipeline = p
+        return p
     }
 
     func tooLong(line: Int64, max: Int) -> EngineError {
