@@ -107,7 +107,10 @@ public final class ParsePool: @unchecked Sendable {
 /// Why a record is not a row. Kept as data (not a message) because a parse thread does not know the record's
 /// line number; the decoder renders it, in input order, once it does.
 struct RowFault {
-    enum Kind { case ragged(found: Int), nonfinite(String), overflow, invalid, badWeight(Double), tooLong(Int) }
+    enum Kind { case ragged(found: Int), nonfinite(String), overflow, invalid, badWeight(Double), tooLong(Int)
+        /// A libsvm fault: its byte column, message and hint.
+        case message(Int, String, String?)
+    }
     var kind: Kind
     /// The raw column whose value was bad (nil for a ragged row).
     var column: Int?
@@ -191,7 +194,7 @@ final class ParsedPiece: @unchecked Sendable {
 
     /// Room for the most rows `bytes` can hold: a row of r fields takes at least r bytes (r - 1 delimiters and
     /// a newline), so memory is bounded by the block size, never by the file. Untouched pages cost nothing.
-    private func reserve(bytes: Int, rawColumns: Int) {
+    func reserve(bytes: Int, rawColumns: Int) {
         let rows = bytes / max(1, rawColumns) + 1
         guard rows > capacityRows else { return }
         features.deallocate(); targets.deallocate(); weights.deallocate()
@@ -277,6 +280,44 @@ final class ParsedPiece: @unchecked Sendable {
             } else {
                 targets[good] = t
                 weights[good] = w
+                good += 1
+            }
+        }
+    }
+}
+
+extension ParsedPiece {
+    /// libsvm records in `[start, end)`, as `LibsvmDecoder` reads them line by line (same rows, same faults).
+    func parseLibsvm(_ p: UnsafePointer<UInt8>, featureOf: [Int], allowNonfinite: Bool, lineLimit: Int) {
+        records = 0; lines = 0; good = 0
+        faults.removeAll(keepingCapacity: true)
+        // A libsvm row takes at least 2 bytes (a label and a newline).
+        reserve(bytes: end - start, rawColumns: 2)
+        let d = columns
+        var i = start
+        let b = end
+        while i < b {
+            var nl = b
+            if let hit = memchr(p + i, 0x0A, b - i) { nl = UnsafePointer<UInt8>(hit.assumingMemoryBound(to: UInt8.self)) - p }
+            var e = nl
+            if e > i && p[e - 1] == 0x0D { e -= 1 }
+            lines += 1
+            let s = i
+            i = nl + 1
+            if e - s > lineLimit {
+                faults.append(Fault(record: records, line: lines, start: s, end: e, fault: RowFault(kind: .tooLong(lineLimit), column: nil)))
+                records += 1
+                return
+            }
+            if LibsvmDecoder.isBlank(p, s, e) { continue }
+            let record = records
+            records += 1
+            var label = 0.0
+            if let (column, text, hint) = LibsvmDecoder.parseRecord(p, s, e, featureOf: featureOf, columns: d, allowNonfinite: allowNonfinite,
+                                                                    out: features + good * d, label: &label) {
+                faults.append(Fault(record: record, line: lines, start: s, end: e, fault: RowFault(kind: .message(column, text, hint), column: nil)))
+            } else {
+                targets[good] = label
                 good += 1
             }
         }

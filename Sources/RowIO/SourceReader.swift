@@ -30,7 +30,7 @@ public final class SourceReader: @unchecked Sendable {
 
     private var memoryFile: RawFile?
 
-    /// Threads that parse csv/tsv text in blocks (1: the decoding thread parses the blocks itself; 0, the
+    /// Threads that parse csv/tsv/libsvm text in blocks (1: the decoding thread parses the blocks itself; 0, the
     /// default: line by line, the reference the block path is tested against). Outputs do not depend on it.
     public var parseThreads = 0 {
         didSet {
@@ -42,12 +42,16 @@ public final class SourceReader: @unchecked Sendable {
                 pool = nil
             }
             (decoder as? TextDecoder)?.pool = pool
+            (decoder as? LibsvmDecoder)?.pool = pool
         }
     }
     /// Text bytes per parse thread in one block (`ROWFLOW_PARSE_BLOCK_BYTES`, a test hook, overrides it):
     /// memory is about 4 blocks' worth; outputs do not depend on it.
     public var parseBlockBytes = ParsePool.defaultBlockBytes() {
-        didSet { (decoder as? TextDecoder)?.blockBytesPerThread = parseBlockBytes }
+        didSet {
+            (decoder as? TextDecoder)?.blockBytesPerThread = parseBlockBytes
+            (decoder as? LibsvmDecoder)?.blockBytesPerThread = parseBlockBytes
+        }
     }
     private var pool: ParsePool?
 
@@ -134,6 +138,8 @@ public final class SourceReader: @unchecked Sendable {
         let dec = try makeDecoder(buf, firstRow: rowsFinished)
         (dec as? TextDecoder)?.pool = pool
         (dec as? TextDecoder)?.blockBytesPerThread = parseBlockBytes
+        (dec as? LibsvmDecoder)?.pool = pool
+        (dec as? LibsvmDecoder)?.blockBytesPerThread = parseBlockBytes
         try dec.prime()
         if let l = dec.layout {
             if let prev = layout, prev.rawColumns != l.rawColumns {

@@ -338,6 +338,8 @@ final class TextDecoder: RowDecoder {
             return .data(at, "bad weight \(v): weights are multiplicities and must be ≥ 0")
         case let .tooLong(max):
             return tooLong(line: line, max: max)
+        case let .message(column, text, hint):
+            return .data("\(name):\(line):\(column)", text, hint: hint)
         }
     }
 

@@ -128,4 +128,48 @@ func trace(_ path: String, _ cfg: SourceConfig, threads: Int, blockBytes: Int, b
             #expect(trace(path, cfg, threads: 2, blockBytes: block) == one)
         }
     }
+
+    /// libsvm through the same blocks: good rows, every kind of bad token (index 0, out of range, not
+    /// increasing, no colon, bad values, a bad label), comments, qid tokens, blank lines, CRLF, and no final
+    /// newline. The reference is the line-by-line decoder.
+    @Test func libsvmSameAsLineByLine() throws {
+        var g = NumberStrings.Mix(state: 9)
+        var text = "# a comment line\n"
+        for i in 0..<500 {
+            var idx = 0
+            var tokens = ["\(Double(i % 7) - 3)"]
+            if i % 11 == 0 { tokens.append("qid:\(i)") }
+            for _ in 0..<Int(g.next() % 6) {
+                idx += 1 + Int(g.next() % 4)
+                tokens.append("\(idx):\(NumberStrings.string(g.next() % 100, seed: 3))")
+            }
+            switch g.next() % 30 {
+            case 0: tokens.append("0:1")
+            case 1: tokens.append("99:1")
+            case 2: tokens.append("1:1")   // not increasing (unless first)
+            case 3: tokens.append("5")
+            case 4: tokens.append("\(idx + 1):abc")
+            case 5: tokens[0] = "lbl"
+            case 6: tokens.append("\(idx + 1):nan")
+            case 7: text += "\n   \n"
+            default: break
+            }
+            text += tokens.joined(separator: " ") + (g.next() % 5 == 0 ? " # note\r\n" : "\n")
+        }
+        text += "1 1:2 3:4"
+        let path = dir + "/hostile.svm"
+        writeFile(path, text)
+        for policy in [SourceConfig.BadRowPolicy.quarantine, .fail] {
+            var cfg = SourceConfig(); cfg.format = .libsvm; cfg.columns = 20; cfg.onBadRow = policy
+            let one = trace(path, cfg, threads: 0, blockBytes: 1 << 20)
+            if policy == .quarantine { #expect(one.indices.count > 300 && one.quarantine.count > 20, "\(one.error ?? "")") }
+            if policy == .fail { #expect(one.error != nil) }
+            for threads in [1, 2, 3] {
+                for block in [1, 13, 256, 1 << 20] {
+                    let many = trace(path, cfg, threads: threads, blockBytes: block)
+                    #expect(many == one, "threads \(threads), block \(block), \(policy): \(many.error ?? "") vs \(one.error ?? "")")
+                }
+            }
+        }
+    }
 }
