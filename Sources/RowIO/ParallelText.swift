@@ -123,38 +123,53 @@ struct RecordConverter: @unchecked Sendable {
     let roles: [RowLayout.Role]
     let rawColumns: Int
     let allowNonfinite: Bool
+    /// Per raw column: the feature index (≥ 0), or `drop`, `target`, `weight`.
+    private let destination: [Int]
+    static let drop = -1, target = -2, weight = -3
+
+    init(roles: [RowLayout.Role], rawColumns: Int, allowNonfinite: Bool) {
+        self.roles = roles
+        self.rawColumns = rawColumns
+        self.allowNonfinite = allowNonfinite
+        destination = roles.map { role in
+            switch role {
+            case let .feature(j): return j
+            case .drop: return RecordConverter.drop
+            case .target: return RecordConverter.target
+            case .weight: return RecordConverter.weight
+            }
+        }
+    }
 
     /// nil when the row is good (features in `out`, target and weight set); else the first fault.
     @inline(__always)
     func convert(_ p: UnsafePointer<UInt8>, _ starts: UnsafePointer<Int>, _ ends: UnsafePointer<Int>, fields: Int,
                  out: UnsafeMutablePointer<Double>, target: inout Double, weight: inout Double) -> RowFault? {
         if fields != rawColumns { return RowFault(kind: .ragged(found: fields), column: nil) }
-        for k in 0..<rawColumns {
-            let role = roles[k]
-            // Columns nothing uses are only delimited: they may hold text, dates, anything.
-            if case .drop = role { continue }
-            let v: Double
-            switch NumberParser.parse(p, starts[k], ends[k]) {
-            case let .value(x): v = x
-            case let .nonfinite(x, what):
-                guard allowNonfinite else { return RowFault(kind: .nonfinite(what), column: k, fieldStart: starts[k], fieldEnd: ends[k]) }
-                v = x
-            case .overflow:
-                guard allowNonfinite else { return RowFault(kind: .overflow, column: k, fieldStart: starts[k], fieldEnd: ends[k]) }
-                v = p[starts[k]] == 0x2D ? -.infinity : .infinity
-            case .invalid:
-                return RowFault(kind: .invalid, column: k, fieldStart: starts[k], fieldEnd: ends[k])
+        return destination.withUnsafeBufferPointer { dest -> RowFault? in
+            for k in 0..<rawColumns {
+                let to = dest[k]
+                // Columns nothing uses are only delimited: they may hold text, dates, anything.
+                if to == RecordConverter.drop { continue }
+                let v: Double
+                switch NumberParser.parse(p, starts[k], ends[k]) {
+                case let .value(x): v = x
+                case let .nonfinite(x, what):
+                    guard allowNonfinite else { return RowFault(kind: .nonfinite(what), column: k, fieldStart: starts[k], fieldEnd: ends[k]) }
+                    v = x
+                case .overflow:
+                    guard allowNonfinite else { return RowFault(kind: .overflow, column: k, fieldStart: starts[k], fieldEnd: ends[k]) }
+                    v = p[starts[k]] == 0x2D ? -.infinity : .infinity
+                case .invalid:
+                    return RowFault(kind: .invalid, column: k, fieldStart: starts[k], fieldEnd: ends[k])
+                }
+                if to >= 0 { out[to] = v } else if to == RecordConverter.target { target = v } else {
+                    guard v >= 0 else { return RowFault(kind: .badWeight(v), column: k, fieldStart: starts[k], fieldEnd: ends[k]) }
+                    weight = v
+                }
             }
-            switch role {
-            case let .feature(j): out[j] = v
-            case .target: target = v
-            case .weight:
-                guard v >= 0 else { return RowFault(kind: .badWeight(v), column: k, fieldStart: starts[k], fieldEnd: ends[k]) }
-                weight = v
-            case .drop: break
-            }
+            return nil
         }
-        return nil
     }
 }
 
@@ -263,9 +278,19 @@ final class ParsedPiece: @unchecked Sendable {
                 fields += 1
             } else {
                 var a = s
+                let pattern = UInt64(delimiter) &* 0x0101_0101_0101_0101
                 while true {
+                    // Eight bytes at a time: a byte equal to the delimiter becomes zero, and the lowest byte of
+                    // (w - 0x01…) & ~w & 0x80… that is set marks the first zero (borrows only reach higher bytes).
                     var x = a
-                    while x < e && p[x] != delimiter { x += 1 }
+                    var hit = false
+                    while x + 8 <= e {
+                        let w = UnsafeRawPointer(p + x).loadUnaligned(as: UInt64.self) ^ pattern
+                        let z = (w &- 0x0101_0101_0101_0101) & ~w & 0x8080_8080_8080_8080
+                        if z != 0 { x += z.trailingZeroBitCount >> 3; hit = true; break }
+                        x += 8
+                    }
+                    if !hit { while x < e && p[x] != delimiter { x += 1 } }
                     if fields < maxF { st[fields] = a; en[fields] = x }
                     fields += 1
                     if x == e { break }
