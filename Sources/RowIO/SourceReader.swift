@@ -34,16 +34,18 @@ public final class SourceReader: @unchecked Sendable {
     /// default: line by line, the reference the block path is tested against). Outputs do not depend on it.
     public var parseThreads = 0 {
         didSet {
-            if parseThreads >= 1 && pool?.threads != parseThreads {
-                pool?.shutdown()
-                pool = ParsePool(threads: parseThreads)
-            } else if parseThreads < 1 {
-                pool?.shutdown()
-                pool = nil
-            }
-            (decoder as? TextDecoder)?.pool = pool
-            (decoder as? LibsvmDecoder)?.pool = pool
+            if pool != nil && pool?.threads != parseThreads { pool?.shutdown(); pool = nil }
+            attachPool(decoder)
         }
+    }
+
+    /// Gives a text decoder the parse pool, started on first use (binary input never starts its threads).
+    private func attachPool(_ dec: RowDecoder?) {
+        guard dec is TextDecoder || dec is LibsvmDecoder else { return }
+        if parseThreads >= 1 && pool == nil { pool = ParsePool(threads: parseThreads) }
+        let p = parseThreads >= 1 ? pool : nil
+        (dec as? TextDecoder)?.pool = p
+        (dec as? LibsvmDecoder)?.pool = p
     }
     /// Text bytes per parse thread in one block (`ROWFLOW_PARSE_BLOCK_BYTES`, a test hook, overrides it):
     /// memory is about 4 blocks' worth; outputs do not depend on it.
@@ -136,9 +138,8 @@ public final class SourceReader: @unchecked Sendable {
         let inp = try ByteInput(file)
         let buf = ChunkBuffer(inp)
         let dec = try makeDecoder(buf, firstRow: rowsFinished)
-        (dec as? TextDecoder)?.pool = pool
+        attachPool(dec)
         (dec as? TextDecoder)?.blockBytesPerThread = parseBlockBytes
-        (dec as? LibsvmDecoder)?.pool = pool
         (dec as? LibsvmDecoder)?.blockBytesPerThread = parseBlockBytes
         try dec.prime()
         if let l = dec.layout {
