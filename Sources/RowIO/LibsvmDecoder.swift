@@ -103,7 +103,8 @@ final class LibsvmDecoder: RowDecoder {
         if rowScratch.count < d { rowScratch = [Double](repeating: 0, count: d) }
         var label = 0.0
         let fault = rowScratch.withUnsafeMutableBufferPointer { out in
-            LibsvmDecoder.parseRecord(p, s, e0, featureOf: featureOf, columns: d, allowNonfinite: config.allowNonfinite, out: out.baseAddress!, label: &label)
+            for j in 0..<d { out[j] = 0 }
+            return LibsvmDecoder.parseRecord(p, s, e0, featureOf: featureOf, allowNonfinite: config.allowNonfinite, label: &label) { j, v in out[j] = v }
         }
         if let (column, text, hint) = fault {
             try bad.report(.data("\(name):\(line):\(column)", text, hint: hint), row: row,
@@ -124,11 +125,13 @@ final class LibsvmDecoder: RowDecoder {
         return i == e0 || p[i] == 0x23
     }
 
-    /// One record `[s, e0)` (not blank) into `out` (zeroed first: omitted features are 0) and `label`; nil, or
-    /// the fault as (1-based byte column, message, hint). Shared by the line-by-line path and the parse
-    /// threads, so both give the same rows and words.
-    static func parseRecord(_ p: UnsafePointer<UInt8>, _ s: Int, _ e0: Int, featureOf: [Int], columns: Int, allowNonfinite: Bool,
-                            out: UnsafeMutablePointer<Double>, label: inout Double) -> (Int, String, String?)? {
+    /// One record `[s, e0)` (not blank): `label` and each selected feature given to `store(column, value)` in
+    /// increasing column order (omitted features are 0); nil, or the fault as (1-based byte column, message,
+    /// hint) — `store` may have been called for the part before it. Shared by the line-by-line path and the
+    /// parse threads, so both give the same rows and words.
+    @inline(__always)
+    static func parseRecord(_ p: UnsafePointer<UInt8>, _ s: Int, _ e0: Int, featureOf: [Int], allowNonfinite: Bool,
+                            label: inout Double, store: (Int, Double) -> Void) -> (Int, String, String?)? {
         var e = e0
         if let hash = memchr(p + s, 0x23, e - s) {   // '#' comment
             e = UnsafePointer<UInt8>(hash.assumingMemoryBound(to: UInt8.self)) - p
@@ -137,7 +140,6 @@ final class LibsvmDecoder: RowDecoder {
         func skipBlank() { while i < e && (p[i] == 0x20 || p[i] == 0x09) { i += 1 } }
         func token() -> (Int, Int) { let a = i; while i < e && p[i] != 0x20 && p[i] != 0x09 { i += 1 }; return (a, i) }
         func text(_ a: Int, _ b: Int) -> String { String(decoding: UnsafeBufferPointer(start: p + a, count: min(40, b - a)), as: UTF8.self) }
-        for j in 0..<columns { out[j] = 0 }
         skipBlank()
         let (la, lb) = token()
         switch NumberParser.parse(p, la, lb) {
@@ -177,7 +179,7 @@ final class LibsvmDecoder: RowDecoder {
                 return (c + 2 - s, "bad value: expected a number after '\(idx):'", nil)
             }
             let j = featureOf[idx - 1]
-            if j >= 0 { out[j] = v }
+            if j >= 0 { store(j, v) }
         }
     }
 }

@@ -187,6 +187,30 @@ final class ParsedPiece: @unchecked Sendable {
     private(set) var targets: UnsafeMutablePointer<Double>
     private(set) var weights: UnsafeMutablePointer<Double>
     private var capacityRows = 0
+    /// Sparse rows (libsvm): row r's entries are `rowEnds[r] ..< rowEnds[r + 1]` of the entry arrays.
+    private(set) var sparse = false
+    private(set) var rowEnds = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+    private(set) var entryColumns = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+    private(set) var entryValues = UnsafeMutablePointer<Double>.allocate(capacity: 1)
+    private var capacityEntries = 0, capacitySparseRows = 0
+
+    func reserveSparse(rows: Int, entries: Int) {
+        sparse = true
+        if rows > capacitySparseRows {
+            rowEnds.deallocate(); targets.deallocate()
+            rowEnds = .allocate(capacity: rows + 1)
+            targets = .allocate(capacity: rows)
+            capacitySparseRows = rows
+            capacityRows = 0   // the dense buffers no longer match
+        }
+        if entries > capacityEntries {
+            entryColumns.deallocate(); entryValues.deallocate()
+            entryColumns = .allocate(capacity: entries)
+            entryValues = .allocate(capacity: entries)
+            capacityEntries = entries
+        }
+        rowEnds[0] = 0
+    }
     private var starts: UnsafeMutablePointer<Int>
     private var ends: UnsafeMutablePointer<Int>
     private let maxFields: Int
@@ -205,6 +229,7 @@ final class ParsedPiece: @unchecked Sendable {
     deinit {
         starts.deallocate(); ends.deallocate()
         features.deallocate(); targets.deallocate(); weights.deallocate()
+        rowEnds.deallocate(); entryColumns.deallocate(); entryValues.deallocate()
     }
 
     /// Room for the most rows `bytes` can hold: a row of r fields takes at least r bytes (r - 1 delimiters and
@@ -313,14 +338,17 @@ final class ParsedPiece: @unchecked Sendable {
 
 extension ParsedPiece {
     /// libsvm records in `[start, end)`, as `LibsvmDecoder` reads them line by line (same rows, same faults).
+    /// Rows are kept sparse (`entries`): a row may be 2 bytes of text yet hold thousands of features, and
+    /// sparse entries keep memory proportional to the text (an entry takes at least 4 bytes: "i:v ").
     func parseLibsvm(_ p: UnsafePointer<UInt8>, featureOf: [Int], allowNonfinite: Bool, lineLimit: Int) {
         records = 0; lines = 0; good = 0
         faults.removeAll(keepingCapacity: true)
-        // A libsvm row takes at least 2 bytes (a label and a newline).
-        reserve(bytes: end - start, rawColumns: 2)
-        let d = columns
+        let bytes = end - start
+        reserveSparse(rows: bytes / 2 + 1, entries: bytes / 4 + 1)
         var i = start
         let b = end
+        var n = 0   // entries so far
+        let cols = entryColumns, vals = entryValues
         while i < b {
             var nl = b
             if let hit = memchr(p + i, 0x0A, b - i) { nl = UnsafePointer<UInt8>(hit.assumingMemoryBound(to: UInt8.self)) - p }
@@ -338,12 +366,15 @@ extension ParsedPiece {
             let record = records
             records += 1
             var label = 0.0
-            if let (column, text, hint) = LibsvmDecoder.parseRecord(p, s, e, featureOf: featureOf, columns: d, allowNonfinite: allowNonfinite,
-                                                                    out: features + good * d, label: &label) {
+            let first = n
+            if let (column, text, hint) = LibsvmDecoder.parseRecord(p, s, e, featureOf: featureOf, allowNonfinite: allowNonfinite,
+                                                                    label: &label, store: { j, v in cols[n] = Int32(j); vals[n] = v; n += 1 }) {
+                n = first
                 faults.append(Fault(record: record, line: lines, start: s, end: e, fault: RowFault(kind: .message(column, text, hint), column: nil)))
             } else {
                 targets[good] = label
                 good += 1
+                rowEnds[good] = n
             }
         }
     }
@@ -506,7 +537,16 @@ final class BlockPipeline {
             let first = batch.count
             for r in 0..<n { _ = batch.appendSlot(index: nextRow + Int64(r)) }
             batch.features.withUnsafeMutableBufferPointer { f in
-                (f.baseAddress! + first * d).update(from: pc.features + goodIndex * d, count: n * d)
+                let to = f.baseAddress! + first * d
+                if pc.sparse {
+                    to.update(repeating: 0, count: n * d)
+                    for r in 0..<n {
+                        let row = to + r * d
+                        for k in pc.rowEnds[goodIndex + r]..<pc.rowEnds[goodIndex + r + 1] { row[Int(pc.entryColumns[k])] = pc.entryValues[k] }
+                    }
+                } else {
+                    to.update(from: pc.features + goodIndex * d, count: n * d)
+                }
             }
             if hasTarget { batch.targets!.withUnsafeMutableBufferPointer { t in (t.baseAddress! + first).update(from: pc.targets + goodIndex, count: n) } }
             if hasWeight { batch.weights!.withUnsafeMutableBufferPointer { w in (w.baseAddress! + first).update(from: pc.weights + goodIndex, count: n) } }
