@@ -432,6 +432,9 @@ final class BlockPipeline {
         self.delimiter = delimiter; self.columns = columns; self.rawColumns = rawColumns; self.parse = parse
     }
 
+    // A run that stopped on an error may leave a block parsing: the pool takes one job at a time.
+    deinit { if parsing != nil { pool.wait() } }
+
     /// One step towards filling `batch`: rows handed out, a parsed block made ready (and the next launched),
     /// or a block launched. False when nothing is in flight and no block could be taken: the caller reads one
     /// record itself (the end of the input, or a record longer than a block, which its line-by-line path

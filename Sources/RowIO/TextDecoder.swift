@@ -12,9 +12,12 @@ import Glibc
 /// byte. Only the fields the layout uses (features, target, weight) are converted to numbers; the others
 /// are only delimited, and may hold anything.
 ///
-/// Errors name `file:line:column` (1-based; column = byte column of the field). A line longer than
-/// 1 MiB + 64 bytes per column is rejected, which bounds memory on hostile input. UTF-16 input is rejected
-/// with a hint.
+/// Errors name `file:line:column` (1-based; column = byte column of the field). A record longer than
+/// 1 MiB + 64 bytes per column is rejected at its line, which bounds memory on hostile input. UTF-16 input is
+/// rejected with a hint.
+///
+/// With a parse pool (`pool`), the header and first row are read here and the rest in blocks on the pool's
+/// threads (`BlockPipeline`); without one, line by line — the reference the block path is tested against.
 final class TextDecoder: RowDecoder {
     let buf: ChunkBuffer
     let name: String
