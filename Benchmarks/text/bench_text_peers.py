@@ -211,7 +211,7 @@ def main():
 
     cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
                 if l.startswith("Model name")), platform.processor())
-    version = ", ".join(subprocess.run([bin_, "--version"], capture_output=True, text=True).stdout.split())
+    version = ", ".join(subprocess.run([bin_, "--version"], capture_output=True, text=True).stdout.strip().splitlines())
     mb = os.path.getsize(csv) / 1e6
     out = [f"## Text input against the best readers (issue 18), {time.strftime('%Y-%m-%d')}", "",
            f"CPU: {cpu}, {os.cpu_count()} cores; `rowflow --version`: {version}. Load average before/after: "

@@ -457,6 +457,7 @@ final class BlockPipeline {
     /// it; false when there is none to take: the end of the input, or no record end in sight (a record longer
     /// than a block), which the one-thread path then reads or rejects.
     func launch(lineLimit: Int) throws(EngineError) -> Bool {
+        if let e = deferred { deferred = nil; throw e }
         let threads = pool.threads
         let want = blockBytesPerThread * threads
         if buf.capacity < 2 * want { buf.grow(to: 2 * want) }
@@ -516,8 +517,15 @@ final class BlockPipeline {
         parsing = blk
         let parse = parse
         pool.run(threads) { k in parse(blk.pieces[k], UnsafePointer(blk.bytes), quoted, lineLimit) }
+        // Read ahead while the pool parses, or zstd decompression would leave it idle between blocks. Only from
+        // regular files (a pipe's read may wait for its writer while parsed rows wait to be handed out); an
+        // error is kept for the next launch, which needs those bytes, where one thread reading would meet it.
+        if buf.input.file.size != nil {
+            do throws(EngineError) { while buf.available < want, try buf.refill() {} } catch { deferred = error }
+        }
         return true
     }
+    private var deferred: EngineError?
 
     /// Hands out the ready block's rows in order: good rows copied into the batch, bad ones reported.
     private func drain(_ batch: inout RowBatch, nextRow: inout Int64, onFault: FaultHandler) throws(EngineError) {
