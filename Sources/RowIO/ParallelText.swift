@@ -457,11 +457,18 @@ final class BlockPipeline {
     /// it; false when there is none to take: the end of the input, or no record end in sight (a record longer
     /// than a block), which the one-thread path then reads or rejects.
     func launch(lineLimit: Int) throws(EngineError) -> Bool {
-        if let e = deferred { deferred = nil; throw e }
         let threads = pool.threads
         let want = blockBytesPerThread * threads
-        if buf.capacity < 2 * want { buf.grow(to: 2 * want) }
-        while buf.available < want, try buf.refill() {}
+        if let e = deferred {
+            // A read failed after the bytes now buffered. One thread reading line by line would first use every
+            // complete record before them, then meet the error: so rows of blocks in flight go out first, then
+            // the buffered records, then the error.
+            guard ready == nil && parsing == nil else { return false }
+            if buf.available == 0 || memchr(buf.base + buf.start, 0x0A, buf.available) == nil { deferred = nil; throw e }
+        } else {
+            if buf.capacity < 2 * want { buf.grow(to: 2 * want) }
+            do throws(EngineError) { while buf.available < want, try buf.refill() {} } catch { deferred = error }
+        }
         let n = buf.available
         guard n > 0 else { return false }
         let p = UnsafePointer(buf.base + buf.start)
@@ -501,7 +508,10 @@ final class BlockPipeline {
                 while k < threads && i >= k * n / threads { splits.append(i); k += 1 }
             }
             if buf.eof { cut = n }
-            guard cut > 0 else { return false }
+            guard cut > 0 else {
+                if let e = deferred { deferred = nil; throw e }
+                return false
+            }
             while splits.count < threads { splits.append(cut) }
             for j in 0..<splits.count where splits[j] > cut { splits[j] = cut }
         }
@@ -519,8 +529,8 @@ final class BlockPipeline {
         pool.run(threads) { k in parse(blk.pieces[k], UnsafePointer(blk.bytes), quoted, lineLimit) }
         // Read ahead while the pool parses, or zstd decompression would leave it idle between blocks. Only from
         // regular files (a pipe's read may wait for its writer while parsed rows wait to be handed out); an
-        // error is kept for the next launch, which needs those bytes, where one thread reading would meet it.
-        if buf.input.file.size != nil {
+        // error is kept (`deferred`) until the rows before it are out.
+        if buf.input.file.size != nil && deferred == nil {
             do throws(EngineError) { while buf.available < want, try buf.refill() {} } catch { deferred = error }
         }
         return true

@@ -172,4 +172,23 @@ func trace(_ path: String, _ cfg: SourceConfig, threads: Int, blockBytes: Int, b
             }
         }
     }
+
+    /// A truncated zstd stream read ahead by the block path: the same rows first, then the same error, as
+    /// when one thread reads on demand (the read-ahead keeps the error for the block that needs the bytes).
+    @Test func truncatedZstdSameRowsThenSameError() throws {
+        var text = ""
+        var g = NumberStrings.Mix(state: 3)
+        for i in 0..<40_000 { text += "\(i),\(NumberStrings.string(g.next() % 500, seed: 4)),\(i % 7)\n" }
+        let sink = try ByteSink(path: dir + "/z.csv.zst", zstd: true)
+        try sink.write(text); try sink.close()
+        let whole = try Data(contentsOf: URL(fileURLWithPath: dir + "/z.csv.zst"))
+        try whole.prefix(whole.count * 2 / 3).write(to: URL(fileURLWithPath: dir + "/cut.csv.zst"))
+        var cfg = SourceConfig(); cfg.header = .no; cfg.onBadRow = .skip
+        let one = trace(dir + "/cut.csv.zst", cfg, threads: 0, blockBytes: 1 << 20, batchRows: 1000)
+        #expect(one.error?.contains("truncated zstd") == true && one.indices.count > 10_000)
+        for block in [4096, 1 << 16] {
+            let two = trace(dir + "/cut.csv.zst", cfg, threads: 2, blockBytes: block, batchRows: 1000)
+            #expect(two == one, "rows \(two.indices.count) vs \(one.indices.count), batches \(two.batchCounts.count) vs \(one.batchCounts.count), \(two.error ?? "") vs \(one.error ?? "")")
+        }
+    }
 }
