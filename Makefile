@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libopenblas-dev libzstd-dev zstd pkgconf
 BIN := .build/release/rowflow
 
-.PHONY: deps build debug demo test test-kernels test-python test-spark install uninstall bench fuzz record-fixtures clean
+.PHONY: deps build debug demo test test-numbers test-kernels test-python test-spark install uninstall bench fuzz record-fixtures clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -39,8 +39,18 @@ demo: build
 # test would change the last bits that its byte-identity checks compare.
 test: debug
 	OPENBLAS_NUM_THREADS=1 $(SWIFT) test
+	@$(MAKE) --no-print-directory test-numbers
 	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory test-spark
+
+# NumberParser against glibc's strtod (correctly rounded) on 10⁷ generated strings: random doubles, exact and
+# near halfway points, 19–60 digits, subnormals, extreme exponents, signs and exponent spellings. Release build:
+# the debug suite runs 5·10⁴ of them. NUMCHECK_COUNT / NUMCHECK_SEED pick others.
+NUMCHECK_COUNT ?= 10000000
+NUMCHECK_SEED ?= 1
+test-numbers: deps
+	$(SWIFT) build -c release --product rowflow-numcheck
+	.build/release/rowflow-numcheck $(NUMCHECK_COUNT) $(NUMCHECK_SEED)
 
 # The whole Swift suite once per BLAS kernel this CPU can run (OPENBLAS_CORETYPE forced; the fixture replays
 # already cover the kernels in `make test`): tests must not depend on one kernel's rounding.

@@ -39,6 +39,8 @@ let package = Package(
         // Reference implementations and fixtures shared by the test targets (never linked into the product).
         .target(name: "TestSupport", dependencies: ["EngineCore", "LinearAlgebra", "RowIO"], path: "Tests/TestSupport"),
         .target(name: "FuzzHarness", dependencies: ["EngineCore", "RowIO", "Manifest", "Operators"], path: "Tests/FuzzHarness"),
+        // NumberParser against strtod on 10⁷ generated strings, in release (`make test-numbers`, part of `make test`).
+        .executableTarget(name: "rowflow-numcheck", dependencies: ["TestSupport"], path: "Tests/NumberCheck"),
         .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra", "TestSupport"]),
         .testTarget(name: "EngineCoreTests", dependencies: ["EngineCore", "TestSupport"]),
         .testTarget(name: "RowIOTests", dependencies: ["RowIO", "EngineCore", "TestSupport"]),

@@ -1,4 +1,4 @@
-"""halpern-solver with its default parameters on the cases of issue 17 (which introduced preconditioning and
+"""halpern-solver with its default parameters on the cases its defaults were tuned on (preconditioning and
 restarted vr-halpern's epochs), against the same solve with `precondition: none` and/or the other
 algorithm. Prints a markdown section; oracle calls are deterministic, wall times are not.
 

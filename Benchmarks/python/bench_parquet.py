@@ -15,7 +15,7 @@ round-robin:
 Every contender's Gram is checked against the first's (relative difference printed).
 
 Usage: python3 Benchmarks/python/bench_parquet.py [--rows 10000000] [--cols 32] [--runs 3]
-       [--rowflow .build/release/rowflow] [--append Benchmarks/RESULTS.md]
+       [--rowflow .build/release/rowflow] [--append Benchmarks/HISTORY.md]
 Data go to Benchmarks/data/ (git-ignored), generated once (seeded) and reused. Needs numpy, pyarrow, pyyaml and
 threadpoolctl (Benchmarks/requirements.txt) and a release binary: a debug build is ~10× slower.
 """

@@ -10,7 +10,7 @@ Contenders, each on the same rows:
     session (the first job also pays the Python workers' start).
 
 Usage: python3 Benchmarks/spark/bench_spark.py [--rows 10000000] [--cols 32] [--shards 8] [--master local[2]]
-       [--rowflow .build/release/rowflow] [--work /tmp/rowflow-spark-bench] [--repeat 3] [--append Benchmarks/RESULTS.md]
+       [--rowflow .build/release/rowflow] [--work /tmp/rowflow-spark-bench] [--repeat 3] [--append Benchmarks/HISTORY.md]
 Needs the packages of Integrations/python/requirements.txt and java.
 """
 

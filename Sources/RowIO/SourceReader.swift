@@ -30,6 +30,35 @@ public final class SourceReader: @unchecked Sendable {
 
     private var memoryFile: RawFile?
 
+    /// Threads that parse csv/tsv/libsvm text in blocks (1: the decoding thread parses the blocks itself; 0, the
+    /// default: line by line, the reference the block path is tested against). Outputs do not depend on it.
+    public var parseThreads = 0 {
+        didSet {
+            if pool != nil && pool?.threads != parseThreads { pool?.shutdown(); pool = nil }
+            attachPool(decoder)
+        }
+    }
+
+    /// Gives a text decoder the parse pool, started on first use (binary input never starts its threads).
+    private func attachPool(_ dec: RowDecoder?) {
+        guard dec is TextDecoder || dec is LibsvmDecoder else { return }
+        if parseThreads >= 1 && pool == nil { pool = ParsePool(threads: parseThreads) }
+        let p = parseThreads >= 1 ? pool : nil
+        (dec as? TextDecoder)?.pool = p
+        (dec as? LibsvmDecoder)?.pool = p
+    }
+    /// Text bytes per parse thread in one block (`ROWFLOW_PARSE_BLOCK_BYTES`, a test hook, overrides it):
+    /// memory is about 4 blocks' worth; outputs do not depend on it.
+    public var parseBlockBytes = ParsePool.defaultBlockBytes() {
+        didSet {
+            (decoder as? TextDecoder)?.blockBytesPerThread = parseBlockBytes
+            (decoder as? LibsvmDecoder)?.blockBytesPerThread = parseBlockBytes
+        }
+    }
+    private var pool: ParsePool?
+
+    deinit { pool?.shutdown() }
+
     /// Reads one in-memory input through the same decoders (fuzzing, tests).
     public init(memory file: RawFile, config: SourceConfig, bad: BadRowHandler) throws(EngineError) {
         self.config = config
@@ -109,6 +138,9 @@ public final class SourceReader: @unchecked Sendable {
         let inp = try ByteInput(file)
         let buf = ChunkBuffer(inp)
         let dec = try makeDecoder(buf, firstRow: rowsFinished)
+        attachPool(dec)
+        (dec as? TextDecoder)?.blockBytesPerThread = parseBlockBytes
+        (dec as? LibsvmDecoder)?.blockBytesPerThread = parseBlockBytes
         try dec.prime()
         if let l = dec.layout {
             if let prev = layout, prev.rawColumns != l.rawColumns {

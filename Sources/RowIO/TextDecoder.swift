@@ -12,9 +12,12 @@ import Glibc
 /// byte. Only the fields the layout uses (features, target, weight) are converted to numbers; the others
 /// are only delimited, and may hold anything.
 ///
-/// Errors name `file:line:column` (1-based; column = byte column of the field). A line longer than
-/// 1 MiB + 64 bytes per column is rejected, which bounds memory on hostile input. UTF-16 input is rejected
-/// with a hint.
+/// Errors name `file:line:column` (1-based; column = byte column of the field). A record longer than
+/// 1 MiB + 64 bytes per column is rejected at its line, which bounds memory on hostile input. UTF-16 input is
+/// rejected with a hint.
+///
+/// With a parse pool (`pool`), the header and first row are read here and the rest in blocks on the pool's
+/// threads (`BlockPipeline`); without one, line by line — the reference the block path is tested against.
 final class TextDecoder: RowDecoder {
     let buf: ChunkBuffer
     let name: String
@@ -26,6 +29,8 @@ final class TextDecoder: RowDecoder {
     private var headerDone = false
     private var firstLine = true
     var rowsKnown: Int64? { nil }
+    private var converter = RecordConverter(roles: [], rawColumns: 0, allowNonfinite: false)
+    private var rowScratch: [Double] = []
     /// Field boundaries of the current line (reused: no per-row allocation).
     private var fieldStarts: [Int] = []
     private var fieldEnds: [Int] = []
@@ -61,6 +66,10 @@ final class TextDecoder: RowDecoder {
                                 }) {
         case .end: return nil
         case let .line(s, e):
+            // Every record is held to the limit, whatever the reads' sizes were (the parse threads apply the
+            // same rule, so where a long record is rejected does not depend on the thread count).
+            let limit = maxLineBytes(fieldsSeen: layout == nil ? countDelimiters(s, e) : 0)
+            if e - s > limit { throw tooLong(line: line + 1, max: limit) }
             line += 1
             recordLine = line
             // A record with quoted newlines: count them, so later lines keep their numbers.
@@ -73,8 +82,7 @@ final class TextDecoder: RowDecoder {
             }
             return (s, e)
         case let .tooLong(max):
-            throw .data("\(name):\(line + 1):1", "line is longer than \(max) bytes without a newline",
-                        hint: "not \(delimiter == 0x09 ? "tsv" : "csv") text, or a quote (\") that opens a field and never closes? Set source.format")
+            throw tooLong(line: line + 1, max: max)
         }
     }
 
@@ -157,8 +165,10 @@ final class TextDecoder: RowDecoder {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    private func isBlank(_ s: Int, _ e: Int) -> Bool {
-        for i in s..<e where buf.base[i] != 0x20 && buf.base[i] != 0x09 { return false }
+    private func isBlank(_ s: Int, _ e: Int) -> Bool { TextDecoder.isBlank(buf.base, s, e) }
+
+    static func isBlank(_ p: UnsafePointer<UInt8>, _ s: Int, _ e: Int) -> Bool {
+        for i in s..<e where p[i] != 0x20 && p[i] != 0x09 { return false }
         return true
     }
 
@@ -217,12 +227,52 @@ final class TextDecoder: RowDecoder {
             splitFields(s, e)
             try parseRow(s, e, into: &batch, bad: bad)
         }
+        guard let pool, layout != nil else {
+            while !batch.isFull {
+                guard let (s, e) = try nextDataLine() else { return false }
+                if layout == nil { try establishLayout(fields: fieldStarts.count) }
+                try parseRow(s, e, into: &batch, bad: bad)
+            }
+            return true
+        }
+        let pipe = pipeline ?? makePipeline(pool)
         while !batch.isFull {
+            if try pipe.step(&batch, nextRow: &nextRow, line: &line, lineLimit: maxLineBytes(fieldsSeen: 0), onFault: { f, bytes, line, row throws(EngineError) in
+                if case let .tooLong(max) = f.fault.kind { throw self.tooLong(line: line, max: max) }
+                let r = row
+                row += 1
+                try bad.report(self.error(f.fault, bytes, recordStart: f.start, line: line), row: r, column: f.fault.column,
+                               raw: { TextDecoder.text(bytes, f.start, f.end) })
+            }) { continue }
+            // Nothing in flight and no block to take: the end of the input, or a record longer than a block.
             guard let (s, e) = try nextDataLine() else { return false }
-            if layout == nil { try establishLayout(fields: fieldStarts.count) }
             try parseRow(s, e, into: &batch, bad: bad)
         }
         return true
+    }
+
+    // MARK: parallel parsing
+
+    /// Parse threads (set by SourceReader); nil: line by line on this thread. Either way the rows, their
+    /// positions, every error and quarantine line are the same (see `BlockPipeline`).
+    var pool: ParsePool?
+    /// Bytes of text per parse thread in one block (tests make it tiny to put block edges everywhere).
+    var blockBytesPerThread = 1 << 20
+    private var pipeline: BlockPipeline?
+
+    private func makePipeline(_ pool: ParsePool) -> BlockPipeline {
+        let delimiter = delimiter, converter = converter
+        let p = BlockPipeline(buf: buf, pool: pool, blockBytesPerThread: blockBytesPerThread, quoteAware: true, delimiter: delimiter,
+                              columns: layout!.features, rawColumns: layout!.rawColumns) { piece, bytes, quoted, limit in
+            piece.parse(bytes, delimiter: delimiter, quoted: quoted, converter: converter, lineLimit: limit)
+        }
+        pipeline = p
+        return p
+    }
+
+    func tooLong(line: Int64, max: Int) -> EngineError {
+        .data("\(name):\(line):1", "line is longer than \(max) bytes without a newline",
+              hint: "not \(delimiter == 0x09 ? "tsv" : "csv") text, or a quote (\") that opens a field and never closes? Set source.format")
     }
 
     func establishLayout(fields: Int) throws(EngineError) {
@@ -241,79 +291,68 @@ final class TextDecoder: RowDecoder {
             throw .data("\(name):1:1", "the manifest names columns, but the first line looks like data, not a header",
                         hint: "set source.header: yes if the first line is the header, or give source.names")
         }
-        layout = try RowLayout(rawColumns: fields, config: config, names: names, location: "\(name):\(recordLine):1")
+        let l = try RowLayout(rawColumns: fields, config: config, names: names, location: "\(name):\(recordLine):1")
+        layout = l
+        converter = RecordConverter(roles: l.roles, rawColumns: l.rawColumns, allowNonfinite: config.allowNonfinite)
     }
 
     private func parseRow(_ s: Int, _ e: Int, into batch: inout RowBatch, bad: BadRowHandler) throws(EngineError) {
         let layout = layout!
         let row = nextRow
         nextRow += 1
-        let line = recordLine
-        if fieldStarts.count != layout.rawColumns {
-            let err = EngineError.data("\(name):\(line):1",
-                                       "ragged row: expected \(layout.rawColumns) fields, found \(fieldStarts.count)")
-            try bad.report(err, row: row, raw: { rawText(s, e) })
-            return
-        }
-        let slot = batch.appendSlot(index: row)
         let d = batch.columns
-        let p = UnsafePointer(buf.base)
-        var failure: EngineError?, failedColumn = 0
-        batch.features.withUnsafeMutableBufferPointer { f in
-            let out = f.baseAddress! + slot * d
-            for k in 0..<layout.rawColumns {
-                let role = layout.roles[k]
-                // Columns nothing uses are only delimited: they may hold text, dates, anything.
-                if case .drop = role { continue }
-                let v: Double
-                switch NumberParser.parse(p, fieldStarts[k], fieldEnds[k]) {
-                case let .value(x): v = x
-                case let .nonfinite(x, what):
-                    if config.allowNonfinite { v = x } else {
-                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad value: \(what) in field \(k + 1)\(layout.label(k))",
-                                        hint: "a missing or non-finite cell: on_bad_row: skip drops such rows (run.json counts them per column); allow_nonfinite: true keeps them")
-                        failedColumn = k
-                        return
-                    }
-                case .overflow:
-                    if config.allowNonfinite { v = p[fieldStarts[k]] == 0x2D ? -.infinity : .infinity } else {
-                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)",
-                                        "bad value: '\(rawText(fieldStarts[k], fieldEnds[k]))' overflows float64 in field \(k + 1)\(layout.label(k))")
-                        failedColumn = k
-                        return
-                    }
-                case .invalid:
-                    failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)",
-                                    "bad value: expected a number in field \(k + 1)\(layout.label(k)), found '\(rawText(fieldStarts[k], fieldEnds[k], limit: 40))'",
-                                    hint: layout.isIdentity && config.select == nil ? "a text column? list the numeric columns in source.select; the others are then not parsed" : nil)
-                    failedColumn = k
-                    return
-                }
-                switch role {
-                case let .feature(j): out[j] = v
-                case .target: batch.targets![slot] = v
-                case .weight:
-                    if !(v >= 0) {
-                        failure = .data("\(name):\(line):\(fieldStarts[k] - s + 1)", "bad weight \(v): weights are multiplicities and must be ≥ 0")
-                        failedColumn = k
-                        return
-                    }
-                    batch.weights![slot] = v
-                case .drop: break
+        if rowScratch.count < d { rowScratch = [Double](repeating: 0, count: d) }
+        var t = 0.0, w = 0.0
+        let fault = fieldStarts.withUnsafeBufferPointer { st in
+            fieldEnds.withUnsafeBufferPointer { en in
+                rowScratch.withUnsafeMutableBufferPointer { out in
+                    converter.convert(buf.base, st.baseAddress!, en.baseAddress!, fields: st.count, out: out.baseAddress!, target: &t, weight: &w)
                 }
             }
         }
-        if let failure {
-            batch.dropLast()
-            try bad.report(failure, row: row, column: failedColumn, raw: { rawText(s, e) })
+        if let fault {
+            try bad.report(error(fault, buf.base, recordStart: s, line: recordLine), row: row, column: fault.column,
+                           raw: { TextDecoder.text(buf.base, s, e) })
+            return
+        }
+        let slot = batch.appendSlot(index: row)
+        for j in 0..<d { batch.features[slot * d + j] = rowScratch[j] }
+        if layout.hasTarget { batch.targets![slot] = t }
+        if layout.hasWeight { batch.weights![slot] = w }
+    }
+
+    /// The message for a bad record, the same whichever thread parsed it.
+    func error(_ f: RowFault, _ p: UnsafePointer<UInt8>, recordStart s: Int, line: Int64) -> EngineError {
+        let layout = layout!
+        let k = f.column ?? 0
+        let at = "\(name):\(line):\(f.fieldStart - s + 1)"
+        switch f.kind {
+        case let .ragged(found):
+            return .data("\(name):\(line):1", "ragged row: expected \(layout.rawColumns) fields, found \(found)")
+        case let .nonfinite(what):
+            return .data(at, "bad value: \(what) in field \(k + 1)\(layout.label(k))",
+                         hint: "a missing or non-finite cell: on_bad_row: skip drops such rows (run.json counts them per column); allow_nonfinite: true keeps them")
+        case .overflow:
+            return .data(at, "bad value: '\(TextDecoder.text(p, f.fieldStart, f.fieldEnd))' overflows float64 in field \(k + 1)\(layout.label(k))")
+        case .invalid:
+            return .data(at, "bad value: expected a number in field \(k + 1)\(layout.label(k)), found '\(TextDecoder.text(p, f.fieldStart, f.fieldEnd, limit: 40))'",
+                         hint: layout.isIdentity && config.select == nil ? "a text column? list the numeric columns in source.select; the others are then not parsed" : nil)
+        case let .badWeight(v):
+            return .data(at, "bad weight \(v): weights are multiplicities and must be ≥ 0")
+        case let .tooLong(max):
+            return tooLong(line: line, max: max)
+        case let .message(column, text, hint):
+            return .data("\(name):\(line):\(column)", text, hint: hint)
         }
     }
 
-    func rawText(_ a: Int, _ b: Int, limit: Int = 1 << 20) -> String {
+    static func text(_ p: UnsafePointer<UInt8>, _ a: Int, _ b: Int, limit: Int = 1 << 20) -> String {
         let n = min(b - a, limit)
-        let t = String(decoding: UnsafeBufferPointer(start: buf.base + a, count: n), as: UTF8.self)
+        let t = String(decoding: UnsafeBufferPointer(start: p + a, count: n), as: UTF8.self)
         return n < b - a ? t + "…" : t
     }
+
+    func rawText(_ a: Int, _ b: Int, limit: Int = 1 << 20) -> String { TextDecoder.text(buf.base, a, b, limit: limit) }
 
     /// Reads up to the first data row to learn the layout; that row stays pending for the first fill().
     func prime() throws(EngineError) {

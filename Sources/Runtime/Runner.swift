@@ -252,6 +252,9 @@ final class RunSession: @unchecked Sendable {
         }
         let bad = BadRowHandler(policy: spec.source.onBadRow, quarantine: sink)
         let src = try SourceReader(path: options.input, config: spec.source, bad: bad)
+        // Text parses on every core beside the compute thread: the parse threads wait whenever the batch
+        // queue is full, so a heavy operator keeps its core; a light one leaves both to parsing.
+        src.parseThreads = options.threads > 1 ? ParsePool.defaultThreads() : 1
         source = src
         if src.layout == nil && spec.source.columns == nil && options.shard != nil {
             // An empty shard whose shape nothing states: valid; its blob holds no states and its run directory

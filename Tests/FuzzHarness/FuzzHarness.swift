@@ -69,19 +69,56 @@ public enum FuzzHarness {
         return c
     }
 
+    /// Decodes line by line and in blocks on two parse threads (blocks of a 50th of the input, at least 7
+    /// bytes per thread, so block edges fall everywhere): any difference in rows, positions, bad-row counts,
+    /// quarantine lines or error is a crash, so the fuzzer searches for inputs where the two paths part.
+    /// Returns whether the input decoded to its end without an error.
     static func decode(_ data: [UInt8], config: SourceConfig) -> Bool {
-        let bad = BadRowHandler(policy: config.onBadRow, quarantine: { _ throws(EngineError) in })
-        guard let src = try? SourceReader(memory: RawFile.memory(data, name: "fuzz"), config: config, bad: bad),
-              let l = src.layout else { return false }
+        let one = trace(data, config: config, threads: 0)
+        let two = trace(data, config: config, threads: 2)
+        precondition(one == two, "parallel text parsing differs from line by line")
+        return one.error == nil && one.layoutFound
+    }
+
+    struct Trace: Equatable {
+        var bits: [UInt64] = [], indices: [Int64] = [], counts: [Int] = []
+        var skipped: Int64 = 0, quarantined: [String] = [], error: String?
+        var layoutFound = false
+    }
+
+    final class Lines: @unchecked Sendable { var all: [String] = [] }
+
+    static func trace(_ data: [UInt8], config: SourceConfig, threads: Int) -> Trace {
+        var t = Trace()
+        let lines = Lines()
+        let bad = BadRowHandler(policy: config.onBadRow, quarantine: { line throws(EngineError) in lines.all.append(line) })
+        defer { t.skipped = bad.skipped; t.quarantined = lines.all }
+        let src: SourceReader
+        do { src = try SourceReader(memory: RawFile.memory(data, name: "fuzz"), config: config, bad: bad) } catch {
+            t.error = "\(error)"
+            return t
+        }
+        src.parseThreads = threads
+        src.parseBlockBytes = max(7, data.count / 50)
+        guard let l = src.layout else { return t }
+        t.layoutFound = true
         var batch = RowBatch(columns: l.features, capacity: RowBatch.capacity(batchRows: config.batchRows, columns: l.features),
                              hasTarget: l.hasTarget, hasWeight: l.hasWeight)
         var rows = 0
         while rows < 1_000_000 {
             batch.reset()
-            guard let more = try? src.fill(&batch) else { return false }
+            let more: Bool
+            do { more = try src.fill(&batch) } catch {
+                t.error = "\(error)"
+                return t
+            }
+            t.counts.append(batch.count)
+            t.bits += batch.features.prefix(batch.count * l.features).map(\.bitPattern)
+            if let y = batch.targets { t.bits += y.prefix(batch.count).map(\.bitPattern) }
+            t.indices += batch.indices.prefix(batch.count)
             rows += batch.count
-            if !more { return true }
+            if !more { break }
         }
-        return true
+        return t
     }
 }

@@ -61,8 +61,8 @@ func regressionObjective(_ problem: HalpernProblem, lambda: Double, x: [Double],
     }()
 
     /// Default parameters (vr-halpern, diagonal preconditioning, tolerance 1e-8, default budget): the solve
-    /// converges and its objective is within 1e-6 relative of scikit-learn's (the acceptance bound of
-    /// issue 17; measured ≤ 2e-9 with these defaults, printed). The objective can fall below the
+    /// converges and its objective is within 1e-6 relative of scikit-learn's (the acceptance bound the
+    /// solver is held to; measured ≤ 2e-9 with these defaults, printed). The objective can fall below the
     /// reference only by the reference's own suboptimality, which its optimality residual (≤ 3e-15) makes
     /// negligible: 1e-9 relative is allowed for rounding of sums of ~10⁶.
     @Test(arguments: cases) func matchesScikitLearn(c: Case) throws {
@@ -146,7 +146,7 @@ func regressionObjective(_ problem: HalpernProblem, lambda: Double, x: [Double],
     /// Restarted vr-halpern against restarted deterministic halpern on well-conditioned least squares
     /// (n = 20,000, d = 30, columns scaled 1…3, so κ(AᵀA) ≈ 9), tolerance 1e-9, seeded; oracle calls are
     /// deterministic, so the test cannot fail by chance. With the defaults (diagonal preconditioning, κ ≈ 1.2
-    /// after it) the goal of issue 17 is ≤ 0.5× deterministic halpern's calls: measured 0.37× (389,692 against
+    /// after it) the goal is ≤ 0.5× deterministic halpern's calls: measured 0.37× (389,692 against
     /// 1,060,000, printed), so the margin is 0.13 of halpern's calls — about 7 of its 53 passes. With
     /// `precondition: none` κ stays
     /// ≈ 9, the regime of the paper's bound (Õ(n + √n·L_vr/μ) against O(n·L/μ)): measured 0.096×, asked 0.2×.

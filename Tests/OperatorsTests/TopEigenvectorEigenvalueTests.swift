@@ -36,7 +36,7 @@ import Testing
     /// sin²θ = 0.96), which oja flags (step_warning, now also a run warning), and the eigenvalue is that
     /// vector's Rayleigh quotient vᵀAᵀAv within 1% (measured 0.15%) — consistent with the vector, not with λ₁.
     /// Before, the estimate was the last epochs' average per unit weight × the whole weight, which drops heavy
-    /// rows that passed earlier (issue 17: 29.7 for 156.2).
+    /// rows that passed earlier (the estimate this test was written against: 29.7 for 156.2).
     @Test(arguments: ["early", "late", "spread"])
     func heavyRowsEigenvalue(placement: String) throws {
         let n = 20_000, d = 20

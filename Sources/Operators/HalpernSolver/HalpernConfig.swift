@@ -79,6 +79,6 @@ public struct HalpernConfig: Sendable, Equatable {
     /// large one, and 2·10⁷ component evaluations take a few seconds at most.
     public static let minimumBudget: Int64 = 20_000_000
     /// The default algorithm: vr-halpern for regression, deterministic halpern for matrix games (faster on
-    /// dense games: Benchmarks/RESULTS.md).
+    /// dense games: Benchmarks/HISTORY.md).
     public static func defaultVarianceReduced(_ p: HalpernProblem) -> Bool { p != .matrixGame }
 }

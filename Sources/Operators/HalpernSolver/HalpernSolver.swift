@@ -46,7 +46,7 @@ import Darwin
 ///     n = 10⁵, d = 30, κ ≈ 1 after scaling). Longer epochs of smaller mini-batches gain ≈ 3.5 halvings per
 ///     epoch of 1.5 passes there (0.32× deterministic Halpern's calls); the estimator's accumulated variance, ∝ m/b
 ///     times the paper's, is held by the anchoring and measured, not proved, to stay below what costs
-///     iterations (Benchmarks/RESULTS.md, issue 17).
+///     iterations (Benchmarks/HISTORY.md).
 ///   Uniform sampling uses the mean-square constant of the estimator, L_vr = √(n·Σ_i w_i²‖ã_i‖⁴) (+λ; /4 for
 ///   logistic; E‖n·w_iΔF_i‖² ≤ L_vr²‖Δ‖², the paper's Lipschitz-in-expectation assumption), computed in the
 ///   norm pass, and η = 1/L_vr; it is at most n·maxᵢ w_i‖ã_i‖² and far smaller on uneven rows. With `sampling: importance` rows are drawn ∝ w_i‖a_i‖² (inverse
@@ -108,7 +108,7 @@ public struct HalpernSolver: IterativeOperator {
     /// Restarted vr-halpern's mini-batch, ⌈√n/8⌉ rows, and epoch, ⌈n/(4b)⌉ ≈ 2√n iterations per full pass
     /// (about half a pass of mini-batch work per epoch): the middle of a plateau measured over
     /// b ∈ √n/{4, 8, 16} × half, quarter and whole passes per epoch on seven problems (κ from 1 to 55, n from
-    /// 10³ to 10⁵); every point of that grid beat the loopless schedule (Benchmarks/RESULTS.md, issue 17).
+    /// 10³ to 10⁵); every point of that grid beat the loopless schedule (Benchmarks/HISTORY.md).
     static func epochBatch(_ n: Int) -> Int { max(1, Int((Double(n).squareRoot() / 8).rounded(.up))) }
     static func epochLength(_ n: Int) -> Int {
         let b = epochBatch(n)

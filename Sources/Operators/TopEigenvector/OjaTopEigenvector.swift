@@ -54,7 +54,7 @@ public struct OjaTopEigenvector: StreamOperator, Equatable {
     var chunkCount = 0
     /// The `keptMax` rows of largest w‖a‖² so far, kept exactly (row-major) with their weights and masses:
     /// their share of the eigenvalue is computed with the final vector. Without this a few heavy rows that
-    /// passed before the last two epochs were lost from the estimate (issue 17: 29.7 for a true 156.2 with
+    /// passed before the last two epochs were lost from the estimate (measured before: 29.7 for a true 156.2 with
     /// five planted heavy rows), and ones inside them were extrapolated to the whole stream. Every row still enters the epoch scores; at the end
     /// the kept rows' own scores (`keptScore`, per copy, from when they were processed) come out of the epochs
     /// they fell in, so which rows count as heavy is decided once, by the final set — deciding it as rows

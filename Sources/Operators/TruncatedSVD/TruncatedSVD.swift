@@ -16,7 +16,7 @@ public enum TruncatedSVD: OperatorKind {
             ParameterSpec("block_rows", .intOrAuto(min: 1, max: 1 << 20), default: .string("auto"),
                           doc: "rows per internal block (fixed row positions); auto: a function of the column count"),
             ParameterSpec("precision", .choice(["auto", "float64", "float32"]), default: .string("auto"),
-                          doc: "gram: float32 forms each 64-row chunk's Gram matrix in float32 (≈ 1.4× faster at d = 256, Benchmarks/RESULTS.md; the margin grows by √k·γ₆₅·F² ≈ 1.6e-5·F² at k = 16), float64 adds every product in float64; auto: float32 for uncentred f32 sources with rank ≤ 24"),
+                          doc: "gram: float32 forms each 64-row chunk's Gram matrix in float32 (≈ 1.4× faster at d = 256, Benchmarks/HISTORY.md; the margin grows by √k·γ₆₅·F² ≈ 1.6e-5·F² at k = 16), float64 adds every product in float64; auto: float32 for uncentred f32 sources with rank ≤ 24"),
             ParameterSpec("center", .bool, default: .bool(false),
                           doc: "subtract the running weighted mean (PCA, scikit-learn semantics; adds mean and explained_variance)"),
             ParameterSpec("decay", .double(min: 0, max: 1, openMin: true), default: .double(1),
