@@ -23,7 +23,8 @@ import Testing
 ///    recorded beside it (within 1e-10 relative: BLAS kernels order sums differently); a version this build
 ///    no longer reads is refused with an error naming the version. A state-version bump therefore needs a
 ///    new golden file (`ROWFLOW_RECORD_STATES=1 swift test --filter OperatorLawTests` writes missing ones,
-///    never overwriting).
+///    never overwriting); the old one stays. States from before golden files existed are in
+///    Fixtures/states/old (OldStateTests).
 ///
 /// The examples are the operators' own (`OperatorInfo.examples`): a new operator gets the laws by declaring them.
 @Suite struct OperatorLawTests {
@@ -150,6 +151,31 @@ import Testing
             let got = LawOutput(try op.finish())
             let expected = try LawOutput(json: try loadJSON(dir + "/\(name).json"))
             #expect(got.close(to: expected, relative: 1e-10), "\(f): finishing the golden state no longer gives the recorded outputs")
+        }
+    }
+}
+
+/// Golden states of versions this build no longer writes, kept as earlier builds wrote them
+/// (Fixtures/states/old/<kind>.v<version>.<what>.state): each is refused by its version with exit 65 and a
+/// message naming it, before its payload is decoded — never misread as the current layout.
+@Suite struct OldStateTests {
+    @Test func oldVersionsAreRefusedByVersion() throws {
+        let dir = packageRoot + "/Fixtures/states/old"
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".state") }.sorted()
+        #expect(!files.isEmpty)
+        for f in files {
+            let env = try StateEnvelope.decode([UInt8](FileManager.default.contents(atPath: dir + "/" + f)!), location: f)
+            let d = try #require(OperatorRegistry.standard[env.kind], "\(f): kind \(env.kind) is not registered")
+            #expect(f.hasPrefix("\(env.kind).v\(env.stateVersion)."), "\(f) holds \(env.kind) v\(env.stateVersion)")
+            #expect(env.stateVersion < d.stateVersion, "\(f) is not older than this build's version \(d.stateVersion)")
+            let params = ParamValues(d.parameters.map { p in (p.name, p.defaultValue ?? (p.required ? .int(2) : .null)) })
+            let ctx = OperatorContext(shape: StreamShape(columns: env.columns, hasTarget: env.hasTarget), seed: env.seed, shard: env.shard, purpose: 0)
+            do throws(EngineError) {
+                _ = try d.restore(kind: env.kind, version: env.stateVersion, payload: env.payload, params: params, context: ctx, location: f)
+                Issue.record("\(f): a version-\(env.stateVersion) state was accepted")
+            } catch {
+                #expect(error.status == .dataError && error.message.contains("state version \(env.stateVersion)"), "\(f): \(error)")
+            }
         }
     }
 }
