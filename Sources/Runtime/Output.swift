@@ -1,4 +1,5 @@
 import EngineCore
+import Foundation
 import Manifest
 import Operators
 import RowIO
@@ -15,12 +16,30 @@ public struct OutputWriter: Sendable {
     public func operatorDir(_ id: String) -> String { dir + "/" + id }
 
     /// Creates `dir`, takes its lock (`OutputLock`) and proves it writable (exit 74 otherwise) before any data
-    /// is read.
+    /// is read. Holding the lock, it removes the temporaries (`<name>.tmp-<pid>`) a writer killed mid-write
+    /// left behind: no other writer can be active, and a resumed run must leave the same files as one that
+    /// never stopped.
     public func prepare() throws(EngineError) {
         try FileBytes.makeDirectory(dir)
         try OutputLock.acquire(dir)
         try FileBytes.writeAtomically(Array("{}\n".utf8), to: dir + "/.rowflow-write-test")
         _ = unlinkFile(dir + "/.rowflow-write-test")
+        removeStaleTemporaries(in: dir, depth: 2)
+    }
+
+    /// Unlinks `*.tmp-<digits>` files in `path` and, `depth` levels down, its subdirectories (operator folders,
+    /// their `current/`, checkpoints).
+    func removeStaleTemporaries(in path: String, depth: Int) {
+        let fm = FileManager.default
+        for name in (try? fm.contentsOfDirectory(atPath: path)) ?? [] {
+            let full = path + "/" + name
+            if let r = name.range(of: ".tmp-", options: .backwards), !name[r.upperBound...].isEmpty,
+               name[r.upperBound...].allSatisfy(\.isNumber), !FileBytes.isDirectory(full) {
+                _ = unlinkFile(full)
+            } else if depth > 0, FileBytes.isDirectory(full) {
+                removeStaleTemporaries(in: full, depth: depth - 1)
+            }
+        }
     }
 
     public func writeRunJSON(_ json: JSON) throws(EngineError) {

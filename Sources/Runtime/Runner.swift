@@ -153,17 +153,9 @@ public final class Runner: Sendable {
 /// the graph, hands the stream to a `StreamDriver`, runs the finish cascade and writes the outputs, the
 /// state blob and the record behind run.json.
 final class RunSession: @unchecked Sendable {
-    let options: RunOptions
-    let spec: PipelineSpec
-    let output: OutputWriter
+    let run: RunContext
     let started: Double
     let checkpoints: CheckpointStore?
-    let resumeFrom: Checkpoint?
-    /// The checkpoint's when resuming, else the options'.
-    let seed: UInt64
-    let shard: Int64
-    let stdout: @Sendable (String) -> Void
-    let stderr: @Sendable (String) -> Void
     /// The counters and lists run.json reports beyond the driver's (failed operators, warnings).
     var record: RunRecord
     /// Set once the input is open (run.json written before that reports zero counters).
@@ -171,16 +163,11 @@ final class RunSession: @unchecked Sendable {
     var driver: StreamDriver?
 
     init(runner: Runner, spec: PipelineSpec, output: OutputWriter, started: Double, checkpoints: CheckpointStore?, resumeFrom: Checkpoint?) {
-        options = runner.options
-        self.spec = spec
-        self.output = output
+        run = RunContext(options: runner.options, spec: spec, output: output, resumeFrom: resumeFrom,
+                         seed: resumeFrom?.seed ?? runner.options.seed, shard: resumeFrom?.shard ?? runner.options.shard ?? 0,
+                         stdout: runner.stdout, stderr: runner.stderr)
         self.started = started
         self.checkpoints = checkpoints
-        self.resumeFrom = resumeFrom
-        seed = resumeFrom?.seed ?? runner.options.seed
-        shard = resumeFrom?.shard ?? runner.options.shard ?? 0
-        stdout = runner.stdout
-        stderr = runner.stderr
         record = RunRecord(manifest: runner.options.manifestPath)
     }
 
@@ -191,16 +178,16 @@ final class RunSession: @unchecked Sendable {
         r.error = error
         let rowsFed = driver?.rowsFed ?? 0
         r.rowsRead = rowsFed
-        r.newRows = rowsFed - Int64(resumeFrom?.rowsFed ?? 0)
+        r.newRows = rowsFed - Int64(run.resumeFrom?.rowsFed ?? 0)
         r.rowsSkipped = source?.bad.skipped ?? 0
         r.rowsQuarantined = source?.bad.quarantined ?? 0
         r.bytesIn = source?.bytesIn ?? 0
         r.seconds = max(0, monotonicSeconds() - started)
-        r.manifestSHA256 = spec.sha256
-        r.seed = seed
-        r.shard = shard
-        r.resumedFromRow = Int64(resumeFrom?.rowsFed ?? 0)
-        r.input = options.input ?? "-"
+        r.manifestSHA256 = run.spec.sha256
+        r.seed = run.seed
+        r.shard = run.shard
+        r.resumedFromRow = Int64(run.resumeFrom?.rowsFed ?? 0)
+        r.input = run.options.input ?? "-"
         r.format = source?.formatUsed?.rawValue
         if let bad = source?.bad, !bad.byColumn.isEmpty {
             let names = source?.layout?.rawNames
@@ -209,7 +196,7 @@ final class RunSession: @unchecked Sendable {
             }
         }
         r.columns = source?.layout?.features
-        r.operators = spec.operators.map(\.id)
+        r.operators = run.spec.operators.map(\.id)
         return r
     }
 
@@ -217,15 +204,15 @@ final class RunSession: @unchecked Sendable {
     func writeStateBlob(to path: String, graph: Graph?, rowsFed: Int64) throws(EngineError) {
         var entries: [StateBlob.Entry] = []
         if let graph {
-            for s in spec.consumers(of: "source") {
+            for s in run.spec.consumers(of: "source") {
                 guard let bytes = graph.stateBytes(s.id) else { throw .internal("--state-out", "no state for operator '\(s.id)'") }
                 entries.append(StateBlob.Entry(id: s.id, envelope: bytes))
             }
         }
-        let blob = StateBlob(manifestSHA256: StateBlob.digest(hex: spec.sha256), seed: seed, rowsRead: UInt64(rowsFed),
+        let blob = StateBlob(manifestSHA256: StateBlob.digest(hex: run.spec.sha256), seed: run.seed, rowsRead: UInt64(rowsFed),
                              rowsSkipped: UInt64(source?.bad.skipped ?? 0), rowsQuarantined: UInt64(source?.bad.quarantined ?? 0),
-                             bytesIn: UInt64(source?.bytesIn ?? 0), shards: [shard], operators: entries).encoded()
-        try RunRecord.writeBlob(blob, to: path, stdout: stdout)
+                             bytesIn: UInt64(source?.bytesIn ?? 0), shards: [run.shard], operators: entries).encoded()
+        try RunRecord.writeBlob(blob, to: path, stdout: run.stdout)
     }
 
     /// summary.json's `feature_names` (every operator sees the source's features: samplers pass them on).
@@ -237,89 +224,87 @@ final class RunSession: @unchecked Sendable {
     /// One stderr line per warning, `rowflow: warning: <id>: <what> (hint: …)`, kept for run.json.
     func warn(id: String, _ w: OperatorWarning) {
         record.warnings.append((id, w))
-        stderr(w.line(id: id))
+        run.stderr(w.line(id: id))
     }
 
     func execute() throws(EngineError) -> RunReport {
-        let quarantinePath = options.out + "/quarantine.txt"
+        let quarantinePath = run.options.out + "/quarantine.txt"
         let qfile = QuarantineFile(path: quarantinePath)
         // A resumed run re-reads the input from its first row and meets the same bad rows again, so the
         // quarantine file (and the bad-row counters) are rebuilt from scratch, identically.
-        if spec.source.onBadRow == .quarantine { _ = unlinkFile(quarantinePath) }
+        if run.spec.source.onBadRow == .quarantine { _ = unlinkFile(quarantinePath) }
         var sink: (@Sendable (String) throws(EngineError) -> Void)? = nil
-        if spec.source.onBadRow == .quarantine {
+        if run.spec.source.onBadRow == .quarantine {
             sink = { (line: String) throws(EngineError) -> Void in try qfile.append(line) }
         }
-        let bad = BadRowHandler(policy: spec.source.onBadRow, quarantine: sink)
-        let src = try SourceReader(path: options.input, config: spec.source, bad: bad)
+        let bad = BadRowHandler(policy: run.spec.source.onBadRow, quarantine: sink)
+        let src = try SourceReader(path: run.options.input, config: run.spec.source, bad: bad)
         // Text parses on every core beside the compute thread: the parse threads wait whenever the batch
         // queue is full, so a heavy operator keeps its core; a light one leaves both to parsing.
-        src.parseThreads = options.threads > 1 ? ParsePool.defaultThreads() : 1
+        src.parseThreads = run.options.threads > 1 ? ParsePool.defaultThreads() : 1
         source = src
-        if src.layout == nil && spec.source.columns == nil && options.shard != nil {
+        if src.layout == nil && run.spec.source.columns == nil && run.options.shard != nil {
             // An empty shard whose shape nothing states: valid; its blob holds no states and its run directory
             // no outputs (merge skips both).
-            if let path = options.stateOut { try writeStateBlob(to: path, graph: nil, rowsFed: 0) }
+            if let path = run.options.stateOut { try writeStateBlob(to: path, graph: nil, rowsFed: 0) }
             return RunReport(rowsRead: 0, rowsSkipped: bad.skipped, rowsQuarantined: bad.quarantined, bytesIn: src.bytesIn,
                              seconds: monotonicSeconds() - started, outputs: [])
         }
         let shape = try streamShape(src)
-        let graph = try Graph(spec: spec, shape: shape, seed: seed, shard: shard, sharded: options.shard != nil,
-                          rowStoreDir: options.out + "/rowstore",
+        let graph = try Graph(spec: run.spec, shape: shape, seed: run.seed, shard: run.shard, sharded: run.options.shard != nil,
+                          rowStoreDir: run.options.out + "/rowstore",
                           durableStores: checkpoints != nil, featureNames: src.layout?.featureNames)
         var shuffler: ShuffleBuffer?
-        if spec.source.shuffle > 0 {
-            let b = spec.source.shuffle
+        if run.spec.source.shuffle > 0 {
+            let b = run.spec.source.shuffle
             if checkpoints != nil && ShuffleBuffer.stateBytes(capacity: b, columns: shape.columns) > ShuffleBuffer.checkpointLimit {
-                throw .usage(options.manifestPath, "source.shuffle: \(b) rows × \(shape.columns) columns would put \(ShuffleBuffer.stateBytes(capacity: b, columns: shape.columns) >> 20) MiB into every checkpoint (limit \(ShuffleBuffer.checkpointLimit >> 20) MiB)",
+                throw .usage(run.options.manifestPath, "source.shuffle: \(b) rows × \(shape.columns) columns would put \(ShuffleBuffer.stateBytes(capacity: b, columns: shape.columns) >> 20) MiB into every checkpoint (limit \(ShuffleBuffer.checkpointLimit >> 20) MiB)",
                              hint: "lower source.shuffle, or run without checkpoints (no checkpoint section, no --checkpoint-every or --resume)")
             }
             shuffler = ShuffleBuffer(capacity: b, columns: shape.columns, hasTarget: shape.hasTarget,
-                                     hasWeight: src.layout?.hasWeight ?? (spec.source.weight != nil), seed: seed, shard: shard)
+                                     hasWeight: src.layout?.hasWeight ?? (run.spec.source.weight != nil), seed: run.seed, shard: run.shard)
         }
-        if let c = resumeFrom {
-            try graph.restore(c, location: options.out + "/checkpoints")
+        if let c = run.resumeFrom {
+            try graph.restore(c, location: run.options.out + "/checkpoints")
             if let sh = shuffler {
-                try sh.restore(c.shuffle, location: options.out + "/checkpoints")
+                try sh.restore(c.shuffle, location: run.options.out + "/checkpoints")
             } else if !c.shuffle.isEmpty {
-                throw .usage(options.out + "/checkpoints", "resume refused: the checkpoint holds a shuffle buffer, this manifest has no source.shuffle")
+                throw .usage(run.options.out + "/checkpoints", "resume refused: the checkpoint holds a shuffle buffer, this manifest has no source.shuffle")
             }
         }
-        let d = StreamDriver(options: options, spec: spec, source: src, graph: graph, output: output, quarantine: qfile,
-                             shuffler: shuffler, checkpoints: checkpoints, resumeFrom: resumeFrom, seed: seed, shard: shard,
-                             stdout: stdout, stderr: stderr)
+        let d = StreamDriver(run: run, source: src, graph: graph, quarantine: qfile, shuffler: shuffler, checkpoints: checkpoints)
         driver = d
-        let progress = ProgressReporter(mode: options.progress, totalBytes: src.totalBytes, stderr: stderr)
+        let progress = ProgressReporter(mode: run.options.progress, totalBytes: src.totalBytes, stderr: run.stderr)
         BLASThreads.set(1)
         Signals.install()
         try d.stream(shape: shape, progress: progress)
         if let sh = shuffler, sh.count > 0 {
             // The stream has ended: pass on what the buffer still holds, in a random order.
-            for b in sh.flush(batchRows: spec.source.batchRows, position: d.lastPosition) { try d.deliver(b) }
+            for b in sh.flush(batchRows: run.spec.source.batchRows, position: d.lastPosition) { try d.deliver(b) }
         }
         let rowsFed = d.rowsFed
         progress.finish(rows: rowsFed, bytes: src.bytesIn)
-        if let c = resumeFrom, rowsFed < Int64(c.rowsFed) {
+        if let c = run.resumeFrom, rowsFed < Int64(c.rowsFed) {
             throw .usage(src.displayName, "resume refused: the input has \(rowsFed) rows, the checkpoint was taken after \(c.rowsFed)",
                          hint: "resume with the same input, or start without --resume")
         }
-        if rowsFed == 0 && options.shard == nil {
+        if rowsFed == 0 && run.options.shard == nil {
             throw .data(src.displayName, "no rows: the input holds no data rows",
                         hint: bad.skipped + bad.quarantined > 0 ? "every row was bad (\(bad.skipped + bad.quarantined) skipped)" : nil)
         }
         var outputs: [(String, OperatorOutput)] = []
-        if !options.writeOutputs, let path = options.stateOut {
+        if !run.options.writeOutputs, let path = run.options.stateOut {
             // State only: the source's operators are all mergeable and their finish() leaves the state as it is,
             // so the states are final now; operators downstream of a sampler run at merge, on the merged sample.
             try writeStateBlob(to: path, graph: rowsFed == 0 ? nil : graph, rowsFed: rowsFed)
             return RunReport(rowsRead: rowsFed, rowsSkipped: bad.skipped, rowsQuarantined: bad.quarantined,
                              bytesIn: src.bytesIn, seconds: monotonicSeconds() - started, outputs: [])
         }
-        let start = resumeFrom?.finishing == true ? Int(resumeFrom!.finishIndex) : 0
+        let start = run.resumeFrom?.finishing == true ? Int(run.resumeFrom!.finishIndex) : 0
         try graph.finishAll(from: start, afterStep: { (i: Int) throws(EngineError) in
             try d.betweenSteps(finishIndex: i)
         }, finished: { (id: String, out: OperatorOutput) throws(EngineError) in
-            try self.output.writeOperator(self.spec.op(id)!, output: out, state: graph.stateBytes(id),
+            try self.run.output.writeOperator(self.run.spec.op(id)!, output: out, state: graph.stateBytes(id),
                                           extra: self.featureNamesJSON)
             for w in out.warnings { self.warn(id: id, w) }
             outputs.append((id, out))
@@ -327,32 +312,46 @@ final class RunSession: @unchecked Sendable {
             // The others go on; this one's mergeable state is kept so that `rowflow merge` with a corrected
             // manifest can finish it without re-reading the input.
             self.record.failedOperators.append((id, error))
-            self.stderr("rowflow: error: operator '\(id)' failed: \(error.detail)\n")
+            self.run.stderr("rowflow: error: operator '\(id)' failed: \(error.detail)\n")
             if let state = graph.stateBytes(id) {
-                let dir = self.output.operatorDir(id)
+                let dir = self.run.output.operatorDir(id)
                 try FileBytes.makeDirectory(dir)
                 try FileBytes.writeAtomically(state, to: dir + "/state.bin")
             }
         })
         try qfile.close()
-        if let path = options.stateOut { try writeStateBlob(to: path, graph: rowsFed == 0 ? nil : graph, rowsFed: rowsFed) }
+        if let path = run.options.stateOut { try writeStateBlob(to: path, graph: rowsFed == 0 ? nil : graph, rowsFed: rowsFed) }
         return RunReport(rowsRead: rowsFed, rowsSkipped: bad.skipped, rowsQuarantined: bad.quarantined,
                          bytesIn: src.bytesIn, seconds: monotonicSeconds() - started, outputs: outputs)
     }
 
     func streamShape(_ src: SourceReader) throws(EngineError) -> StreamShape {
-        let f32 = spec.source.float32Values
+        let f32 = run.spec.source.float32Values
         if let l = src.layout { return StreamShape(columns: l.features, hasTarget: l.hasTarget, rowsKnown: src.rowsKnown, float32Values: f32) }
         // An empty input: the shape can only come from the manifest.
-        guard let c = spec.source.columns else {
-            if options.shard != nil {
+        guard let c = run.spec.source.columns else {
+            if run.options.shard != nil {
                 throw .usage(src.displayName, "this shard is empty and source.columns is not set, so its shape is unknown",
                              hint: "set source.columns in the manifest for shard runs")
             }
             throw .data(src.displayName, "no rows: the input is empty")
         }
-        let l = try RowLayout(rawColumns: c, config: spec.source, location: options.manifestPath)
+        let l = try RowLayout(rawColumns: c, config: run.spec.source, location: run.options.manifestPath)
         return StreamShape(columns: l.features, hasTarget: l.hasTarget, rowsKnown: 0, float32Values: f32)
     }
 
+}
+
+/// What every part of one run reads and never changes: its options, the validated manifest, the output
+/// directory, the checkpoint it resumes from, the seed and shard in force (the checkpoint's when resuming),
+/// and where its console lines go.
+struct RunContext: Sendable {
+    let options: RunOptions
+    let spec: PipelineSpec
+    let output: OutputWriter
+    let resumeFrom: Checkpoint?
+    let seed: UInt64
+    let shard: Int64
+    let stdout: @Sendable (String) -> Void
+    let stderr: @Sendable (String) -> Void
 }

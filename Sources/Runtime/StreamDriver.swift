@@ -12,20 +12,13 @@ import Glibc
 /// checkpoints and signals between batches and between the steps after the stream. Everything it needs exists
 /// before it starts; the counters are the run's position.
 final class StreamDriver: @unchecked Sendable {
-    let options: RunOptions
-    let spec: PipelineSpec
+    let run: RunContext
     let source: SourceReader
     let graph: Graph
-    let output: OutputWriter
     let quarantine: QuarantineFile
     let shuffler: ShuffleBuffer?
     /// Created at a signal in a run that had none (so the stop can still checkpoint).
     var checkpoints: CheckpointStore?
-    let resumeFrom: Checkpoint?
-    let seed: UInt64
-    let shard: Int64
-    let stdout: @Sendable (String) -> Void
-    let stderr: @Sendable (String) -> Void
 
     // Stream position: rows taken from the source (rowsFed) and rows passed to the operators (rowsDelivered;
     // fewer while a `source.shuffle` buffer holds some).
@@ -38,27 +31,25 @@ final class StreamDriver: @unchecked Sendable {
     /// The source position after the last batch the operators consumed.
     var lastPosition = SourcePosition()
 
-    init(options: RunOptions, spec: PipelineSpec, source: SourceReader, graph: Graph, output: OutputWriter, quarantine: QuarantineFile,
-         shuffler: ShuffleBuffer?, checkpoints: CheckpointStore?, resumeFrom: Checkpoint?, seed: UInt64, shard: Int64,
-         stdout: @escaping @Sendable (String) -> Void, stderr: @escaping @Sendable (String) -> Void) {
-        self.options = options; self.spec = spec; self.source = source; self.graph = graph; self.output = output
-        self.quarantine = quarantine; self.shuffler = shuffler; self.checkpoints = checkpoints; self.resumeFrom = resumeFrom
-        self.seed = seed; self.shard = shard; self.stdout = stdout; self.stderr = stderr
-        if let c = resumeFrom { rowsDelivered = Int64(c.rowsFed) - Int64(shuffler?.count ?? 0) }
+    init(run: RunContext, source: SourceReader, graph: Graph, quarantine: QuarantineFile, shuffler: ShuffleBuffer?,
+         checkpoints: CheckpointStore?) {
+        self.run = run; self.source = source; self.graph = graph; self.quarantine = quarantine; self.shuffler = shuffler
+        self.checkpoints = checkpoints
+        if let c = run.resumeFrom { rowsDelivered = Int64(c.rowsFed) - Int64(shuffler?.count ?? 0) }
     }
 
     func stream(shape: StreamShape, progress: ProgressReporter) throws(EngineError) {
         let src = source
-        let cap = RowBatch.capacity(batchRows: spec.source.batchRows, columns: shape.columns)
-        let hasWeight = src.layout?.hasWeight ?? (spec.source.weight != nil)
+        let cap = RowBatch.capacity(batchRows: run.spec.source.batchRows, columns: shape.columns)
+        let hasWeight = src.layout?.hasWeight ?? (run.spec.source.weight != nil)
         func newBatch() -> RowBatch {
             var b = RowBatch(columns: shape.columns, capacity: cap, hasTarget: shape.hasTarget, hasWeight: hasWeight)
             // Float32 input: the decode thread only decompresses into the staging area; this thread converts.
-            if options.threads > 1 && src.stagesFloat32 { b.enableStaging(withTarget: src.stagesTarget) }
+            if run.options.threads > 1 && src.stagesFloat32 { b.enableStaging(withTarget: src.stagesTarget) }
             return b
         }
 
-        if options.threads <= 1 {
+        if run.options.threads <= 1 {
             var batch = newBatch()
             while true {
                 batch.reset()
@@ -71,7 +62,7 @@ final class StreamDriver: @unchecked Sendable {
         }
         // Rows that only float32 readers see are checked for non-finite values but never widened (a batch cut
         // for --emit-every or shuffled is copied from `features`, so those keep the conversion).
-        let float32Only = src.stagesFloat32 && options.emitEvery == nil && shuffler == nil && graph.sourceReadsFloat32Only
+        let float32Only = src.stagesFloat32 && run.options.emitEvery == nil && shuffler == nil && graph.sourceReadsFloat32Only
         func convert(_ b: inout RowBatch) throws(EngineError) { if float32Only { try b.checkStaged() } else { try b.materialize() } }
         // Two threads: decode there → queue → compute here. Three batches circulate.
         let full = BoundedQueue<Result<RowBatch?, EngineError>>(capacity: 2)
@@ -139,7 +130,7 @@ final class StreamDriver: @unchecked Sendable {
         lastPosition = batch.position
         if batch.count > 0 {
             fingerprint.absorb(batch)
-            if let c = resumeFrom, rowsFed < Int64(c.rowsFed) {
+            if let c = run.resumeFrom, rowsFed < Int64(c.rowsFed) {
                 rowsFed += Int64(batch.count)
                 if rowsFed > Int64(c.rowsFed) {
                     throw .internal("resume", "batch boundaries moved: row \(rowsFed) passed the checkpoint's \(c.rowsFed)")
@@ -148,7 +139,7 @@ final class StreamDriver: @unchecked Sendable {
                 progress.tick(rows: rowsFed, bytes: src.bytesIn)
                 return
             }
-            if let c = resumeFrom, c.finishing {
+            if let c = run.resumeFrom, c.finishing {
                 throw .usage(src.displayName, "resume refused: the input has more rows than the \(c.rowsFed) the checkpoint's run had read in full",
                              hint: "resume with the same input, or start without --resume")
             }
@@ -164,7 +155,7 @@ final class StreamDriver: @unchecked Sendable {
             }
             rowsFed += Int64(batch.count)
             progress.tick(rows: rowsFed, bytes: src.bytesIn)
-            if let every = options.checkpointEvery ?? spec.checkpoint?.everyRows, rowsFed - lastCheckpointRows >= every {
+            if let every = run.options.checkpointEvery ?? run.spec.checkpoint?.everyRows, rowsFed - lastCheckpointRows >= every {
                 try writeCheckpoint(finishing: false, finishIndex: 0)
             }
         }
@@ -174,7 +165,7 @@ final class StreamDriver: @unchecked Sendable {
     /// Feeds rows to the operators, cutting the batch at `--emit-every` boundaries so emitted lines fall at
     /// exact row counts (rows passed on, after any shuffle buffer).
     func deliver(_ batch: RowBatch) throws(EngineError) {
-        guard let n = options.emitEvery else {
+        guard let n = run.options.emitEvery else {
             try graph.feed(batch, from: "source")
             rowsDelivered += Int64(batch.count)
             return
@@ -200,7 +191,7 @@ final class StreamDriver: @unchecked Sendable {
     }
 
     func betweenSteps(finishIndex i: Int) throws(EngineError) {
-        if checkpoints != nil, monotonicSeconds() - lastCheckpointTime >= options.stepCheckpointSeconds {
+        if checkpoints != nil, monotonicSeconds() - lastCheckpointTime >= run.options.stepCheckpointSeconds {
             try writeCheckpoint(finishing: true, finishIndex: i)
         }
         try checkSignals(finishing: true, finishIndex: i)
@@ -210,29 +201,29 @@ final class StreamDriver: @unchecked Sendable {
     func checkSignals(finishing: Bool, finishIndex: Int) throws(EngineError) {
         let sig = Signals.pending
         guard sig != 0 else { return }
-        guard options.writeOutputs else {
+        guard run.options.writeOutputs else {
             // --state-out without --out has nowhere to checkpoint: stop at once; the shard is simply re-run.
             throw EngineError(sig == SIGINT ? .interrupted : .terminated, "row \(rowsFed)",
                               "interrupted by \(sig == SIGINT ? "SIGINT" : "SIGTERM") (no checkpoint: --state-out without --out)")
         }
         // While a resume is still skipping to its checkpoint, that checkpoint is already the newest one.
-        let skipping = resumeFrom.map { rowsFed < Int64($0.rowsFed) } ?? false
+        let skipping = run.resumeFrom.map { rowsFed < Int64($0.rowsFed) } ?? false
         // A row store kept in memory (a run without checkpoint settings) cannot go into a checkpoint: stop
         // without one; the run starts over.
         if checkpoints == nil, graph.stores.values.contains(where: { $0.memoryRows > 0 }) {
-            stderr("rowflow: interrupted at row \(rowsFed); no checkpoint (the row store keeps rows in memory without checkpoint settings)\n")
+            run.stderr("rowflow: interrupted at row \(rowsFed); no checkpoint (the row store keeps rows in memory without checkpoint settings)\n")
             throw EngineError(sig == SIGINT ? .interrupted : .terminated, "row \(rowsFed)",
                               "interrupted by \(sig == SIGINT ? "SIGINT" : "SIGTERM") (no checkpoint: set checkpoint.every_rows to make multi-pass runs resumable)")
         }
         if !skipping {
             if checkpoints == nil {
-                checkpoints = CheckpointStore(dir: options.out + "/checkpoints", keep: spec.checkpoint?.keep ?? 2,
-                                              manifestSHA256: spec.sha256)
+                checkpoints = CheckpointStore(dir: run.options.out + "/checkpoints", keep: run.spec.checkpoint?.keep ?? 2,
+                                              manifestSHA256: run.spec.sha256)
             }
             try writeCheckpoint(finishing: finishing, finishIndex: finishIndex)
         }
-        let again = "rowflow run \(options.manifestPath) --input \(options.input ?? "-") --out \(options.out) --resume"
-        stderr("rowflow: interrupted at row \(rowsFed); checkpoint written. Resume with: \(again)\n")
+        let again = "rowflow run \(run.options.manifestPath) --input \(run.options.input ?? "-") --out \(run.options.out) --resume"
+        run.stderr("rowflow: interrupted at row \(rowsFed); checkpoint written. Resume with: \(again)\n")
         throw EngineError(sig == SIGINT ? .interrupted : .terminated, "row \(rowsFed)",
                           "interrupted by \(sig == SIGINT ? "SIGINT" : "SIGTERM") after writing a checkpoint", hint: again)
     }
@@ -249,7 +240,7 @@ final class StreamDriver: @unchecked Sendable {
         let (states, stores) = try graph.snapshot()
         // Finishing: the whole source has been read, so its live counters are final.
         let p = finishing ? position(src) : lastPosition
-        let c = Checkpoint(manifestSHA256: store.manifestDigest, seed: seed, shard: shard, finishing: finishing,
+        let c = Checkpoint(manifestSHA256: store.manifestDigest, seed: run.seed, shard: run.shard, finishing: finishing,
                            rowsFed: UInt64(rowsFed), rowsConsumed: UInt64(p.rowsConsumed),
                            rowsSkipped: UInt64(p.rowsSkipped), rowsQuarantined: UInt64(p.rowsQuarantined),
                            quarantineBytes: p.quarantineBytes, fingerprint: fingerprint.value,
@@ -264,16 +255,16 @@ final class StreamDriver: @unchecked Sendable {
     /// written to `<out>/<id>/current/<name>.npy` (each renamed into place, so a reader never sees half a
     /// file), named in the line as `"current"` — written before the line, so the line never points ahead.
     func emitLines() throws(EngineError) {
-        for s in spec.operators {
+        for s in run.spec.operators {
             let (summary, arrays) = graph.ops[s.id]!.currentEmit()
             var pairs: [(String, JSON)] = [("id", .string(s.id)), ("rows", .int(rowsDelivered)), ("summary", .object(summary))]
             if !arrays.isEmpty {
-                let dir = output.operatorDir(s.id) + "/current"
+                let dir = run.output.operatorDir(s.id) + "/current"
                 try FileBytes.makeDirectory(dir)
                 for a in arrays { try NpyWriter.write(a, to: dir + "/" + a.name + ".npy") }
                 pairs.append(("current", .string(dir)))
             }
-            stdout(JSON.object(pairs).encoded() + "\n")
+            run.stdout(JSON.object(pairs).encoded() + "\n")
         }
     }
 }

@@ -170,6 +170,23 @@ import Testing
 
     /// One writer per --out: a second run on a directory held by a live run exits 73 naming its pid; once the
     /// holder is killed the directory is free.
+    /// A writer killed mid-write leaves `<name>.tmp-<pid>`; the next run in that directory (holding its lock)
+    /// removes such files in the directory, its operator folders and their subfolders, and nothing else.
+    @Test func staleTemporariesOfAKilledWriterAreRemoved() throws {
+        let m = manifest("source: { format: csv }\noperators: [{ id: m, op: moments }]\n")
+        writeFile(dir + "/x.csv", "1,2\n3,4\n")
+        let out = dir + "/stale"
+        try FileManager.default.createDirectory(atPath: out + "/m/current", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: out + "/checkpoints", withIntermediateDirectories: true)
+        let stale = ["run.json.tmp-4242", "m/state.bin.tmp-17", "m/current/mean.npy.tmp-9", "checkpoints/ckpt-3.bin.tmp-123"]
+        let kept = ["m/notes.tmp-draft", "user.tmp"]
+        for f in stale + kept { writeFile(out + "/" + f, "x") }
+        let r = rowflow(["run", m, "--input", dir + "/x.csv", "--out", out, "--progress", "never"])
+        #expect(r.status == 0, "\(r.stderr)")
+        for f in stale { #expect(!FileManager.default.fileExists(atPath: out + "/" + f), "\(f) left behind") }
+        for f in kept { #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f) removed") }
+    }
+
     @Test func secondWriterIsRefusedWhileTheFirstLives() throws {
         let m = manifest("source: { format: csv, columns: 2 }\noperators: [{ id: m, op: moments }]\n")
         let out = dir + "/locked"
