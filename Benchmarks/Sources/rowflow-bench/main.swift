@@ -370,6 +370,19 @@ struct Section {
     let name: String
     let text: String
     var versions: [String] = []
+    /// The input size the case ran at ("10⁶ rows"): part of each goal's id in the ledger, because a goal met
+    /// at 10⁶ rows and the same goal at 2·10⁵ (where process start weighs more) are different measurements.
+    var scale = ""
+}
+
+/// 1000000 → "10⁶", 200000 → "2·10⁵", 12345 → "12345".
+func powerOfTen(_ n: Int) -> String {
+    let superscript: [Character] = ["⁰", "¹", "²", "³", "⁴", "⁵", "⁶", "⁷", "⁸", "⁹"]
+    var m = n, e = 0
+    while m >= 10, m % 10 == 0 { m /= 10; e += 1 }
+    guard e >= 2, m < 10 else { return String(n) }
+    let power = "10" + String(String(e).map { superscript[Int(String($0))!] })
+    return m == 1 ? power : "\(m)·" + power
 }
 
 func ingestF32(_ env: BenchEnv, rows: Int, runs: Int) -> Section {
@@ -492,17 +505,25 @@ let loadAtStart = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8
 var sections: [Section] = []
 for name in selected {
     log("== \(name)")
+    var section: Section
     switch name {
-    case "ingest-f32": sections.append(ingestF32(env, rows: rows, runs: options.runs))
-    case "csv-parse": sections.append(csvParse(env, rows: rows, runs: options.runs))
-    case "svd": sections.append(svdCase(env, rows: options.svdRows, runs: options.runs))
-    case "pca": sections.append(pcaCase(env, rows: options.svdRows, runs: options.runs))
-    case "top-eig": sections.append(topEig(env, rows: options.svdRows, runs: options.runs))
-    case "coreset": sections.append(coreset(env, rows: rows, runs: options.runs))
-    case "solver": sections.append(solver(env, rows: options.solverRows, runs: options.runs))
-    case "dpp": sections.append(dppCase(env, sizes: options.dppRows, runs: options.runs))
-    default: sections.append(rssFlat(env, rows: rows, runs: options.runs))
+    case "ingest-f32": section = ingestF32(env, rows: rows, runs: options.runs)
+    case "csv-parse": section = csvParse(env, rows: rows, runs: options.runs)
+    case "svd": section = svdCase(env, rows: options.svdRows, runs: options.runs)
+    case "pca": section = pcaCase(env, rows: options.svdRows, runs: options.runs)
+    case "top-eig": section = topEig(env, rows: options.svdRows, runs: options.runs)
+    case "coreset": section = coreset(env, rows: rows, runs: options.runs)
+    case "solver": section = solver(env, rows: options.solverRows, runs: options.runs)
+    case "dpp": section = dppCase(env, sizes: options.dppRows, runs: options.runs)
+    default: section = rssFlat(env, rows: rows, runs: options.runs)
     }
+    switch name {
+    case "svd", "pca", "top-eig": section.scale = powerOfTen(options.svdRows) + " rows"
+    case "solver": section.scale = powerOfTen(options.solverRows) + " rows"
+    case "dpp": section.scale = "N = " + options.dppRows.map(powerOfTen).joined(separator: ", ")
+    default: section.scale = powerOfTen(rows) + " rows"
+    }
+    sections.append(section)
 }
 
 let cpuModel = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "")
@@ -546,7 +567,8 @@ if options.appendResults {
     log("appended to \(path)")
     for s in sections {
         for g in goalLines(s.text) {
-            _ = capture(["python3", env.dir + "/goals.py", "record", "--id", s.name + ": " + g.goal, "--goal", s.name + ": " + g.goal,
+            let id = "\(s.name) (\(s.scale)): \(g.goal)"
+            _ = capture(["python3", env.dir + "/goals.py", "record", "--id", id, "--goal", id,
                          "--figure", g.figure, "--met", g.met, "--rowflow", env.bin])
         }
     }
