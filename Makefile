@@ -5,6 +5,11 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libopenblas-dev libzstd-dev zstd pkgconf
 BIN := .build/release/rowflow
+# Release builds link the Swift runtime and Foundation statically: each process then starts in about 10 ms
+# instead of 20 (no relocation of a dozen shared Swift libraries, twice, since the binary re-executes itself
+# to pin OpenBLAS to one thread) and is about 8 MiB smaller in memory; the binary is larger (about 85 MB).
+# Every release build uses the same flags, or SwiftPM would rebuild all of it on each switch.
+RELEASE := -c release --static-swift-stdlib
 
 .PHONY: deps build debug demo test test-numbers test-kernels test-python test-spark install uninstall bench fuzz record-fixtures clean
 
@@ -16,7 +21,7 @@ deps:
 	fi
 
 build: deps
-	$(SWIFT) build -c release --product rowflow
+	$(SWIFT) build $(RELEASE) --product rowflow
 
 debug: deps
 	$(SWIFT) build
@@ -49,7 +54,7 @@ test: debug
 NUMCHECK_COUNT ?= 10000000
 NUMCHECK_SEED ?= 1
 test-numbers: deps
-	$(SWIFT) build -c release --product rowflow-numcheck
+	$(SWIFT) build $(RELEASE) --product rowflow-numcheck
 	.build/release/rowflow-numcheck $(NUMCHECK_COUNT) $(NUMCHECK_SEED)
 
 # The whole Swift suite once per BLAS kernel this CPU can run (OPENBLAS_CORETYPE forced; the fixture replays

@@ -153,25 +153,42 @@ final class BinaryDecoder: RowDecoder {
         var failures: [(Int64, EngineError, Int, Int)] = []   // row, error, slot offset, raw column
         let firstSlot = batch.count
         for k in 0..<rows { _ = batch.appendSlot(index: rowsConsumed + Int64(k)) }
+        // Features in order (then, perhaps, the target): converted in a loop the compiler vectorises, with a
+        // single probe per row (Σ v·0 is NaN iff some v is not finite) in place of a branch per value.
+        let contiguous = (element == .f4 || element == .f8) && (layout.isIdentity || layout.isFeaturesThenTarget) && isLittleEndianHost
+            && Int(bitPattern: src) % element.size == 0 && rowBytes % element.size == 0
+        let targetColumn = layout.isIdentity ? nil : Optional(d)
         batch.features.withUnsafeMutableBufferPointer { f in
             for k in 0..<rows {
                 let row = rowsConsumed + Int64(k)
                 let slot = firstSlot + k
                 let out = f.baseAddress! + slot * d
                 let rp = src + k * rowBytes
-                if layout.isIdentity && element == .f4 && Int(bitPattern: rp) % 4 == 0 && isLittleEndianHost {
-                    // Contiguous: convert the row in a loop the compiler vectorises; a single probe
-                    // (Σ v·0 is NaN iff some v is not finite) replaces a branch per value.
-                    let fp = rp.assumingMemoryBound(to: Float.self)
+                if contiguous {
                     var probe: Double = 0
-                    for j in 0..<c {
-                        let v = Double(fp[j])
-                        out[j] = v
+                    if element == .f4 {
+                        let fp = rp.assumingMemoryBound(to: Float.self)
+                        for j in 0..<d {
+                            let v = Double(fp[j])
+                            out[j] = v
+                            probe += v * 0
+                        }
+                    } else {
+                        let dp = rp.assumingMemoryBound(to: Double.self)
+                        for j in 0..<d {
+                            let v = dp[j]
+                            out[j] = v
+                            probe += v * 0
+                        }
+                    }
+                    if let t = targetColumn {
+                        let v = load(rp, t)
+                        batch.targets![slot] = v
                         probe += v * 0
                     }
                     if probe.isNaN && !config.allowNonfinite {
-                        let j = (0..<c).first { !out[$0].isFinite }!
-                        failures.append((row, .data("\(name): row \(row - firstRow + 1)", "non-finite value \(out[j]) in column \(j + 1)\(layout.label(j))",
+                        let j = (0..<c).first { !load(rp, $0).isFinite }!
+                        failures.append((row, .data("\(name): row \(row - firstRow + 1)", "non-finite value \(load(rp, j)) in column \(j + 1)\(layout.label(j))",
                                                     hint: "set source.allow_nonfinite: true, or on_bad_row: skip"), k, j))
                     }
                     continue

@@ -188,6 +188,55 @@ final class LockedLines: @unchecked Sendable {
         }
     }
 
+    /// Float64 and float32 rows laid out as the features in order, then perhaps the target, are converted by
+    /// a vectorised loop; the rows, targets, indices and errors must be what the per-value path gives. The
+    /// reference is the values written (exact: every value is representable in both widths) and the same
+    /// data with the target moved first, which takes the per-value path.
+    @Test func contiguousRowsMatchThePerValuePath() throws {
+        let n = 1000, c = 4
+        func value(_ i: Int, _ j: Int) -> Double { Double(i) * 0.5 - Double(j) * 3 }
+        let last = (0..<n).flatMap { i in (0..<c).map { value(i, $0) } }
+        let first = (0..<n).flatMap { i in [value(i, c - 1)] + (0..<(c - 1)).map { value(i, $0) } }
+        let rows = (0..<n).map { i in (0..<(c - 1)).map { value(i, $0) } }, targets = (0..<n).map { value($0, c - 1) }
+        for wide in [true, false] {
+            func write(_ name: String, _ v: [Double]) -> String {
+                let path = dir + "/" + name + (wide ? ".npy" : ".f32")
+                writeBytes(path, wide ? NpyWriter.encode(NamedArray("x", shape: [n, c], float64: v)) : f32Bytes(v.map(Float.init)))
+                return path
+            }
+            var cfg = SourceConfig(); cfg.format = wide ? .npy : .f32; cfg.columns = wide ? nil : c
+            cfg.target = .last
+            for b in [1, 7, 4096] {
+                let a = try decodeAll(write("last", last), cfg, batchRows: b)
+                #expect(a.rows == rows && a.targets == targets && a.indices == (0..<n).map(Int64.init), "wide \(wide) batch \(b)")
+            }
+            var firstCfg = cfg; firstCfg.target = .first
+            let f = try decodeAll(write("first", first), firstCfg)
+            #expect(f.rows == rows && f.targets == targets)
+            var identity = cfg; identity.target = .none
+            #expect(try decodeAll(write("all", last), identity).rows == (0..<n).map { i in (0..<c).map { value(i, $0) } })
+
+            // A non-finite feature, then a non-finite target: the row and the column named as the per-value path
+            // names them; skipped rows keep the others' indices; allow_nonfinite lets them through.
+            var bad = last
+            bad[2 * c + 1] = .nan
+            bad[5 * c + (c - 1)] = .infinity
+            let path = write("bad", bad)
+            let e = errorOf { _ = try decodeAll(path, cfg) }
+            #expect(e?.location == path + ": row 3" && e?.message == "non-finite value nan in column 2", "\(String(describing: e))")
+            var badFirst = first
+            badFirst[2 * c + 2] = .nan
+            let pf = write("badfirst", badFirst)
+            #expect(errorOf { _ = try decodeAll(pf, firstCfg) }?.message == "non-finite value nan in column 3")
+            var skip = cfg; skip.onBadRow = .skip
+            let s = try decodeAll(path, skip, bad: BadRowHandler(policy: .skip))
+            #expect(s.indices == (0..<Int64(n)).filter { $0 != 2 && $0 != 5 } && s.rows.count == n - 2)
+            var allow = cfg; allow.allowNonfinite = true
+            let al = try decodeAll(path, allow)
+            #expect(al.rows[2][1].isNaN && al.targets[5] == .infinity && al.rows.count == n)
+        }
+    }
+
     @Test func libsvmParsesAndRejectsBadIndices() throws {
         writeFile(dir + "/a.svm", "1 1:0.5 3:2\n-1 2:1 # comment\n0 qid:3 1:1\n")
         var cfg = SourceConfig(); cfg.format = .libsvm; cfg.columns = 3

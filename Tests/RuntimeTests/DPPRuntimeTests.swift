@@ -65,10 +65,12 @@ import Testing
     /// store's `shard`), in memory and in the spill file alike. Reads cross the memory/file boundary and the
     /// 1 MiB pread chunks (18,724 records of 7 doubles) exactly; a batch without a shard column reads the same
     /// rows; a spill file cut short after sealing is a read error (exit 74), not a crash or a silent short read.
-    @Test func rowStoreKeepsShardsAndReadsBackExactly() throws {
+    /// With 2.5 MiB of memory the in-memory rows span two 2 MiB chunks (37,449 records each), the second one
+    /// only partly filled before the rest spills.
+    @Test(arguments: [4096, 5 << 19]) func rowStoreKeepsShardsAndReadsBackExactly(memoryBytes: Int) throws {
         let cols = 3, n = 50_000
-        let path = dir + "/rs/source.rows"
-        let store = try RowStore(columns: cols, hasTarget: true, memoryBytes: 4096, spillPath: path, shard: 5)
+        let path = dir + "/rs\(memoryBytes)/source.rows"
+        let store = try RowStore(columns: cols, hasTarget: true, memoryBytes: memoryBytes, spillPath: path, shard: 5)
         var b = RowBatch(columns: cols, capacity: 1000, hasTarget: true, hasWeight: true)
         func value(_ i: Int, _ j: Int) -> Double { Double(i) * 10 + Double(j) + 0.25 }
         for start in stride(from: 0, to: n, by: 1000) {
@@ -84,10 +86,10 @@ import Testing
             try store.append(b)
         }
         try store.seal()
-        #expect(store.count == n && store.spilled == n - 73)   // 4096 bytes hold 73 records of 56 bytes
+        #expect(store.count == n && store.spilled == n - memoryBytes / 56)   // records of 56 bytes
         var out = RowBatch(columns: cols, capacity: 30_000, hasTarget: true, hasWeight: true)
         out.shards = [Int64](repeating: -1, count: 30_000)
-        for (start, len) in [(0, 30_000), (30_000, 30_000), (60, 20), (17_000, 4096), (n - 5, 10)] {
+        for (start, len) in [(0, 30_000), (30_000, 30_000), (60, 20), (17_000, 4096), (37_440, 20), (46_800, 20), (n - 5, 10)] {
             store.read(start, len, into: &out)
             #expect(out.count == min(len, n - start))
             var bad = 0
@@ -104,7 +106,7 @@ import Testing
         #expect(plain.count == 10 && plain.shards == nil && plain.features[0] == value(n - 10, 0))
         #expect(store.readError == nil)
         #expect(truncate(path, off_t(1000 * 56)) == 0)
-        store.read(40_000, 10, into: &plain)
+        store.read(n - 10, 10, into: &plain)
         #expect(plain.count == 0 && store.readError?.status == .ioError, "\(String(describing: store.readError))")
     }
 
