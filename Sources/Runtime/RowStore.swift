@@ -33,11 +33,12 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
     let spillPath: String
     /// In-memory records, `chunkRows` to a chunk (the last one partly filled).
     private var chunks: [UnsafeMutablePointer<Double>] = []
-    /// Records per 2 MiB chunk. A chunk is 2 MiB-aligned and advised as a huge page: filling the store then
-    /// takes one page fault per 2 MiB instead of 512, which in a virtual machine was most of the cost of
-    /// keeping a 16 MiB store (a 10⁵-row dpp-sample run: about 10 ms of faults).
+    /// Records per chunk. A chunk is 2 MiB (or the multiple of 2 MiB that holds one record), 2 MiB-aligned and
+    /// advised as huge pages: filling the store then takes one page fault per 2 MiB instead of 512, which in a
+    /// virtual machine was most of the cost of keeping a 16 MiB store (a 10⁵-row dpp-sample run: about 10 ms).
     let chunkRows: Int
-    static let chunkBytes = 2 << 20
+    let chunkBytes: Int
+    static let hugePage = 2 << 20
     private var memCount = 0
     private var fd: Int32 = -1
     private(set) var spilled = 0
@@ -53,7 +54,8 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
         self.width = columns + 4
         self.memoryRows = durable ? 0 : max(1, memoryBytes / (8 * (columns + 4)))
         self.readRows = max(1, (1 << 20) / (8 * (columns + 4)))
-        self.chunkRows = max(1, Self.chunkBytes / (8 * (columns + 4)))
+        self.chunkBytes = (8 * (columns + 4) + Self.hugePage - 1) / Self.hugePage * Self.hugePage
+        self.chunkRows = chunkBytes / (8 * (columns + 4))
         self.spillPath = spillPath
         if let n = resumeRows {
             try openFile(truncate: false)
@@ -72,7 +74,7 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
 
     deinit {
         if fd >= 0 { close(fd) }
-        for c in chunks { munmap(c, Self.chunkBytes) }
+        for c in chunks { munmap(c, chunkBytes) }
     }
 
     public var count: Int { memCount + spilled }
@@ -102,15 +104,15 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
 
     private func newChunk() throws(EngineError) -> UnsafeMutablePointer<Double> {
         // Mapped with room to align, then the excess on both sides unmapped.
-        let bytes = Self.chunkBytes
-        let raw = mmap(nil, 2 * bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        let bytes = chunkBytes, align = Self.hugePage
+        let raw = mmap(nil, bytes + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         guard let raw, raw != MAP_FAILED else {
             throw .io(spillPath, "cannot map \(bytes >> 20) MiB for the in-memory row store: \(String(cString: strerror(errno)))",
                       hint: "lower rowstore.memory_mb")
         }
-        let head = (bytes - Int(bitPattern: raw) % bytes) % bytes
+        let head = (align - Int(bitPattern: raw) % align) % align
         if head > 0 { munmap(raw, head) }
-        munmap(raw + head + bytes, bytes - head)
+        munmap(raw + head + bytes, align - head)
         let p = raw + head
         // Advice only (without transparent huge pages: 4 KiB pages). A chunk the budget cannot fill keeps 4 KiB
         // pages, so that the store's resident size never exceeds rowstore.memory_mb by more than one page.

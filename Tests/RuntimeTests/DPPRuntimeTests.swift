@@ -61,6 +61,25 @@ import Testing
         #expect(gs["rows"] as? Int == 25 && abs((gs["weight_sum"] as! Double) - ws.reduce(0, +)) < 1e-9)
     }
 
+    /// Records wider than a 2 MiB chunk (300,000 columns: 2.4 MB a record) get chunks of 4 MiB, one record
+    /// each; three fit the 8 MiB budget, the other two spill, and all five read back exactly.
+    @Test func rowStoreHoldsRecordsWiderThanAChunk() throws {
+        let cols = 300_000, n = 5
+        let store = try RowStore(columns: cols, hasTarget: false, memoryBytes: 8 << 20, spillPath: dir + "/wide/source.rows")
+        var b = RowBatch(columns: cols, capacity: n, hasTarget: false, hasWeight: false)
+        for i in 0..<n {
+            let s = b.appendSlot(index: Int64(i))
+            for j in stride(from: 0, to: cols, by: 997) { b.features[s * cols + j] = Double(i * cols + j) }
+            b.features[s * cols + cols - 1] = -Double(i)
+        }
+        try store.append(b)
+        try store.seal()
+        #expect(store.count == n && store.spilled == 2)
+        var out = RowBatch(columns: cols, capacity: n, hasTarget: false, hasWeight: false)
+        store.read(0, n, into: &out)
+        #expect(out.count == n && out.features == b.features && out.indices == b.indices)
+    }
+
     /// The row store keeps each row's shard: the one a merged sampler tagged it with, else the run's (the
     /// store's `shard`), in memory and in the spill file alike. Reads cross the memory/file boundary and the
     /// 1 MiB pread chunks (18,724 records of 7 doubles) exactly; a batch without a shard column reads the same
