@@ -5,10 +5,10 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libopenblas-dev libzstd-dev zstd pkgconf
 BIN := .build/release/rowflow
-# Release builds link the Swift runtime and Foundation statically: each process then starts in about 10 ms
-# instead of 20 (no relocation of a dozen shared Swift libraries, twice, since the binary re-executes itself
-# to pin OpenBLAS to one thread) and is about 8 MiB smaller in memory; the binary is larger (about 85 MB).
-# Every release build uses the same flags, or SwiftPM would rebuild all of it on each switch.
+# Release builds link the Swift runtime and Foundation statically: a process starts faster (no relocation of a
+# dozen shared Swift libraries, twice, since the binary re-executes itself to pin OpenBLAS to one thread; figures
+# in docs/toolchain.md), and the binary is larger. Every release build uses the same flags, or SwiftPM would
+# rebuild all of it on each switch.
 RELEASE := -c release --static-swift-stdlib
 
 .PHONY: deps build debug demo test test-numbers test-kernels test-python test-spark install uninstall bench fuzz record-fixtures clean

@@ -125,10 +125,7 @@ public struct RowLayout: Sendable, Equatable {
         return " ('\(n[raw])')"
     }
     /// True when the raw fields are the features in order followed by the target (the fast path with a target).
-    public var isFeaturesThenTarget: Bool {
-        hasTarget && !hasWeight && rawColumns == features + 1 && roles[rawColumns - 1] == .target
-            && (0..<features).allSatisfy { roles[$0] == .feature($0) }
-    }
+    public let isFeaturesThenTarget: Bool
 
     /// `names`: the raw columns' names (header or `source.names`), needed when the manifest names columns.
     public init(rawColumns c: Int, config: SourceConfig, names: [String]? = nil, location: String) throws(EngineError) {
@@ -190,6 +187,7 @@ public struct RowLayout: Sendable, Equatable {
         self.hasTarget = targetCol != nil || config.format == .libsvm
         self.hasWeight = config.weight != nil
         self.isIdentity = keep == Array(0..<c) && keep.count == c
+        self.isFeaturesThenTarget = targetCol == c - 1 && config.weight == nil && keep == Array(0..<(c - 1))
         self.featureNames = names.map { n in keep.map { $0 < n.count ? n[$0] : "\($0)" } }
         self.rawNames = names
         guard features > 0 else { throw .usage(location, "no feature columns left after target, weight and select") }

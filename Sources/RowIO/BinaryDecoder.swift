@@ -30,6 +30,9 @@ final class BinaryDecoder: RowDecoder {
     private(set) var rowsConsumed: Int64
     private let firstRow: Int64
     private let rowBytes: Int
+    /// Float rows whose raw fields are the features in order, perhaps then the target: converted (or staged)
+    /// a row at a time by a loop the compiler vectorises rather than field by field.
+    private let contiguousRows: Bool
 
     init(_ buf: ChunkBuffer, element: ElementType, rawColumns: Int, config: SourceConfig, firstRow: Int64,
          rowsKnown: Int64?, expectedRows: Int64?) throws(EngineError) {
@@ -49,6 +52,7 @@ final class BinaryDecoder: RowDecoder {
         self.rowsConsumed = firstRow
         self.firstRow = firstRow
         self.rowBytes = rawColumns * element.size
+        self.contiguousRows = (element == .f4 || element == .f8) && (layout!.isIdentity || layout!.isFeaturesThenTarget) && isLittleEndianHost
     }
 
     func prime() throws(EngineError) {}
@@ -56,7 +60,7 @@ final class BinaryDecoder: RowDecoder {
     /// Float32 rows that can go to a batch's staging area untouched: nothing to select or reorder, no value
     /// allowed to be non-finite and a bad row fails the run (so the check can wait for `materialize()`).
     var stagesFloat32: Bool {
-        element == .f4 && (layout!.isIdentity || stagesTarget) && isLittleEndianHost && config.onBadRow == .fail && !config.allowNonfinite
+        element == .f4 && contiguousRows && config.onBadRow == .fail && !config.allowNonfinite
     }
     /// Staged rows end with the target (features in order, then the target: `target: last`).
     var stagesTarget: Bool { layout!.isFeaturesThenTarget }
@@ -153,10 +157,8 @@ final class BinaryDecoder: RowDecoder {
         var failures: [(Int64, EngineError, Int, Int)] = []   // row, error, slot offset, raw column
         let firstSlot = batch.count
         for k in 0..<rows { _ = batch.appendSlot(index: rowsConsumed + Int64(k)) }
-        // Features in order (then, perhaps, the target): converted in a loop the compiler vectorises, with a
-        // single probe per row (Σ v·0 is NaN iff some v is not finite) in place of a branch per value.
-        let contiguous = (element == .f4 || element == .f8) && (layout.isIdentity || layout.isFeaturesThenTarget) && isLittleEndianHost
-            && Int(bitPattern: src) % element.size == 0 && rowBytes % element.size == 0
+        // One probe per contiguous row (Σ v·0 is NaN iff some v is not finite) in place of a branch per value.
+        let contiguous = contiguousRows && Int(bitPattern: src) % element.size == 0
         let targetColumn = layout.isIdentity ? nil : Optional(d)
         batch.features.withUnsafeMutableBufferPointer { f in
             for k in 0..<rows {

@@ -33,16 +33,19 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
     let spillPath: String
     /// In-memory records, `chunkRows` to a chunk (the last one partly filled).
     private var chunks: [UnsafeMutablePointer<Double>] = []
-    /// Records per chunk. A chunk is 2 MiB (or the multiple of 2 MiB that holds one record), 2 MiB-aligned and
-    /// advised as huge pages: filling the store then takes one page fault per 2 MiB instead of 512, which in a
-    /// virtual machine was most of the cost of keeping a 16 MiB store (a 10⁵-row dpp-sample run: about 10 ms).
+    /// Records per chunk. A chunk is 2 MiB (or the multiple of 2 MiB that holds one record) and 2 MiB-aligned;
+    /// one of narrow records (≥ 64 to the chunk) is advised as a huge page: filling the store then takes one
+    /// page fault per 2 MiB instead of 512, which in a virtual machine was much of the cost of a small
+    /// dpp-sample job (Benchmarks/HISTORY.md, "Small job after the fixed-cost work").
     let chunkRows: Int
     let chunkBytes: Int
     static let hugePage = 2 << 20
     private var memCount = 0
     private var fd: Int32 = -1
     private(set) var spilled = 0
+    /// Records waiting to be written to the spill file: `writeRows` of them, at most `readRows`.
     private var writeBuffer: [Double] = []
+    private var writeRows = 0
 
     /// `durable`: every row on disk (for checkpoints). `resumeRows`: reopen a durable store holding that many
     /// rows, truncating anything written after the checkpoint.
@@ -92,13 +95,14 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
             r += n
         }
         while r < batch.count {
-            let n = min(batch.count - r, readRows - writeBuffer.count / width)
-            let start = writeBuffer.count
-            writeBuffer.append(contentsOf: repeatElement(0, count: n * width))
+            if writeBuffer.isEmpty { writeBuffer = [Double](repeating: 0, count: readRows * width) }
+            let n = min(batch.count - r, readRows - writeRows)
+            let start = writeRows * width
             writeBuffer.withUnsafeMutableBufferPointer { writeRecords(batch, rows: r..<(r + n), to: $0.baseAddress! + start) }
+            writeRows += n
             spilled += n
             r += n
-            if writeBuffer.count >= readRows * width { try flush() }
+            if writeRows == readRows { try flush() }
         }
     }
 
@@ -114,9 +118,10 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
         if head > 0 { munmap(raw, head) }
         munmap(raw + head + bytes, align - head)
         let p = raw + head
-        // Advice only (without transparent huge pages: 4 KiB pages). A chunk the budget cannot fill keeps 4 KiB
-        // pages, so that the store's resident size never exceeds rowstore.memory_mb by more than one page.
-        if memoryRows - memCount >= chunkRows { _ = madvise(p, bytes, MADV_HUGEPAGE) }
+        // Advice only (without transparent huge pages: 4 KiB pages). A huge page is resident whole, so only a
+        // chunk the budget fills and whose unused tail is under one record (< 1/64 of it) gets one: the store's
+        // resident size stays within rowstore.memory_mb · 64/63 plus a page.
+        if chunkRows >= 64 && memoryRows - memCount >= chunkRows { _ = madvise(p, bytes, MADV_HUGEPAGE) }
         return p.bindMemory(to: Double.self, capacity: bytes / 8)
     }
 
@@ -143,9 +148,9 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
     }
 
     func flush() throws(EngineError) {
-        guard !writeBuffer.isEmpty else { return }
+        guard writeRows > 0 else { return }
         if fd < 0 { try openFile(truncate: true) }
-        let bytes = writeBuffer.count * 8
+        let bytes = writeRows * width * 8
         var off = 0
         while off < bytes {
             let n = writeBuffer.withUnsafeBytes { write(fd, $0.baseAddress! + off, bytes - off) }
@@ -155,7 +160,7 @@ public final class RowStore: RowStoreReader, @unchecked Sendable {
             }
             off += n
         }
-        writeBuffer.removeAll(keepingCapacity: true)
+        writeRows = 0
     }
 
     /// Flushes and fsyncs the spill file (before a checkpoint records its length).

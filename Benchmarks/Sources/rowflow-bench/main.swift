@@ -381,7 +381,7 @@ func powerOfTen(_ n: Int) -> String {
     var m = n, e = 0
     while m >= 10, m % 10 == 0 { m /= 10; e += 1 }
     guard e >= 2, m < 10 else { return String(n) }
-    let power = "10" + String(String(e).map { superscript[Int(String($0))!] })
+    let power = "10" + String(String(e).map { superscript[$0.wholeNumberValue!] })
     return m == 1 ? power : "\(m)·" + power
 }
 
@@ -505,23 +505,18 @@ let loadAtStart = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8
 var sections: [Section] = []
 for name in selected {
     log("== \(name)")
+    let big = powerOfTen(rows) + " rows", svd = powerOfTen(options.svdRows) + " rows"
     var section: Section
     switch name {
-    case "ingest-f32": section = ingestF32(env, rows: rows, runs: options.runs)
-    case "csv-parse": section = csvParse(env, rows: rows, runs: options.runs)
-    case "svd": section = svdCase(env, rows: options.svdRows, runs: options.runs)
-    case "pca": section = pcaCase(env, rows: options.svdRows, runs: options.runs)
-    case "top-eig": section = topEig(env, rows: options.svdRows, runs: options.runs)
-    case "coreset": section = coreset(env, rows: rows, runs: options.runs)
-    case "solver": section = solver(env, rows: options.solverRows, runs: options.runs)
-    case "dpp": section = dppCase(env, sizes: options.dppRows, runs: options.runs)
-    default: section = rssFlat(env, rows: rows, runs: options.runs)
-    }
-    switch name {
-    case "svd", "pca", "top-eig": section.scale = powerOfTen(options.svdRows) + " rows"
-    case "solver": section.scale = powerOfTen(options.solverRows) + " rows"
-    case "dpp": section.scale = "N = " + options.dppRows.map(powerOfTen).joined(separator: ", ")
-    default: section.scale = powerOfTen(rows) + " rows"
+    case "ingest-f32": section = ingestF32(env, rows: rows, runs: options.runs); section.scale = big
+    case "csv-parse": section = csvParse(env, rows: rows, runs: options.runs); section.scale = big
+    case "svd": section = svdCase(env, rows: options.svdRows, runs: options.runs); section.scale = svd
+    case "pca": section = pcaCase(env, rows: options.svdRows, runs: options.runs); section.scale = svd
+    case "top-eig": section = topEig(env, rows: options.svdRows, runs: options.runs); section.scale = svd
+    case "coreset": section = coreset(env, rows: rows, runs: options.runs); section.scale = big
+    case "solver": section = solver(env, rows: options.solverRows, runs: options.runs); section.scale = powerOfTen(options.solverRows) + " rows"
+    case "dpp": section = dppCase(env, sizes: options.dppRows, runs: options.runs); section.scale = "N = " + options.dppRows.map(powerOfTen).joined(separator: ", ")
+    default: section = rssFlat(env, rows: rows, runs: options.runs); section.scale = big
     }
     sections.append(section)
 }
